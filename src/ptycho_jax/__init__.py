@@ -1,0 +1,41 @@
+"""ptycho-jax: a jitted JAX port of PtychoPINN's data chain, with a TensorFlow cross-check harness."""
+
+__version__ = "0.1.0"
+
+# --- core (lead) ---
+from ._errors import (
+    BackendUnavailableError as BackendUnavailableError,
+    GroupingError as GroupingError,
+    NormalizationError as NormalizationError,
+    PtychoInputError as PtychoInputError,
+    RawDataError as RawDataError,
+)
+from ._rawdata import RawData as RawData
+from ._grouping import (
+    DuplicatePositionWarning as DuplicatePositionWarning,
+    GroupedData as GroupedData,
+    MirroredPatchWarning as MirroredPatchWarning,
+    group as group,
+    select_groups as select_groups,
+)
+from ._coords import group_coordinates as group_coordinates
+from ._normalize import normalize_data as normalize_data
+from ._intensity import (
+    all_intensity_scales as all_intensity_scales,
+    closed_form_intensity_scale as closed_form_intensity_scale,
+    closed_form_intensity_scale_f32 as closed_form_intensity_scale_f32,
+    dataset_intensity_scale as dataset_intensity_scale,
+    mean_frame_energy as mean_frame_energy,
+    scale_nphotons as scale_nphotons,
+    seed_training_intensity_scale as seed_training_intensity_scale,
+    training_intensity_scale as training_intensity_scale,
+)
+from ._scaler import IntensityScaler as IntensityScaler
+from ._container import Container as Container, make_container as make_container
+from ._pipeline import ChainParams as ChainParams, ChainResult as ChainResult, run_chain as run_chain
+
+# --- simulation + patches (helper A) ---
+
+# --- report (helper B) ---
+
+# --- sharding / streaming (helper E) ---

@@ -1,0 +1,21 @@
+"""Exceptions raised on bad input; each message names the field, the expected and the actual value."""
+
+
+class PtychoInputError(ValueError):
+    """Invalid input to a ptycho_jax function (a field has the wrong shape, dtype or value)."""
+
+
+class RawDataError(PtychoInputError):
+    """A RawData file or field is missing, truncated, or of the wrong shape, dtype or value."""
+
+
+class GroupingError(PtychoInputError):
+    """Grouping parameters are inconsistent with the data (n < C, K < C, bad nn_indices, ...)."""
+
+
+class NormalizationError(PtychoInputError):
+    """Diffraction cannot be normalised (zero energy, NaN/Inf frames)."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """A cross-check backend cannot be imported or constructed."""

@@ -1,0 +1,270 @@
+"""RawData: scan positions, diffraction amplitudes, probe and object, with upstream-compatible NPZ I/O (pipeline.md §2)."""
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from ._errors import RawDataError
+
+logger = logging.getLogger(__name__)
+
+COORD_FIELDS = ("xcoords", "ycoords", "xcoords_start", "ycoords_start")
+NPZ_KEYS = (*COORD_FIELDS, "diff3d", "probeGuess", "objectGuess", "scan_index")
+REQUIRED_NPZ_KEYS = ("xcoords", "ycoords", "diff3d", "probeGuess")
+
+
+def _describe(a: Any) -> str:
+    if a is None:
+        return "None"
+    a = np.asarray(a)
+    return f"shape {tuple(a.shape)} dtype {a.dtype}"
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise RawDataError(
+            f"RawData.{name}: expected finite values, got {bad.shape[0]} NaN/Inf entries "
+            f"(first at index {tuple(int(i) for i in bad[0])})"
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class RawData:
+    """One scan: positions, diffraction amplitudes, probe and (optionally) object, as host NumPy arrays.
+
+    Field names follow the upstream NPZ keys. Coordinates are object-grid pixels ([x] = columns,
+    [y] = rows), converted losslessly to float64; `diff3d` holds amplitudes (square roots of
+    counts), never intensities.
+
+    Deliberate divergences from upstream (specs/pipeline.md §2): `diff3d` and `probeGuess` are
+    required; the frame count must equal the coordinate count; frames and coordinates must be
+    finite; the probe must be (N, N) with N equal to the frame size.
+
+    Raises:
+        RawDataError: a field is missing or has the wrong shape, dtype or values.
+    """
+
+    xcoords: np.ndarray
+    ycoords: np.ndarray
+    xcoords_start: np.ndarray
+    ycoords_start: np.ndarray
+    diff3d: np.ndarray
+    probeGuess: np.ndarray
+    scan_index: np.ndarray
+    objectGuess: np.ndarray | None = None
+    Y: np.ndarray | None = None
+    norm_Y_I: float | None = None
+    metadata: dict | None = None
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        for name in COORD_FIELDS:
+            a = getattr(self, name)
+            if a is None:
+                raise RawDataError(f"RawData.{name}: expected a 1-D float array, got None")
+            a = np.asarray(a)
+            if a.ndim != 1 or not np.issubdtype(a.dtype, np.floating):
+                raise RawDataError(f"RawData.{name}: expected a 1-D float array (M,), got {_describe(a)}")
+            a = a.astype(np.float64, copy=False)  # float32 -> float64 is exact
+            _check_finite(name, a)
+            set_(name, a)
+        lengths = {name: getattr(self, name).shape[0] for name in COORD_FIELDS}
+        if len(set(lengths.values())) != 1:
+            raise RawDataError(
+                f"RawData coordinates: expected xcoords, ycoords, xcoords_start, ycoords_start of one "
+                f"length, got lengths {lengths}"
+            )
+        m = lengths["xcoords"]
+        if m == 0:
+            raise RawDataError("RawData.xcoords: expected at least one scan position, got 0")
+
+        d = self.diff3d
+        if d is None:
+            raise RawDataError("RawData.diff3d: expected a (M, N, N) float32 array, got None")
+        d = np.asarray(d)
+        if d.ndim != 3 or d.shape[1] != d.shape[2]:
+            raise RawDataError(f"RawData.diff3d: expected a 3-D array of square frames (M, N, N), got {_describe(d)}")
+        if d.dtype != np.float32:
+            raise RawDataError(
+                f"RawData.diff3d: expected dtype float32 (amplitudes), got {d.dtype}; "
+                "convert with .astype(np.float32) if the values fit"
+            )
+        if d.shape[0] != m:
+            raise RawDataError(
+                f"RawData.diff3d: expected {m} frames (one per coordinate), got {d.shape[0]}"
+            )
+        _check_finite("diff3d", d)
+        if (d < 0).any():
+            raise RawDataError(
+                f"RawData.diff3d: expected amplitudes >= 0, got minimum {float(d.min())}"
+            )
+        set_("diff3d", d)
+        n = d.shape[1]
+
+        p = self.probeGuess
+        if p is None:
+            raise RawDataError(f"RawData.probeGuess: expected a ({n}, {n}) complex64 array, got None")
+        p = np.asarray(p)
+        if p.ndim != 2 or p.shape != (n, n):
+            raise RawDataError(f"RawData.probeGuess: expected shape ({n}, {n}) matching the frames, got {_describe(p)}")
+        if p.dtype != np.complex64:
+            raise RawDataError(f"RawData.probeGuess: expected dtype complex64, got {p.dtype}")
+        _check_finite("probeGuess", p)
+        set_("probeGuess", p)
+
+        s = self.scan_index
+        s = np.zeros(m, np.int64) if s is None else np.asarray(s)
+        if s.ndim != 1 or s.shape[0] != m or not np.issubdtype(s.dtype, np.integer):
+            raise RawDataError(f"RawData.scan_index: expected a 1-D integer array of length {m}, got {_describe(s)}")
+        set_("scan_index", s)
+
+        o = self.objectGuess
+        if o is not None:
+            o = np.asarray(o)
+            if o.ndim != 2:
+                raise RawDataError(f"RawData.objectGuess: expected a 2-D complex64 array (H, W), got {_describe(o)}")
+            if o.dtype != np.complex64:
+                raise RawDataError(f"RawData.objectGuess: expected dtype complex64, got {o.dtype}")
+            _check_finite("objectGuess", o)
+            set_("objectGuess", o)
+
+        y = self.Y
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 3:
+                y = y[..., None]
+            if y.shape != (m, n, n, 1) or y.dtype != np.complex64:
+                raise RawDataError(f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}")
+            set_("Y", y)
+
+    # -- derived sizes -------------------------------------------------------------------------
+    @property
+    def N(self) -> int:
+        """Frame (and probe) size in pixels."""
+        return int(self.diff3d.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.xcoords.shape[0])
+
+    def positions(self, *, start: bool = False) -> np.ndarray:
+        """The (M, 2) float64 array of [x, y] positions (nominal/start ones if `start`)."""
+        if start:
+            return np.stack([self.xcoords_start, self.ycoords_start], axis=1)
+        return np.stack([self.xcoords, self.ycoords], axis=1)
+
+    def subset(self, indices) -> "RawData":
+        """A RawData holding the positions `indices` (in that order); probe, object and metadata shared."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise RawDataError(f"RawData.subset: expected 1-D integer indices, got {_describe(idx)}")
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise RawDataError(f"RawData.subset: indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]")
+        return RawData(
+            xcoords=self.xcoords[idx],
+            ycoords=self.ycoords[idx],
+            xcoords_start=self.xcoords_start[idx],
+            ycoords_start=self.ycoords_start[idx],
+            diff3d=self.diff3d[idx],
+            probeGuess=self.probeGuess,
+            scan_index=self.scan_index[idx],
+            objectGuess=self.objectGuess,
+            Y=None if self.Y is None else self.Y[idx],
+            norm_Y_I=self.norm_Y_I,
+            metadata=self.metadata,
+        )
+
+    # -- I/O -----------------------------------------------------------------------------------
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> "RawData":
+        """Load an upstream-format RawData NPZ file (pipeline.md §2.4).
+
+        Missing `*_start` keys default to the positions, a missing `scan_index` to zeros, a missing
+        `objectGuess` to None. A `Y` key (simulation patches) and a `_metadata` JSON string are read
+        when present. Pickled entries are refused (upstream's `objectGuess=None` placeholder among them).
+
+        Raises:
+            RawDataError: the file is missing, truncated, not an NPZ, lacks a required key, or a field is invalid.
+        """
+        path = os.fspath(path)
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise RawDataError(f"RawData file {path!r}: expected an existing .npz file, got no such file") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, could not read it ({e})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, got a single .npy array")
+        with npz:
+            keys = set(npz.files)
+            missing = [k for k in REQUIRED_NPZ_KEYS if k not in keys]
+            if missing:
+                raise RawDataError(
+                    f"RawData file {path!r}: missing required key(s) {missing}; found keys {sorted(keys)}"
+                )
+            data: dict[str, Any] = {}
+            try:
+                for k in keys:
+                    if k == "_metadata" or k in NPZ_KEYS or k == "Y":
+                        data[k] = npz[k]
+            except ValueError as e:
+                raise RawDataError(
+                    f"RawData file {path!r}: an entry needs pickle to load ({e}); upstream writes "
+                    "objectGuess=None that way - re-save the file without objectGuess"
+                ) from None
+            except (OSError, zipfile.BadZipFile, EOFError) as e:
+                raise RawDataError(f"RawData file {path!r}: truncated or corrupt entry ({e})") from None
+        metadata = None
+        if "_metadata" in data:
+            try:
+                metadata = json.loads(str(data.pop("_metadata")))
+            except json.JSONDecodeError:
+                logger.warning("RawData file %r: _metadata is not valid JSON; ignored", path)
+        x, y = data["xcoords"], data["ycoords"]
+        return cls(
+            xcoords=x,
+            ycoords=y,
+            xcoords_start=data.get("xcoords_start", x),
+            ycoords_start=data.get("ycoords_start", y),
+            diff3d=data["diff3d"],
+            probeGuess=data["probeGuess"],
+            scan_index=data.get("scan_index", np.zeros(np.shape(x)[:1], np.int64)),
+            objectGuess=data.get("objectGuess"),
+            Y=data.get("Y"),
+            metadata=metadata,
+        )
+
+    def to_npz(self, path: str | os.PathLike, *, include_Y: bool = False) -> None:
+        """Write an upstream-compatible, uncompressed NPZ (pipeline.md §2.3), atomically.
+
+        Keys: `xcoords, ycoords, xcoords_start, ycoords_start, diff3d, probeGuess, objectGuess,
+        scan_index` (`objectGuess` omitted when None, where upstream writes a pickled placeholder
+        it cannot reload). `Y` only with `include_Y=True`.
+        """
+        arrays = {k: getattr(self, k) for k in NPZ_KEYS if getattr(self, k) is not None}
+        if include_Y and self.Y is not None:
+            arrays["Y"] = self.Y
+        write_npz_atomic(path, arrays)
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], *, compressed: bool = False) -> None:
+    """Write `arrays` to `path` as NPZ via a temporary file in the same folder and a rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
