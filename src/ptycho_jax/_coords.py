@@ -45,7 +45,10 @@ def _coordinates_kernel(x: Float64[Array, " n"], y: Float64[Array, " n"], nn: In
     members = jnp.stack([x[nn], y[nn]], axis=1)[:, None, :, :]  # (B, 1, 2, C)
     c = nn.shape[1]
     total = _numpy_order_sum([members[..., i] for i in range(c)])
-    centre = (total / c)[..., None]  # divided, not multiplied by 1/C, as NumPy's mean
+    # Divided, as NumPy's mean does; the barrier stops XLA from rewriting "/ C" as "* (1/C)",
+    # which rounds differently unless C is a power of two.
+    divisor = jax.lax.optimization_barrier(jnp.full(total.shape, c, total.dtype))
+    centre = (total / divisor)[..., None]
     relative = sign * (members - centre)
     return members, centre, relative
 

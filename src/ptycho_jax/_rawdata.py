@@ -195,32 +195,11 @@ class RawData:
         """
         path = os.fspath(path)
         try:
-            npz = np.load(path, allow_pickle=False)
+            fh = open(path, "rb")
         except FileNotFoundError:
             raise RawDataError(f"RawData file {path!r}: expected an existing .npz file, got no such file") from None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, could not read it ({e})") from None
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, got a single .npy array")
-        with npz:
-            keys = set(npz.files)
-            missing = [k for k in REQUIRED_NPZ_KEYS if k not in keys]
-            if missing:
-                raise RawDataError(
-                    f"RawData file {path!r}: missing required key(s) {missing}; found keys {sorted(keys)}"
-                )
-            data: dict[str, Any] = {}
-            try:
-                for k in keys:
-                    if k == "_metadata" or k in NPZ_KEYS or k == "Y":
-                        data[k] = npz[k]
-            except ValueError as e:
-                raise RawDataError(
-                    f"RawData file {path!r}: an entry needs pickle to load ({e}); upstream writes "
-                    "objectGuess=None that way - re-save the file without objectGuess"
-                ) from None
-            except (OSError, zipfile.BadZipFile, EOFError) as e:
-                raise RawDataError(f"RawData file {path!r}: truncated or corrupt entry ({e})") from None
+        with fh:  # our own handle, so a failed parse never leaks the file
+            data = _read_npz_entries(fh, path)
         metadata = None
         if "_metadata" in data:
             try:
@@ -252,6 +231,32 @@ class RawData:
         if include_Y and self.Y is not None:
             arrays["Y"] = self.Y
         write_npz_atomic(path, arrays)
+
+
+def _read_npz_entries(fh, path: str) -> dict[str, Any]:
+    try:
+        npz = np.load(fh, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, could not read it ({e})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, got a single .npy array")
+    with npz:
+        keys = set(npz.files)
+        missing = [k for k in REQUIRED_NPZ_KEYS if k not in keys]
+        if missing:
+            raise RawDataError(f"RawData file {path!r}: missing required key(s) {missing}; found keys {sorted(keys)}")
+        data: dict[str, Any] = {}
+        try:
+            for k in sorted(keys & {*NPZ_KEYS, "Y", "_metadata"}):
+                data[k] = npz[k]
+        except ValueError as e:
+            raise RawDataError(
+                f"RawData file {path!r}: an entry needs pickle to load ({e}); upstream writes "
+                "objectGuess=None that way - re-save the file without objectGuess"
+            ) from None
+        except (OSError, zipfile.BadZipFile, EOFError) as e:
+            raise RawDataError(f"RawData file {path!r}: truncated or corrupt entry ({e})") from None
+    return data
 
 
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], *, compressed: bool = False) -> None:

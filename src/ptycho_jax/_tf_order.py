@@ -85,4 +85,6 @@ def sum_over_frame(x: Float32[Array, "B N N C"]) -> Float32[Array, "B C"]:
 def mean_all(x: Float32[Array, "*shape"]) -> Float32[Array, ""]:
     """`tf.reduce_mean(x)` over every axis, float32, in TF-CPU's order (row-major flat inner reduction)."""
     flat = x.reshape(-1)
-    return inner_sum(flat) / jnp.float32(flat.shape[0])
+    # True division by the count (a constant divisor would be rewritten as a reciprocal product).
+    count = jax.lax.optimization_barrier(jnp.float32(flat.shape[0]))
+    return inner_sum(flat) / count

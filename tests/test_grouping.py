@@ -1,0 +1,187 @@
+"""Grouping: upstream selection rules, validation errors, warnings, and the JAX engine's invariants."""
+
+import warnings
+
+import jax.random as jr
+import numpy as np
+import pytest
+
+import ptycho_jax as pj
+from test_rawdata import make_raw
+
+# Most tests here cut patches at upstream's (mirrored) positions; the warning has its own test.
+pytestmark = pytest.mark.filterwarnings("ignore::ptycho_jax.MirroredPatchWarning")
+
+
+def grid_raw(side=6, n=8, spacing=5.0, duplicate=False) -> pj.RawData:
+    xs, ys = np.meshgrid(np.arange(side) * spacing + 20, np.arange(side) * spacing + 20)
+    x, y = xs.ravel().astype(np.float64), ys.ravel().astype(np.float64)
+    if duplicate:
+        x[1], y[1] = x[0], y[0]
+    m = x.size
+    rng = np.random.default_rng(1)
+    return make_raw(m=m, n=n, xcoords=x, ycoords=y, xcoords_start=x.copy(), ycoords_start=y.copy(),
+                    diff3d=rng.random((m, n, n), dtype=np.float32), scan_index=np.zeros(m, np.int64))
+
+
+def invariant_violations(positions: np.ndarray, nn: np.ndarray, K: int) -> list[str]:
+    """Group validity: no duplicate members, and some seed not in the group has every member among its K nearest."""
+    problems = []
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    kth = np.sort(d, axis=1)[:, K - 1]  # distance of each point's K-th nearest other point
+    for b, members in enumerate(nn):
+        if len(set(members.tolist())) != len(members):
+            problems.append(f"group {b}: duplicate members {members}")
+            continue
+        ok = [s for s in range(len(positions)) if s not in members and np.all(d[s, members] <= kth[s] * (1 + 1e-6))]
+        if not ok:
+            problems.append(f"group {b}: no seed has all of {members} among its {K} nearest")
+    return problems
+
+
+def test_standard_groups_are_k_nearest_excluding_seed():
+    raw = make_raw(m=40, n=8)
+    g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=10, seed=3)
+    assert g.nn_indices.dtype == np.int32 and g.nn_indices.shape == (10, 4)
+    assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
+
+
+def test_seed_reproducible_and_independent_of_global_rng():
+    raw = make_raw(m=40, n=8)
+    np.random.seed(0)
+    a = pj.group(raw, N=8, gridsize=2, nsamples=10, seed=7).nn_indices
+    state = np.random.get_state()[1].copy()
+    b = pj.group(raw, N=8, gridsize=2, nsamples=10, seed=7).nn_indices
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # the global RNG is never touched
+
+
+def test_gridsize1_all_positions_in_order_when_nsamples_exceeds_n():
+    raw = make_raw(m=12, n=8)
+    g = pj.group(raw, N=8, gridsize=1, nsamples=50, seed=1)
+    np.testing.assert_array_equal(g.nn_indices[:, 0], np.arange(12))
+    assert g.nn_indices.dtype == np.int64
+    np.testing.assert_array_equal(g.coords_relative, np.zeros_like(g.coords_relative))
+    assert np.signbit(g.coords_relative).all()  # upstream's −0.0
+
+
+def test_sequential_uses_first_seeds_and_ignores_seed():
+    raw = make_raw(m=30, n=8)
+    a = pj.group(raw, N=8, gridsize=2, nsamples=8, sequential=True, seed=1).nn_indices
+    b = pj.group(raw, N=8, gridsize=2, nsamples=8, sequential=True, seed=99).nn_indices
+    np.testing.assert_array_equal(a, b)
+    # Replay upstream's rule: RandomState(0), seeds 0..7, choice among the 4 nearest others.
+    from scipy.spatial import cKDTree
+
+    _, rows = cKDTree(raw.positions()).query(raw.positions()[:8], k=5)
+    rng = np.random.RandomState(0)
+    expected = np.array([rng.choice(r[1:], 4, replace=False) for r in rows])
+    np.testing.assert_array_equal(a, expected)
+
+
+def test_coordinate_worked_example():
+    x = np.array([10.0, 12, 10, 12])
+    y = np.array([20.0, 20, 22, 22])
+    nn, off, rel = pj.group_coordinates(x, y, np.array([[0, 1, 2, 3]]))
+    np.testing.assert_array_equal(off[0, 0, :, 0], [11, 21])
+    np.testing.assert_array_equal(rel[0, 0, 0], [1, -1, 1, -1])
+    np.testing.assert_array_equal(rel[0, 0, 1], [1, 1, -1, -1])
+
+
+@pytest.mark.parametrize("C", [2, 4, 7, 8, 9, 16, 25])
+def test_coordinate_mean_matches_numpy_order(C):
+    rng = np.random.default_rng(C)
+    x, y = rng.uniform(0, 500, 200), rng.uniform(0, 500, 200)
+    nn = rng.integers(0, 200, (64, C))
+    members, off, rel = pj.group_coordinates(x, y, nn)
+    ref_members = np.stack([x[nn], y[nn]], axis=1)[:, None]
+    ref_off = np.mean(ref_members, axis=3, keepdims=True)  # NumPy's own (upstream's) mean
+    assert off.tobytes() == ref_off.tobytes()
+    assert rel.tobytes() == (-1.0 * (ref_members - ref_off)).tobytes()
+
+
+def test_duplicate_positions_warn_and_keep_upstream_result():
+    raw = grid_raw(duplicate=True)
+    with pytest.warns(pj.DuplicatePositionWarning, match="same position"):
+        for s in range(20):
+            pj.group(raw, N=8, gridsize=2, nsamples=36, seed=s)
+
+
+def test_oversampling_requires_opt_in_and_draws_combinations():
+    raw = make_raw(m=10, n=8)
+    with pytest.raises(pj.GroupingError, match="oversample=True"):
+        pj.group(raw, N=8, gridsize=2, nsamples=25, seed=0)
+    with pytest.raises(pj.GroupingError, match="neighbor_pool_size=3 must be >= C=4"):
+        pj.group(raw, N=8, gridsize=2, nsamples=25, seed=0, oversample=True, neighbor_pool_size=3)
+    g = pj.group(raw, N=8, gridsize=2, nsamples=25, seed=0, oversample=True, neighbor_pool_size=6)
+    assert g.nn_indices.shape == (25, 4) and g.nn_indices.dtype == np.int64
+    assert all(len(set(r)) == 4 for r in g.nn_indices.tolist())
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(gridsize=0), r"gridsize must be an int >= 1, got 0"),
+        (dict(N=0), r"N must be an int >= 1, got 0"),
+        (dict(N=16), r"N=16 does not match the frame size 8"),
+        (dict(nsamples=0), r"nsamples must be an int >= 1, got 0"),
+        (dict(K=3), r"K=3 neighbours must be >= C=gridsize²=4"),
+        (dict(gridsize=3), r"only n=6 positions but C=gridsize²=9"),
+        (dict(nn_indices=np.array([[0, 1, 2, 6]])), r"nn_indices must lie in \[0, 6\), got values in \[0, 6\]"),
+        (dict(nn_indices=np.array([[0, 1, 2]])), r"nn_indices must have shape \(B, C=4\)"),
+        (dict(nn_indices=np.array([[0.0, 1, 2, 3]])), r"nn_indices must be integers"),
+        (dict(variant="dose"), r"variant: expected one of"),
+        (dict(patch_positions="centre"), r"patch_positions must be"),
+        (dict(engine="faiss"), r"engine must be"),
+    ],
+)
+def test_group_errors(kwargs, match):
+    raw = make_raw(m=6, n=8)
+    args = dict(N=8, gridsize=2, K=4, nsamples=3, seed=0) | kwargs
+    with pytest.raises((pj.GroupingError, ValueError), match=match):
+        pj.group(raw, **args)
+
+
+def test_all_zero_frames_fail_normalisation_clearly():
+    raw = make_raw(m=6, n=8, diff3d=np.zeros((6, 8, 8), np.float32))
+    with pytest.raises(pj.NormalizationError, match="zero total energy"):
+        pj.group(raw, N=8, gridsize=1, nsamples=3, seed=0)
+    with pytest.raises(pj.NormalizationError, match="all frames are 0"):
+        pj.dataset_intensity_scale(raw.diff3d, 1e9)
+
+
+def test_normalize_errors():
+    x = np.ones((2, 8, 8, 1), np.float32)
+    with pytest.raises(pj.NormalizationError, match="N=16 does not match the frame size 8"):
+        pj.normalize_data(x, 16)
+    with pytest.raises(pj.NormalizationError, match="float32 amplitudes, got float64"):
+        pj.normalize_data(x.astype(np.float64), 8)
+    with pytest.raises(pj.NormalizationError, match=r"\(B, N, N, C\)"):
+        pj.normalize_data(x[0], 8)
+    with pytest.raises(pj.NormalizationError, match="non-finite"):
+        pj.normalize_data(np.full_like(x, np.nan), 8)
+
+
+def test_mirrored_patch_warning_names_the_quirk():
+    raw = make_raw(m=20, n=8)
+    with pytest.warns(pj.MirroredPatchWarning, match="mirror"):
+        pj.group(raw, N=8, gridsize=2, nsamples=4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pj.group(raw, N=8, gridsize=2, nsamples=4, seed=0, patch_positions="member")
+
+
+def test_jax_engine_invariants_on_grid_with_ties():
+    raw = grid_raw(side=8)
+    g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=30, engine="jax", key=jr.key(0))
+    assert g.nn_indices.shape == (30, 4)
+    assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
+    with pytest.raises(pj.GroupingError, match="explicit `key` or `seed`"):
+        pj.group(raw, N=8, gridsize=2, nsamples=5, engine="jax")
+
+
+def test_scipy_engine_invariants_on_grid_with_ties():
+    raw = grid_raw(side=8)
+    g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=40, seed=5)
+    assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
