@@ -1,0 +1,220 @@
+"""`ptycho-jax`: one console script with subcommands simulate, report, crosscheck and bench."""
+
+import argparse
+import enum
+import logging
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+logger = logging.getLogger("ptycho_jax")
+
+DEFAULT_SCENARIO = "gs2_ideal"
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    MISMATCH = 1  # a cross-check stage is outside tolerance
+    USAGE = 2  # bad arguments, invalid input, or an unavailable backend
+
+
+class Progress:
+    """Numbered stage lines with elapsed time on stderr (the CLI's progress display)."""
+
+    def __init__(self, total: int, *, quiet: bool = False):
+        self.total, self.done, self.quiet = total, 0, quiet
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.done += 1
+        if not self.quiet:
+            print(f"ptycho-jax: [{self.done}/{self.total}] {stage} (t={now - self.t0:.1f} s)", file=sys.stderr, flush=True)
+        self.last = now
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="ptycho-jax: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _add_input_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", type=pathlib.Path, help="RawData NPZ file (upstream format)")
+    src.add_argument("--scenario", help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO})")
+    p.add_argument("--noise-seed", type=int, default=None, help="PRNG seed of the simulated photon noise (default: the scenario's sim_seed)")
+
+
+def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gridsize", type=int, help="group side g (C = g² members); default: the scenario's, or 2")
+    p.add_argument("--K", type=int, help="neighbour count; default: the scenario's, or 4")
+    p.add_argument("--groups", type=int, help="number of groups; default: the scenario's inference groups, or 64")
+    p.add_argument("--seed", type=int, default=42, help="grouping seed (legacy NumPy RandomState); default 42")
+    p.add_argument("--nphotons", type=float, help="photon budget; default: the scenario's, or 1e9")
+    p.add_argument("--variant", choices=("main", "seed"), default="main", help="upstream variant (default main)")
+    p.add_argument("--devices", type=int, help="shard the group axis over this many devices")
+    p.add_argument("--chunk-groups", type=int, help="stream groups in chunks of this size (two-pass normalisation)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ptycho-jax", description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark.")
+    parser.add_argument("--version", action="version", version=f"ptycho-jax {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    sub = parser.add_subparsers(dest="command", metavar="{simulate,report,crosscheck,bench}")
+
+    p = sub.add_parser("simulate", help="simulate a sim_lines scenario into an upstream-compatible RawData NPZ")
+    p.add_argument("--scenario", default=DEFAULT_SCENARIO, help=f"preset name (default {DEFAULT_SCENARIO})")
+    p.add_argument("--out", type=pathlib.Path, required=True, help="output .npz path")
+    p.add_argument("--split", choices=("test", "train", "all"), default="test", help="which half to write (default test, the report's)")
+    p.add_argument("--noise-seed", type=int, default=None, help="PRNG seed of the photon noise (default: the scenario's sim_seed)")
+    p.add_argument("--no-noise", action="store_true", help="write expected (noise-free) amplitudes")
+    p.add_argument("--N", type=int, help="override the frame size")
+    p.add_argument("--nphotons", type=float, help="override the photon budget")
+    p.add_argument("--gridsize", type=int, help="override the scenario gridsize (changes the counts)")
+
+    p = sub.add_parser("report", help="run the chain and write the Intensity Statistics report (Markdown, JSON, PNG)")
+    _add_input_arguments(p)
+    _add_chain_arguments(p)
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("report"), help="output folder (default ./report)")
+    p.add_argument("--no-figure", action="store_true", help="skip the PNG")
+
+    p = sub.add_parser("crosscheck", help="compare a port against a reference stage by stage (exit 1 on mismatch)")
+    try:
+        from crosscheck.cli import add_arguments as add_crosscheck
+    except ImportError:  # pragma: no cover - crosscheck ships in the same wheel
+        add_crosscheck = None
+    if add_crosscheck is not None:
+        add_crosscheck(p)
+
+    p = sub.add_parser("bench", help="benchmark the JAX port against the TF reference and NumPy baselines")
+    try:
+        from ._bench import add_arguments as add_bench
+    except ImportError:  # pragma: no cover - the benchmark harness ships in the same package
+        add_bench = None
+    if add_bench is not None:
+        add_bench(p)
+    return parser
+
+
+def _load_raw(args, progress: Progress):
+    """The RawData named by --input, or the test half of the simulated --scenario."""
+    from ._rawdata import RawData
+
+    if args.input is not None:
+        progress(f"loading {args.input}")
+        return RawData.from_npz(args.input), None
+    import jax.random as jr
+
+    from ._simulate import get_scenario, simulate
+
+    scenario = get_scenario(args.scenario or DEFAULT_SCENARIO)
+    progress(f"simulating scenario {scenario.name} ({scenario.total_images} frames of {scenario.N}x{scenario.N})")
+    key = None if args.noise_seed is None else jr.key(args.noise_seed)
+    return simulate(scenario, key=key).test, scenario
+
+
+def _chain_params(args, raw, scenario):
+    from ._pipeline import ChainParams
+
+    pick = lambda given, from_scenario, default: given if given is not None else (from_scenario if scenario else default)  # noqa: E731
+    return ChainParams(
+        N=raw.N,
+        gridsize=pick(args.gridsize, scenario and scenario.gridsize, 2),
+        K=pick(args.K, scenario and scenario.neighbor_count, 4),
+        n_groups=pick(args.groups, scenario and scenario.inference_groups, 64),
+        seed=args.seed,
+        nphotons=pick(args.nphotons, scenario and scenario.nphotons, 1e9),
+        variant=args.variant,
+    )
+
+
+def _run_chain(raw, params, args, progress):
+    if args.devices or args.chunk_groups:
+        from ._sharding import run_chain_scaled
+
+        return run_chain_scaled(raw, params, devices=args.devices, chunk_groups=args.chunk_groups, progress=progress)
+    from ._pipeline import run_chain
+
+    return run_chain(raw, params, progress=progress)
+
+
+def _cmd_simulate(args) -> int:
+    import dataclasses
+
+    import jax.random as jr
+
+    from ._simulate import get_scenario, simulate, simulate_raw
+
+    overrides = {k: v for k, v in (("N", args.N), ("nphotons", args.nphotons), ("gridsize", args.gridsize)) if v is not None}
+    scenario = get_scenario(args.scenario, **overrides)
+    progress = Progress(2, quiet=args.quiet)
+    progress(f"simulating {scenario.name}: {scenario.total_images} frames of {scenario.N}x{scenario.N}")
+    key = None if args.noise_seed is None else jr.key(args.noise_seed)
+    if args.split == "all":
+        raw = simulate_raw(scenario, key=key, noise=not args.no_noise)
+    else:
+        raw = getattr(simulate(scenario, key=key, noise=not args.no_noise), args.split)
+    progress(f"writing {args.out}")
+    raw = dataclasses.replace(raw)  # validated again before writing
+    raw.to_npz(args.out)
+    print(f"ptycho-jax: wrote {len(raw)} frames ({args.split}) to {args.out}")
+    return ExitCode.OK
+
+
+def _cmd_report(args) -> int:
+    from ._report import chain_report, make_provenance, write_report
+
+    progress = Progress(6, quiet=args.quiet)  # input, 4 chain stages, rendering
+    raw, scenario = _load_raw(args, progress)
+    params = _chain_params(args, raw, scenario)
+    result = _run_chain(raw, params, args, progress)
+    progress("rendering the report")
+    provenance = make_provenance(
+        input_path=args.input,
+        parameters=params.to_dict(),
+        variant=params.variant,
+        scenario=None if scenario is None else scenario.to_dict(),
+    )
+    report = chain_report(result, raw=raw, provenance=provenance)
+    paths = write_report(report, args.out, figure=not args.no_figure)
+    for kind, path in paths.items():
+        print(f"ptycho-jax: {kind}: {path}")
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ptycho-jax` console script; returns the exit code."""
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.command is None:  # no subcommand: the main job, the report on the default scenario
+        args = parser.parse_args([*argv, "report"])
+    _setup_logging(args.verbose, args.quiet)
+    from ._errors import BackendUnavailableError, PtychoInputError
+
+    try:
+        if args.command == "simulate":
+            return int(_cmd_simulate(args))
+        if args.command == "report":
+            return int(_cmd_report(args))
+        if args.command == "crosscheck":
+            from crosscheck.cli import run as run_crosscheck
+
+            return int(run_crosscheck(args))
+        if args.command == "bench":
+            from ._bench import run as run_bench
+
+            return int(run_bench(args))
+    except (PtychoInputError, BackendUnavailableError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"ptycho-jax: error: {e}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    parser.error(f"unknown command {args.command!r}")
+    return int(ExitCode.USAGE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
