@@ -37,5 +37,18 @@ from ._pipeline import ChainParams as ChainParams, ChainResult as ChainResult, r
 # --- simulation + patches (helper A) ---
 
 # --- report (helper B) ---
+from ._stats import array_stats as array_stats
+from ._report import (
+    IntensityReport as IntensityReport,
+    StageRecord as StageRecord,
+    build_intensity_report as build_intensity_report,
+    chain_report as chain_report,
+    dataset_scale_comparison as dataset_scale_comparison,
+    intensity_scaler_state as intensity_scaler_state,
+    make_provenance as make_provenance,
+    record_stage as record_stage,
+    write_report as write_report,
+)
+from ._figure import render_figure as render_figure
 
 # --- sharding / streaming (helper E) ---

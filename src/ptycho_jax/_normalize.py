@@ -9,6 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float32
 
 from ._errors import NormalizationError
+from ._stats import float_sum
 from ._tf_order import sum_over_frame
 from ._types import Amplitudes
 
@@ -41,12 +42,8 @@ def _apply_gain(x: Amplitudes, gain: Float32[Array, ""]) -> Amplitudes:
 
 
 def _host_mean_f32(a: np.ndarray) -> np.float32:
-    """NumPy's float32 mean (pairwise), as upstream takes it on the host."""
-    try:
-        from ._stats import pairwise_sum_f32  # exact NumPy-2.0 order, independent of the installed NumPy
-    except ImportError:  # pragma: no cover - until the stats module lands
-        return np.float32(np.mean(a, dtype=np.float32))
-    return np.float32(pairwise_sum_f32(np.ascontiguousarray(a, np.float32).reshape(-1)) / np.float32(a.size))
+    """NumPy's float32 mean (pairwise order of NumPy 2.0, the goldens'), as upstream takes it on the host."""
+    return np.float32(float_sum(np.asarray(a, np.float32).reshape(-1)) / np.float32(a.size))
 
 
 def normalize_data(

@@ -4,12 +4,12 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from ._atomic import write_npz_atomic
 from ._errors import RawDataError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class RawData:
     metadata: dict | None = None
 
     def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_ = lambda k, v: object.__setattr__(self, k, v)
         for name in COORD_FIELDS:
             a = getattr(self, name)
             if a is None:
@@ -257,19 +257,3 @@ def _read_npz_entries(fh, path: str) -> dict[str, Any]:
         except (OSError, zipfile.BadZipFile, EOFError) as e:
             raise RawDataError(f"RawData file {path!r}: truncated or corrupt entry ({e})") from None
     return data
-
-
-def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], *, compressed: bool = False) -> None:
-    """Write `arrays` to `path` as NPZ via a temporary file in the same folder and a rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
