@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import ptycho_jax as pj
+from _invariants import invariant_violations
 from test_rawdata import make_raw
 
 # Most tests here cut patches at upstream's (mirrored) positions; the warning has its own test.
@@ -22,22 +23,6 @@ def grid_raw(side=6, n=8, spacing=5.0, duplicate=False) -> pj.RawData:
     rng = np.random.default_rng(1)
     return make_raw(m=m, n=n, xcoords=x, ycoords=y, xcoords_start=x.copy(), ycoords_start=y.copy(),
                     diff3d=rng.random((m, n, n), dtype=np.float32), scan_index=np.zeros(m, np.int64))
-
-
-def invariant_violations(positions: np.ndarray, nn: np.ndarray, K: int) -> list[str]:
-    """Group validity: no duplicate members, and some seed not in the group has every member among its K nearest."""
-    problems = []
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    kth = np.sort(d, axis=1)[:, K - 1]  # distance of each point's K-th nearest other point
-    for b, members in enumerate(nn):
-        if len(set(members.tolist())) != len(members):
-            problems.append(f"group {b}: duplicate members {members}")
-            continue
-        ok = [s for s in range(len(positions)) if s not in members and np.all(d[s, members] <= kth[s] * (1 + 1e-6))]
-        if not ok:
-            problems.append(f"group {b}: no seed has all of {members} among its {K} nearest")
-    return problems
 
 
 def test_standard_groups_are_k_nearest_excluding_seed():
@@ -185,3 +170,16 @@ def test_scipy_engine_invariants_on_grid_with_ties():
     raw = grid_raw(side=8)
     g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=40, seed=5)
     assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
+
+
+def test_second_call_does_not_recompile():
+    from ptycho_jax._coords import _coordinates_kernel
+    from ptycho_jax._grouping import gather_frames
+    from ptycho_jax._normalize import _apply_gain, _gain_main
+
+    raw = make_raw(m=30, n=8)
+    pj.group(raw, N=8, gridsize=2, nsamples=6, seed=0, patch_positions="member")
+    kernels = (gather_frames, _coordinates_kernel, _gain_main, _apply_gain)
+    sizes = [k._cache_size() for k in kernels]
+    pj.group(raw, N=8, gridsize=2, nsamples=6, seed=1, patch_positions="member")
+    assert [k._cache_size() for k in kernels] == sizes

@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 import ptycho_jax as pj
-from test_grouping import invariant_violations
+from _invariants import invariant_violations
 
 
 def _ulp_distance(a, b):

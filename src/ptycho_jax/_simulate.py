@@ -1,0 +1,832 @@
+"""The sim_lines synthetic dataset: lines object, probe, scan positions, Poisson diffraction (simulation.md).
+
+Host parts (object, probe, positions, split) are NumPy/SciPy and bit-identical to upstream; the
+diffraction (patches, far field, photon noise) is jitted JAX. See specs/simulation.md.
+"""
+
+import dataclasses
+import functools as ft
+import logging
+import math
+import os
+from types import MappingProxyType
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import scipy.ndimage
+import scipy.signal.windows
+from jax.typing import ArrayLike
+from jaxtyping import Array, Bool, Complex64, Float32, Float64, PRNGKeyArray
+
+from ._errors import PtychoInputError
+from ._patches import _check_centres, _check_object, _extract_kernel
+from ._rawdata import RawData
+
+logger = logging.getLogger(__name__)
+
+_LINES = 400  # segments drawn into the lines image (simulation.md §3.1 step 4)
+# Frames per jitted call: max(1, _CHUNK_PIXELS // N²); part of the noise stream's definition.
+_CHUNK_PIXELS = 1 << 22
+
+
+def _err(field: str, expected: str, actual) -> PtychoInputError:
+    return PtychoInputError(f"{field}: expected {expected}, got {actual!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario (simulation.md §2)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """One sim_lines study scenario: simulation inputs plus the runner's counts (simulation.md §2).
+
+    Counts follow the study runner: `total_images = base_total_images · gridsize² ·
+    image_multiplier`, `test_count = int(round(total_images · split_fraction))` (Python rounding),
+    `train_count = total_images - test_count`, `n_groups = group_count · group_multiplier`, and the
+    report's inference grouping uses `inference_groups = min(n_groups, group_limit)`.
+
+    `position_seed` is the seed of the scan positions: upstream hard-codes 42 there, so `sim_seed`
+    never moves them; here `sim_seed` seeds the Poisson noise key (upstream's noise came from
+    TensorFlow's global RNG) when `simulate` gets no `key`.
+
+    Raises:
+        PtychoInputError: a field is out of range, or the counts are inconsistent (either split
+            empty, `n_groups > min(train_count, test_count)`, `neighbor_count < gridsize²`).
+    """
+
+    name: str
+    gridsize: int
+    base_total_images: int
+    group_count: int
+    N: int = 64
+    object_size: int = 392
+    object_seed: int = 42
+    sim_seed: int = 42
+    position_seed: int = 42
+    buffer: float = 10.0
+    split_fraction: float = 0.5
+    split_axis: Literal["x", "y"] = "y"
+    image_multiplier: int = 1
+    group_multiplier: int = 1
+    group_limit: int = 64
+    neighbor_count: int = 4
+    batch_size: int = 16
+    nphotons: float = 1e9
+    probe_mode: Literal["idealized", "custom"] = "idealized"
+    probe_path: str | None = None
+    probe_scale: float = 10.0
+    default_probe_scale: float = 0.7
+
+    def __post_init__(self):
+        where = f"Scenario({self.name!r})"
+        if not isinstance(self.name, str) or not self.name:
+            raise _err("Scenario.name", "a non-empty str", self.name)
+        minimum = {
+            "gridsize": 1, "base_total_images": 1, "group_count": 1, "N": 4, "object_size": 4,
+            "object_seed": 0, "sim_seed": 0, "position_seed": 0, "image_multiplier": 1,
+            "group_multiplier": 1, "group_limit": 1, "neighbor_count": 1, "batch_size": 1,
+        }  # fmt: skip
+        for f, lo in minimum.items():
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise _err(f"{where}.{f}", f"an int >= {lo}", v)
+            object.__setattr__(self, f, int(v))
+        for f in ("object_seed", "sim_seed", "position_seed"):
+            if getattr(self, f) >= 2**32:
+                raise _err(
+                    f"{where}.{f}", "an int < 2**32 (NumPy RandomState seed)", getattr(self, f)
+                )
+        if self.N % 2:
+            raise _err(f"{where}.N", "an even frame size", self.N)
+        for f, lo_open in (("buffer", None), ("split_fraction", 0.0), ("nphotons", 0.0),
+                           ("probe_scale", 0.0), ("default_probe_scale", 0.0)):  # fmt: skip
+            v = getattr(self, f)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.integer, np.floating))
+                or not math.isfinite(v)
+            ):
+                raise _err(f"{where}.{f}", "a finite number", v)
+            v = float(v)
+            if lo_open is not None and not v > lo_open:
+                raise _err(f"{where}.{f}", f"a number > {lo_open}", v)
+            object.__setattr__(self, f, v)
+        if self.buffer < 0:
+            raise _err(f"{where}.buffer", "a number >= 0", self.buffer)
+        if not self.split_fraction < 1.0:
+            raise _err(f"{where}.split_fraction", "a number in (0, 1)", self.split_fraction)
+        if self.split_axis not in ("x", "y"):
+            raise _err(f"{where}.split_axis", "'x' or 'y'", self.split_axis)
+        if self.probe_mode not in ("idealized", "custom"):
+            raise _err(f"{where}.probe_mode", "'idealized' or 'custom'", self.probe_mode)
+        if self.probe_mode == "custom" and not self.probe_path:
+            raise _err(
+                f"{where}.probe_path",
+                "an NPZ path holding probeGuess for probe_mode='custom'",
+                self.probe_path,
+            )
+        C = self.gridsize**2
+        if self.neighbor_count < C:
+            raise _err(f"{where}.neighbor_count", f">= gridsize² = {C}", self.neighbor_count)
+        if self.test_count <= 0 or self.train_count <= 0:
+            raise PtychoInputError(
+                f"{where}: expected train and test counts > 0, got train_count={self.train_count}, "
+                f"test_count={self.test_count} (total_images={self.total_images}, "
+                f"split_fraction={self.split_fraction})"
+            )
+        if self.n_groups > min(self.train_count, self.test_count):
+            raise PtychoInputError(
+                f"{where}.group_count: expected group_count·group_multiplier <= min(train_count, "
+                f"test_count) = {min(self.train_count, self.test_count)}, got {self.n_groups}"
+            )
+
+    @property
+    def total_images(self) -> int:
+        """Positions simulated: `base_total_images · gridsize² · image_multiplier`."""
+        return self.base_total_images * self.gridsize**2 * self.image_multiplier
+
+    @property
+    def test_count(self) -> int:
+        """Positions in the test half: `int(round(total_images · split_fraction))`."""
+        return int(round(self.total_images * self.split_fraction))  # noqa: RUF046 (as upstream)
+
+    @property
+    def train_count(self) -> int:
+        """Positions in the train half: `total_images - test_count`."""
+        return self.total_images - self.test_count
+
+    @property
+    def n_groups(self) -> int:
+        """Groups for training: `group_count · group_multiplier`."""
+        return self.group_count * self.group_multiplier
+
+    @property
+    def inference_groups(self) -> int:
+        """Groups of the report's inference grouping: `min(n_groups, group_limit)`."""
+        return min(self.n_groups, self.group_limit)
+
+    def to_dict(self) -> dict:
+        """The fields plus the derived counts, JSON-ready."""
+        d = dataclasses.asdict(self)
+        d.update(total_images=self.total_images, train_count=self.train_count, test_count=self.test_count,
+                 n_groups=self.n_groups, inference_groups=self.inference_groups)  # fmt: skip
+        return d
+
+
+SCENARIOS = MappingProxyType(
+    {
+        # Stable profiles of the diagnostic runner that wrote the seed report (simulation.md §2).
+        "gs1_ideal": Scenario(
+            name="gs1_ideal", gridsize=1, base_total_images=512, group_count=256, batch_size=8
+        ),
+        "gs2_ideal": Scenario(
+            name="gs2_ideal", gridsize=2, base_total_images=256, group_count=128, batch_size=4
+        ),
+    }
+)
+"""Preset scenarios by name (read-only)."""
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Scenario))
+_FLOAT_FIELDS = ("buffer", "split_fraction", "nphotons", "probe_scale", "default_probe_scale")
+
+
+def get_scenario(name: str, **overrides) -> Scenario:
+    """The preset scenario `name`, with `overrides` applied by `dataclasses.replace` (validated again).
+
+    Example: `get_scenario("gs2_ideal", nphotons=1e4, sim_seed=7)`.
+
+    Raises:
+        PtychoInputError: unknown name or field, or an override fails validation.
+    """
+    if name not in SCENARIOS:
+        raise PtychoInputError(
+            f"get_scenario: name: expected one of {sorted(SCENARIOS)}, got {name!r}"
+        )
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise PtychoInputError(
+            f"get_scenario: overrides: expected fields among {list(_FIELDS)}, got {unknown}"
+        )
+    for f in _FLOAT_FIELDS:  # accept ints for float fields (the dataclass is type-checked in tests)
+        v = overrides.get(f)
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            overrides[f] = float(v)
+    return dataclasses.replace(SCENARIOS[name], **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Object (simulation.md §3)
+
+
+def _line_pixels(r0: int, c0: int, r1: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of the segment (r0, c0)-(r1, c1), endpoints included, as `skimage.draw.line` (§3.2).
+
+    Closed form of the integer Bresenham walk: at major step k the minor offset is
+    `(2·minor·k + major) // (2·major)` (the error term never needs two minor steps at once).
+    """
+    ext_r, ext_c = abs(r1 - r0), abs(c1 - c0)
+    step_r = 1 if r1 > r0 else -1
+    step_c = 1 if c1 > c0 else -1
+    if ext_r > ext_c:  # steep: walk along rows
+        k = np.arange(ext_r, dtype=np.int64)
+        rows = r0 + step_r * k
+        cols = c0 + step_c * ((2 * ext_c * k + ext_r) // (2 * ext_r))
+    else:  # walk along columns, also for equal extents
+        k = np.arange(ext_c, dtype=np.int64)
+        minor = (2 * ext_r * k + ext_c) // (2 * ext_c) if ext_c else k
+        cols = c0 + step_c * k
+        rows = r0 + step_r * minor
+    return np.append(rows, r1), np.append(cols, c1)
+
+
+def make_lines_object(size: int, *, seed: int) -> Complex64[np.ndarray, "size size"]:
+    """The random-lines object of upstream `mk_lines_img` (simulation.md §3), bit-identical.
+
+    400 segments with endpoints from a local `np.random.RandomState(seed)` (four legacy uniforms
+    each, order r0, c0, r1, c1) on a (2·size)² canvas, smoothed by `G1 + 2·G5 + 5·G10`
+    (`scipy.ndimage.gaussian_filter` on the three-channel 3-D array, float64), centre-cropped to
+    size × size and cast to complex64 (real, strictly positive). The global NumPy RNG is untouched.
+
+    Args:
+        size: object side length in pixels (392 in the study).
+        seed: legacy RNG seed (42 in the study).
+
+    Returns:
+        (size, size) complex64 host array.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise _err("make_lines_object: size", "a positive int", size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise _err("make_lines_object: seed", "an int in [0, 2**32)", seed)
+    S, M = int(size), 2 * int(size)
+    rng = np.random.RandomState(int(seed))
+    img = np.zeros((M, M), np.float64)
+    for _ in range(_LINES):
+        r0, c0, r1, c1 = (int(M * rng.uniform()) for _ in range(4))
+        rows, cols = _line_pixels(r0, c0, r1, c1)
+        img[rows, cols] = 1.0
+    res = np.stack([img, img, img], axis=-1)
+    g = scipy.ndimage.gaussian_filter
+    obj3 = g(res, 1) + 2 * g(res, 5) + 5 * g(res, 10)
+    lo, hi = S // 2, M - (S + 1) // 2  # upstream slices S//2 : -S//2 (floor division)
+    return obj3[lo:hi, lo:hi, 0].astype(np.complex64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe (simulation.md §4)
+
+
+def make_idealized_probe(
+    N: int, *, default_probe_scale: float = 0.7
+) -> Complex64[np.ndarray, "N N"]:
+    """Upstream's idealized default probe `get_default_probe(N)` cast to complex64 (simulation.md §4.1).
+
+    A Gaussian window `w` (std `N / (q·π²)`, q = `default_probe_scale`, scaled to max 1) makes a
+    binary disk `w_i·w_j > 0.5`, smoothed by `gaussian_filter(·, 1)` plus 1e-9. Not normalised: pass
+    the result to `normalize_probe`.
+    """
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise _err("make_idealized_probe: N", "a positive int", N)
+    q = float(default_probe_scale)
+    if not (math.isfinite(q) and q > 0):
+        raise _err(
+            "make_idealized_probe: default_probe_scale", "a finite number > 0", default_probe_scale
+        )
+    w = scipy.signal.windows.gaussian(int(N), N / (q * np.pi**2), sym=True)
+    w = w / w.max()
+    disk = (np.outer(w, w) > 0.5).astype(np.float64)
+    return (scipy.ndimage.gaussian_filter(disk, 1) + 1e-9).astype(np.complex64)
+
+
+def normalize_probe(probe: ArrayLike, *, probe_scale: float) -> Complex64[np.ndarray, "N N"]:
+    """`probe / (probe_scale · mean|mask·probe|)` in upstream's float32 arithmetic (simulation.md §4.2).
+
+    `mask` is the disk `d < N//4` around the centre of the (N, N) grid (`d` from `arange(N) - N//2
+    + 0.5`). All in NumPy float32: pairwise float32 mean, `norm = float32(probe_scale · mean)`, the
+    reciprocal `float32(1/norm)` once, then real and imaginary parts each multiplied by it, which
+    reproduces upstream's complex64 division bit-for-bit.
+
+    Raises:
+        PtychoInputError: not a square 2-D complex64 array, non-positive scale, or zero norm.
+    """
+    p = np.asarray(probe)
+    if p.ndim != 2 or p.shape[0] != p.shape[1] or p.dtype != np.complex64:
+        raise _err(
+            "normalize_probe: probe",
+            "a square (N, N) complex64 array",
+            f"shape {p.shape} dtype {p.dtype}",
+        )
+    s = float(probe_scale)
+    if not (math.isfinite(s) and s > 0):
+        raise _err("normalize_probe: probe_scale", "a finite number > 0", probe_scale)
+    N = p.shape[0]
+    centred = np.arange(N) - N // 2 + 0.5
+    cx, cy = np.meshgrid(centred, centred)
+    mask = np.sqrt(cx**2 + cy**2) < N // 4
+    mean = np.mean(np.abs(mask * p))  # float32, NumPy pairwise summation
+    norm = np.float32(s) * mean  # = Python float × float32 under NumPy >= 2 (stays float32)
+    if not (np.isfinite(norm) and norm > 0):
+        raise _err(
+            "normalize_probe: probe", "a non-zero mean |probe| inside the central disk", float(norm)
+        )
+    r = np.float32(1.0) / norm
+    out = np.empty_like(p)
+    out.real = p.real * r
+    out.imag = p.imag * r
+    return out
+
+
+def _load_custom_probe(path: str, N: int) -> np.ndarray:
+    """`probeGuess` of an NPZ file as complex64 (simulation.md §4.3)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Scenario.probe_path: expected an existing NPZ file, got {path!r}")
+    with np.load(path, allow_pickle=False) as npz:
+        if "probeGuess" not in npz.files:
+            raise PtychoInputError(
+                f"Scenario.probe_path: expected key 'probeGuess' in {path!r}, got keys {npz.files}"
+            )
+        p = np.asarray(npz["probeGuess"])
+    if p.shape != (N, N):
+        raise PtychoInputError(
+            f"Scenario.probe_path: probeGuess: expected shape ({N}, {N}), got {p.shape}"
+        )
+    return p.astype(np.complex64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scan positions (simulation.md §5)
+
+
+def make_scan_positions(
+    n: int, *, object_shape: tuple[int, int], buffer: float | None = 10.0, seed: int = 42
+) -> tuple[Float64[np.ndarray, " n"], Float64[np.ndarray, " n"]]:
+    """Uniform random scan positions `(x, y)` of upstream's non-grid simulation (simulation.md §5).
+
+    `buffer` (None: `0.35·min(H, W)`) is capped at `min(H, W)/2 - 1`; then a local
+    `RandomState(seed)` draws all n x-values in `[buffer, W - buffer)`, then all n y-values in
+    `[buffer, H - buffer)` (legacy `uniform`). Upstream hard-codes `seed = 42` here, whatever the
+    scenario's `sim_seed`; the default reproduces it.
+
+    Args:
+        n: number of positions.
+        object_shape: (H, W) of the object (rows, columns).
+        buffer: margin in pixels kept free on every side.
+        seed: legacy RNG seed.
+
+    Returns:
+        `(x, y)`, each (n,) float64 object-pixel coordinates (x = column).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise _err("make_scan_positions: n", "a positive int", n)
+    if len(object_shape) != 2 or min(object_shape) < 3:
+        raise _err(
+            "make_scan_positions: object_shape", "(H, W) with H, W >= 3", tuple(object_shape)
+        )
+    H, W = (int(v) for v in object_shape)
+    if buffer is None:
+        buffer = 0.35 * min(H, W)
+    if not (math.isfinite(buffer) and buffer >= 0):
+        raise _err("make_scan_positions: buffer", "a finite number >= 0", buffer)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise _err("make_scan_positions: seed", "an int in [0, 2**32)", seed)
+    buffer = min(float(buffer), min(H, W) / 2 - 1)
+    rng = np.random.RandomState(int(seed))
+    x = rng.uniform(buffer, W - buffer, int(n))
+    y = rng.uniform(buffer, H - buffer, int(n))
+    return x, y
+
+
+# ---------------------------------------------------------------------------------------------
+# Diffraction (simulation.md §6)
+
+
+@ft.partial(jax.jit, static_argnames=("N",))
+def _patches_and_energy(
+    obj: Complex64[Array, "H W"],
+    centres: Float32[Array, "n 2"],
+    probe: Complex64[Array, "N N"],
+    *,
+    N: int,
+) -> tuple[Complex64[Array, "n N N"], Float64[Array, " n"]]:
+    """Object patches (§6 step 2) and per-frame `Σ (|Y|·|P|)²` (float32 terms, float64 sum); needs x64."""
+    patches = _extract_kernel(obj, centres, N=N, fma=True)
+    term = jnp.abs(patches) * jnp.abs(probe)[None, :, :]
+    energy = jnp.sum((term * term).astype(jnp.float64), axis=(1, 2))
+    return patches, energy
+
+
+# Rates below: inversion; at and above: PTRS (the split TensorFlow's and JAX's samplers use).
+_SMALL_RATE = 10.0
+# Inversion terms: P(count >= 48 | rate < 10) < 1e-16, below a float64 uniform's resolution.
+_SMALL_TERMS = 48
+# Nested PTRS redraw buffers, M/4 then M/32 (about 14.5 % of PTRS candidates are rejected).
+_PTRS_SHRINK = (4, 8)
+_LOG_FACTORIAL_SMALL = np.array([math.lgamma(i + 1.0) for i in range(10)])  # log k!, k = 0..9
+
+
+def _log_factorial(k: Float64[Array, " M"]) -> Float64[Array, " M"]:
+    """`log k!` of integral k: a table below 10, Stirling's series to 1/k⁷ above (error < 1e-12)."""
+    table = jnp.asarray(_LOG_FACTORIAL_SMALL)[jnp.clip(k, 0.0, 9.0).astype(jnp.int32)]
+    x = jnp.maximum(k, 10.0)
+    inv2 = 1.0 / (x * x)
+    series = (1.0 / 12 - (1.0 / 360 - (1.0 / 1260 - inv2 / 1680) * inv2) * inv2) / x
+    stirling = (x + 0.5) * jnp.log(x) - x + 0.5 * math.log(2 * math.pi) + series
+    return jnp.where(k < 10.0, table, stirling)
+
+
+def _poisson_small(u: Float64[Array, " M"], lam: Float64[Array, " M"]) -> Float64[Array, " M"]:
+    """Poisson(lam) for lam < 10 by inversion: the number of CDF terms below the uniform `u`."""
+    p = jnp.exp(-lam)
+    cdf = p
+    k = (cdf < u).astype(jnp.float64)
+    for j in range(1, _SMALL_TERMS):  # unrolled: one fused elementwise kernel
+        p = p * (lam * (1.0 / j))
+        cdf = cdf + p
+        k = k + (cdf < u).astype(jnp.float64)
+    return k
+
+
+def _ptrs_round(
+    key: PRNGKeyArray, mu: Float64[Array, " M"]
+) -> tuple[Float64[Array, " M"], Bool[Array, " M"]]:
+    """One candidate of Hörmann's transformed rejection (PTRS) for Poisson(mu), mu >= 10, and its acceptance."""
+    ku, kv = jr.split(key)
+    u = jr.uniform(ku, mu.shape, jnp.float64) - 0.5
+    v = jr.uniform(kv, mu.shape, jnp.float64)
+    b = 0.931 + 2.53 * jnp.sqrt(mu)
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2.0)
+    us = 0.5 - jnp.abs(u)
+    k = jnp.floor((2.0 * a / us + b) * u + mu + 0.43)
+    quick = (us >= 0.07) & (v <= v_r)
+    reject = (k < 0) | ((us < 0.013) & (v > us))
+    log_target = -mu + k * jnp.log(mu) - _log_factorial(k)
+    slow = jnp.log(v * inv_alpha / (a / (us * us) + b)) <= log_target
+    return k, quick | (~reject & slow)
+
+
+def _ptrs_resolve(key, mu, k, done, shrinks: tuple[int, ...]):
+    """Finish PTRS for every entry not yet `done`: redraw them in a compacted buffer, recursively.
+
+    The not-done entries are gathered (`nonzero`) into a buffer `shrinks[0]` times smaller, which
+    gets one round and is resolved the same way with `shrinks[1:]`, then scattered back; a loop
+    repeats this while entries remain (only when the buffer overflowed). With no shrinks left, full
+    rounds loop on the (by then small) array. Each entry keeps its first accepted candidate, so the
+    draws are exact whatever the buffer sizes.
+    """
+    M = mu.shape[0]
+    if not shrinks:
+
+        def body(carry):
+            key, k, done = carry
+            key, sub = jr.split(key)
+            kk, accept = _ptrs_round(sub, mu)
+            accept = accept & ~done
+            return key, jnp.where(accept, kk, k), done | accept
+
+    else:
+        cap = max(1, M // shrinks[0])
+
+        def body(carry):
+            key, k, done = carry
+            key, sub_round, sub_rest = jr.split(key, 3)
+            (idx,) = jnp.nonzero(~done, size=cap, fill_value=M)
+            valid = idx < M
+            mu_b = mu.at[idx].get(mode="fill", fill_value=100.0)
+            kk, accept = _ptrs_round(sub_round, mu_b)
+            k_b, _ = _ptrs_resolve(sub_rest, mu_b, kk, accept | ~valid, shrinks[1:])
+            dest = jnp.where(valid, idx, M)  # padding slots write out of range: dropped
+            return key, k.at[dest].set(k_b, mode="drop"), done.at[dest].set(True, mode="drop")
+
+    key, k, done = jax.lax.while_loop(lambda c: ~jnp.all(c[2]), body, (key, k, done))
+    return k, done
+
+
+def _poisson_large(key: PRNGKeyArray, mu: Float64[Array, " M"]) -> Float64[Array, " M"]:
+    """Poisson(mu) for mu >= 10 by PTRS in float64.
+
+    `jax.random.poisson` runs PTRS in float32, which inflates the variance above rates of ~1e7
+    (1.5x at 1e8); the brightest sim_lines pixels reach ~2.4e8. A first round covers every entry;
+    the ~10-15 % rejected are redrawn in compacted buffers (`_ptrs_resolve`).
+    """
+    key, sub = jr.split(key)
+    k, done = _ptrs_round(sub, mu)
+    return _ptrs_resolve(key, mu, k, done, _PTRS_SHRINK)[0]
+
+
+def _poisson_counts(key: PRNGKeyArray, rate: Float32[Array, "*s"]) -> Float32[Array, "*s"]:
+    """Exact Poisson(rate) photon counts, returned as float32 like upstream's float32 samples; needs x64."""
+    lam = rate.reshape(-1).astype(jnp.float64)
+    small = lam < _SMALL_RATE
+    k_small, k_large = jr.split(key)
+    c_small = _poisson_small(
+        jr.uniform(k_small, lam.shape, jnp.float64), jnp.where(small, lam, 0.0)
+    )
+    c_large = _poisson_large(k_large, jnp.where(small, 100.0, lam))
+    return jnp.where(small, c_small, c_large).astype(jnp.float32).reshape(rate.shape)
+
+
+@ft.partial(jax.jit, static_argnames=("noise",))
+def _diffract(
+    patches: Complex64[Array, "n N N"],
+    probe: Complex64[Array, "N N"],
+    scale: Float32[Array, ""],
+    key: PRNGKeyArray,
+    *,
+    noise: bool,
+) -> Float32[Array, "n N N"]:
+    """Diffraction amplitudes `sqrt(Poisson(|fftshift(FFT(s·O·P))|²/N²)) / s` (§6 steps 3-8); needs x64."""
+    N = patches.shape[-1]
+    amp = jnp.abs(patches)
+    phase = jnp.angle(patches)
+    obj = jax.lax.complex(scale * (amp * jnp.cos(phase)), scale * (amp * jnp.sin(phase)))
+    psi = obj * probe[None, :, :]
+    far = jnp.fft.fft2(psi, axes=(-2, -1))
+    intensity = (far.real * far.real + far.imag * far.imag) / float(N * N)
+    amplitude = jnp.sqrt(jnp.fft.fftshift(intensity, axes=(-2, -1)))
+    if noise:
+        amplitude = jnp.sqrt(_poisson_counts(key, amplitude * amplitude))
+    return amplitude / scale
+
+
+def _check_key(key) -> jax.Array:
+    if (
+        isinstance(key, jax.Array)
+        and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and key.shape == ()
+    ):
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return jr.wrap_key_data(jnp.asarray(key))
+    raise PtychoInputError(
+        f"simulate: key: expected a scalar jax.random.key(...) (threefry), got "
+        f"{type(key).__name__} {getattr(key, 'shape', '')} {getattr(key, 'dtype', '')}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Simulated:
+    raw: RawData
+    sim_scale: float
+    energy: np.ndarray
+
+
+def _simulate_positions(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    nphotons: float,
+    key: jax.Array,
+    noise: bool,
+    metadata: dict,
+) -> _Simulated:
+    """Host driver of §6: chunked patch/energy pass, scale s on the host, chunked diffraction pass."""
+    n, N = x.shape[0], probe.shape[0]
+    chunk = min(n, max(1, _CHUNK_PIXELS // (N * N)))
+    centres = np.stack([x, y], axis=1).astype(
+        np.float32
+    )  # the upstream float32 cast of the offsets
+    pad = (-n) % chunk
+    if pad:  # pad to whole chunks with a real position so every call has one shape (one compile)
+        centres = np.concatenate([centres, np.repeat(centres[:1], pad, axis=0)])
+    starts = range(0, n + pad, chunk)
+    with jax.enable_x64(True):
+        obj_d, probe_d = jnp.asarray(obj), jnp.asarray(probe)
+        parts = [
+            _patches_and_energy(obj_d, jnp.asarray(centres[i : i + chunk]), probe_d, N=N)
+            for i in starts
+        ]
+        energy = np.concatenate([np.asarray(e) for _, e in parts])[:n]
+        mean_energy = float(np.mean(energy))
+        if not (math.isfinite(mean_energy) and mean_energy > 0):
+            raise PtychoInputError(
+                f"simulate: mean frame energy Σ|O·P|²: expected > 0, got {mean_energy} "
+                "(object or probe zero at every position)"
+            )
+        scale = np.float32(
+            np.sqrt(nphotons / mean_energy)
+        )  # float64 sum and sqrt, one rounding (§6 step 4)
+        s_d = jnp.asarray(scale)
+        diff = [
+            _diffract(p, probe_d, s_d, jr.fold_in(key, j), noise=noise)
+            for j, (p, _) in enumerate(parts)
+        ]
+        diff3d = np.concatenate([np.asarray(d) for d in diff])[:n]
+        patches = np.concatenate([np.asarray(p) for p, _ in parts])[:n]
+    sum_sq = np.sum(np.square(diff3d, dtype=np.float64), axis=(1, 2))
+    norm_Y_I = float(
+        np.float32(np.sqrt(nphotons / np.mean(sum_sq)))
+    )  # ≈ s up to Poisson noise (§6 step 9)
+    metadata = dict(metadata, sim_scale=float(scale), noise=bool(noise), n_positions=int(n),
+                    noise_key_data=[int(v) for v in np.asarray(jr.key_data(key)).ravel()])  # fmt: skip
+    raw = RawData(
+        xcoords=x,
+        ycoords=y,
+        xcoords_start=x.copy(),
+        ycoords_start=y.copy(),
+        diff3d=diff3d,
+        probeGuess=probe,
+        scan_index=np.zeros(n, np.int64),
+        objectGuess=obj,
+        Y=patches[..., None],
+        norm_Y_I=norm_Y_I,
+        metadata=metadata,
+    )
+    logger.info("simulated %d frames of %dx%d: s = %.7f, norm_Y_I = %.7f", n, N, N, scale, norm_Y_I)
+    return _Simulated(raw=raw, sim_scale=float(scale), energy=energy)
+
+
+def simulate_from_positions(
+    obj: ArrayLike,
+    probe: ArrayLike,
+    *,
+    xcoords: ArrayLike,
+    ycoords: ArrayLike,
+    nphotons: float,
+    key: jax.Array,
+    noise: bool = True,
+) -> RawData:
+    """Simulated RawData for given object, probe and positions, as upstream `RawData.from_simulation`.
+
+    `diff3d = sqrt(Poisson(|fftshift(FFT2(s·O·P))|²/N²)) / s` (amplitudes, simulation.md §6) with
+    the float32 simulation scale `s = sqrt(nphotons / mean_m Σ(|O|·|P|)²)`; `Y` holds the
+    un-illuminated object patches, `norm_Y_I = sqrt(nphotons / mean_m Σ diff3d²)`, and
+    `metadata["sim_scale"]` is s. `noise=False` gives the expected amplitudes `A/s` (no draw).
+    Frames go in chunks of `max(1, 2**22 // N²)` (1024 for N = 64); chunk j draws its noise
+    with `fold_in(key, j)`, so the draws depend only on `key`, N and the positions.
+
+    Args:
+        obj: (H, W) complex64 object.
+        probe: (N, N) complex64 probe (already normalised).
+        xcoords, ycoords: (n,) float positions in object pixels (x = column); cast to float32 for
+            the patches, as upstream.
+        nphotons: mean photon count per frame over the whole set.
+        key: `jax.random.key(...)` for the photon noise.
+        noise: draw Poisson counts (True) or return the expected amplitudes.
+
+    Raises:
+        PtychoInputError: bad shapes or dtypes, non-finite positions, zero energy.
+    """
+    where = "simulate_from_positions"
+    _check_object(obj, where)
+    p = np.asarray(probe)
+    if p.ndim != 2 or p.shape[0] != p.shape[1] or p.dtype != np.complex64 or p.shape[0] < 2:
+        raise _err(
+            f"{where}: probe", "a square (N, N) complex64 array", f"shape {p.shape} dtype {p.dtype}"
+        )
+    x, y = np.asarray(xcoords), np.asarray(ycoords)
+    _check_centres(np.stack([x, y], axis=1) if x.ndim == 1 and x.shape == y.shape else x, where)
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise _err(f"{where}: xcoords/ycoords", "finite values", "NaN/Inf")
+    n = float(nphotons)
+    if not (math.isfinite(n) and n > 0):
+        raise _err(f"{where}: nphotons", "a finite number > 0", nphotons)
+    meta = {"source": "ptycho_jax.simulate_from_positions", "nphotons": n}
+    sim = _simulate_positions(
+        np.asarray(obj), p, x, y, nphotons=n, key=_check_key(key), noise=bool(noise), metadata=meta
+    )
+    return sim.raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Split (simulation.md §7) and the scenario entry points
+
+
+def _split_order(coords: np.ndarray, split_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    n = coords.shape[0]
+    if not 0.0 < split_fraction < 1.0:
+        raise _err("split_raw_by_axis: split_fraction", "a number in (0, 1)", split_fraction)
+    test = int(round(n * split_fraction))  # noqa: RUF046 (as upstream)
+    if test <= 0 or test >= n:
+        raise _err(
+            "split_raw_by_axis: split_fraction",
+            f"a test count in [1, {n - 1}] for {n} positions",
+            test,
+        )
+    order = np.argsort(coords)  # default quicksort, as upstream; no ties for continuous coordinates
+    return order[: n - test], order[n - test :]
+
+
+def split_raw_by_axis(
+    raw: RawData, *, split_fraction: float = 0.5, axis: Literal["x", "y"] = "y"
+) -> tuple[RawData, RawData]:
+    """`(train, test)`: the positions with the smallest / largest `axis` coordinates (simulation.md §7).
+
+    `test = int(round(n · split_fraction))` positions go to the test half; each half is gathered
+    in ascending coordinate order; probe, object, `norm_Y_I` and metadata are shared.
+
+    Raises:
+        PtychoInputError: bad axis or fraction, or an empty half.
+    """
+    if axis not in ("x", "y"):
+        raise _err("split_raw_by_axis: axis", "'x' or 'y'", axis)
+    coords = raw.xcoords if axis == "x" else raw.ycoords
+    train_idx, test_idx = _split_order(coords, float(split_fraction))
+    return raw.subset(train_idx), raw.subset(test_idx)
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class SimulatedData:
+    """A simulated scenario split into train (low y) and test (high y) halves.
+
+    Attributes:
+        train: RawData of the train half (`metadata["split"] == "train"`).
+        test: RawData of the test half.
+        sim_scale: float32 simulation scale s (as a Python float) of the full set.
+        scenario: the Scenario simulated.
+        train_energy: (train_count,) float64 noise-free `Σ|O·P|²` per train frame, in `train` order
+            (the expectation of `Σ diff3d²`).
+        test_energy: (test_count,) float64, likewise for `test`.
+    """
+
+    train: RawData
+    test: RawData
+    sim_scale: float
+    scenario: Scenario
+    train_energy: Float64[np.ndarray, " m_train"]
+    test_energy: Float64[np.ndarray, " m_test"]
+
+
+def _resolve(scenario: Scenario | str) -> Scenario:
+    if isinstance(scenario, str):
+        return get_scenario(scenario)
+    if not isinstance(scenario, Scenario):
+        raise _err("simulate: scenario", "a Scenario or a preset name", type(scenario).__name__)
+    return scenario
+
+
+def _simulate_scenario(scenario: Scenario | str, key, noise: bool) -> tuple[Scenario, _Simulated]:
+    sc = _resolve(scenario)
+    key = jr.key(sc.sim_seed) if key is None else _check_key(key)
+    obj = make_lines_object(sc.object_size, seed=sc.object_seed)
+    if sc.probe_mode == "custom":
+        probe = _load_custom_probe(sc.probe_path, sc.N)
+    else:
+        probe = make_idealized_probe(sc.N, default_probe_scale=sc.default_probe_scale)
+    probe = normalize_probe(probe, probe_scale=sc.probe_scale)
+    x, y = make_scan_positions(
+        sc.total_images, object_shape=obj.shape, buffer=sc.buffer, seed=sc.position_seed
+    )
+    meta = {"source": "ptycho_jax.simulate", "scenario": sc.to_dict()}
+    sim = _simulate_positions(
+        obj, probe, x, y, nphotons=sc.nphotons, key=key, noise=bool(noise), metadata=meta
+    )
+    return sc, sim
+
+
+def simulate_raw(
+    scenario: Scenario | str, *, key: jax.Array | None = None, noise: bool = True
+) -> RawData:
+    """The unsplit simulated RawData of a scenario (all `total_images` positions, simulation order).
+
+    See `simulate`; `metadata` holds the scenario, `sim_scale` and the noise key.
+    """
+    return _simulate_scenario(scenario, key, noise)[1].raw
+
+
+def simulate(
+    scenario: Scenario | str, *, key: jax.Array | None = None, noise: bool = True
+) -> SimulatedData:
+    """Simulate a sim_lines scenario and split it by y, as the upstream study runner (simulation.md §1).
+
+    Object, probe, positions and the split are bit-identical to upstream; the Poisson draws use
+    `key` (default `jax.random.key(scenario.sim_seed)`; see `simulate_from_positions`) — upstream
+    drew them from TensorFlow's global RNG, so only their statistics can match.
+
+    Args:
+        scenario: a Scenario or a preset name (`"gs1_ideal"`, `"gs2_ideal"`).
+        key: PRNG key for the photon noise.
+        noise: False returns the expected (noise-free) amplitudes.
+
+    Returns:
+        SimulatedData with train and test halves, the simulation scale and per-frame expected energies.
+
+    Raises:
+        PtychoInputError: unknown scenario name, bad key.
+    """
+    sc, sim = _simulate_scenario(scenario, key, noise)
+    axis = sc.split_axis
+    coords = sim.raw.xcoords if axis == "x" else sim.raw.ycoords
+    train_idx, test_idx = _split_order(coords, sc.split_fraction)
+    halves = []
+    for part, idx in (("train", train_idx), ("test", test_idx)):
+        sub = sim.raw.subset(idx)
+        halves.append(
+            dataclasses.replace(sub, metadata=dict(sim.raw.metadata, split=part, split_axis=axis))
+        )
+    return SimulatedData(
+        train=halves[0],
+        test=halves[1],
+        sim_scale=sim.sim_scale,
+        scenario=sc,
+        train_energy=sim.energy[train_idx],
+        test_energy=sim.energy[test_idx],
+    )
