@@ -1,0 +1,758 @@
+"""The backend protocol and the built-in backends: `jax`, `tf`, `upstream`, `golden:DIR`, `module:attr`.
+
+specs/crosscheck.md §2. A backend computes the chain's stages from a RawData-like input and
+explicit parameters (`ptycho_jax.ChainParams`); every stage after `grouping` accepts injected
+`nn_indices`, so the harness can remove grouping randomness. Each stage returns a mapping of
+array name → NumPy array (or Python scalar), named like the upstream grouped dict / container /
+golden files. A backend that cannot produce a stage raises `StageUnsupported`.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ptycho_jax import BackendUnavailableError
+
+from . import grouping as _grouping
+from . import tf_reference as _tfr
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("grouping", "grouped", "normalize", "patches", "intensity_scales", "scaler", "container")
+"""Stage names, in the order the harness runs them."""
+
+GROUPED_KEYS = ("diffraction",) + _tfr.COORD_KEYS
+SCALE_KEYS = (
+    "fallback_scale_closed_form",
+    "main_head_train_pinn_calculate_intensity_scale",
+    "seed_era_dataset_derived_scale_normalized_X",
+    "raw_E_batch_sum_psi2",
+    "raw_dataset_scale",
+    "grouped_E_batch_sum_psi2_over_HWC",
+    "grouped_dataset_scale_over_HWC",
+    "container_norm_Y_I_diffsim_scale_nphotons",
+    "normalized_X_mean_sum_sq_over_HWC",
+)
+CONTAINER_KEYS = (
+    "X",
+    "Y_I",
+    "Y_phi",
+    "coords_nominal",
+    "coords_true",
+    "probe",
+    "norm_Y_I",
+    "nn_indices",
+    "global_offsets",
+    "local_offsets",
+)
+REQUIRED: Mapping[str, tuple[str, ...]] = {
+    "grouping": ("nn_indices",),
+    "grouped": GROUPED_KEYS,
+    "normalize": ("X_full", "normalize_gain"),
+    "patches": ("Y", "Y_member"),
+    "intensity_scales": SCALE_KEYS,
+    "scaler": ("log_scale", "scaler_out", "scaler_inv_out"),
+    "container": CONTAINER_KEYS,
+}
+"""Arrays each stage must produce (extra arrays are compared when both sides have them)."""
+
+
+class StageUnsupported(Exception):
+    """A backend cannot produce this stage for these inputs (the stage is reported as skipped)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a cross-check backend implements: one method per stage.
+
+    `raw` is a `ptycho_jax.RawData` (or any object with its fields), `params` a
+    `ptycho_jax.ChainParams`. `nn_indices` (B, C), when given, replaces the backend's own
+    grouping. Return NumPy arrays (or Python/NumPy scalars) under the names in `REQUIRED`.
+    """
+
+    name: str
+
+    def grouping(self, raw: Any, params: Any) -> Mapping[str, Any]:
+        """`{"nn_indices": (B, C) int}` chosen by the backend itself (seeded or not)."""
+        ...
+
+    def grouped(self, raw: Any, params: Any, *, nn_indices: Any = None) -> Mapping[str, Any]:
+        """`diffraction` (B, N, N, C) and the six float64 coordinate arrays."""
+        ...
+
+    def normalize(self, raw: Any, params: Any, *, nn_indices: Any = None) -> Mapping[str, Any]:
+        """`X_full` (B, N, N, C) float32 and the float32 `normalize_gain` of `params.variant`."""
+        ...
+
+    def patches(self, raw: Any, params: Any, *, nn_indices: Any = None) -> Mapping[str, Any]:
+        """`Y` (upstream positions, mirrored for C > 1) and `Y_member` (each member's position)."""
+        ...
+
+    def intensity_scales(
+        self, raw: Any, params: Any, *, nn_indices: Any = None
+    ) -> Mapping[str, Any]:
+        """Every named scale of `SCALE_KEYS` as a Python float."""
+        ...
+
+    def scaler(self, x: np.ndarray, *, scale: float, trainable: bool = True) -> Mapping[str, Any]:
+        """`log_scale` (float32), `scaler_out = x / exp(log_scale)`, `scaler_inv_out` (round trip)."""
+        ...
+
+    def container(self, raw: Any, params: Any, *, nn_indices: Any = None) -> Mapping[str, Any]:
+        """The container fields of `CONTAINER_KEYS` (optionally `Y_complex`)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _digest(a: Any) -> str:
+    a = np.ascontiguousarray(np.asarray(a))
+    return hashlib.sha1(a.tobytes() + str(a.shape).encode() + str(a.dtype).encode()).hexdigest()
+
+
+def _N(raw: Any, params: Any) -> int:
+    return (
+        int(params.N) if getattr(params, "N", None) is not None else int(np.shape(raw.diff3d)[-1])
+    )
+
+
+def _host(d: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if v is None or isinstance(v, (float, int)):
+            out[k] = v
+        else:
+            out[k] = np.asarray(v)
+    return out
+
+
+class _Memo:
+    """A tiny per-instance cache of chain runs keyed by (raw identity, params, nn digest)."""
+
+    def __init__(self, size: int = 4):
+        self._size = size
+        self._items: list[tuple[tuple, Any, Any]] = []
+
+    def get(self, key: tuple, raw: Any, make: Callable[[], Any]) -> Any:
+        for k, r, v in self._items:
+            if k == key and r is raw:
+                return v
+        v = make()
+        self._items.append((key, raw, v))
+        del self._items[: -self._size]
+        return v
+
+
+def _params_key(params: Any) -> tuple:
+    if dataclasses.is_dataclass(params):
+        return tuple(sorted((k, repr(v)) for k, v in dataclasses.asdict(params).items()))
+    return (repr(params),)
+
+
+# ---------------------------------------------------------------------------------------------
+# jax
+
+
+class JaxBackend:
+    """`ptycho_jax` through its public API (`run_chain`, `group`, `IntensityScaler`)."""
+
+    name = "jax"
+
+    def __init__(self):
+        self._memo = _Memo()
+
+    def _chain(self, raw, params, nn_indices):
+        import ptycho_jax as pj
+
+        nn = None if nn_indices is None else np.asarray(nn_indices)
+        key = (_params_key(params), None if nn is None else _digest(nn))
+        return self._memo.get(key, raw, lambda: pj.run_chain(raw, params, nn_indices=nn))
+
+    def grouping(self, raw, params):
+        import ptycho_jax as pj
+
+        nn = pj.select_groups(
+            raw.positions(),
+            gridsize=params.gridsize,
+            K=params.K,
+            nsamples=params.n_groups,
+            seed=params.seed,
+            sequential=params.sequential,
+            oversample=params.oversample,
+            neighbor_pool_size=params.neighbor_pool_size,
+            engine=params.engine,
+            variant=params.variant,
+        )
+        return {"nn_indices": np.asarray(nn)}
+
+    def grouped(self, raw, params, *, nn_indices=None):
+        g = self._chain(raw, params, nn_indices).grouped
+        return _host({k: getattr(g, k) for k in GROUPED_KEYS})
+
+    def normalize(self, raw, params, *, nn_indices=None):
+        g = self._chain(raw, params, nn_indices).grouped
+        return {
+            "X_full": np.asarray(g.X_full),
+            "normalize_gain": np.float32(np.asarray(g.normalize_gain)),
+        }
+
+    def patches(self, raw, params, *, nn_indices=None):
+        import ptycho_jax as pj
+
+        nn = self._chain(raw, params, nn_indices).grouped.nn_indices
+        out = {}
+        for key, where in (("Y", "upstream"), ("Y_member", "member")):
+            g = pj.group(
+                raw,
+                N=_N(raw, params),
+                gridsize=params.gridsize,
+                K=params.K,
+                nsamples=len(nn),
+                nn_indices=nn,
+                variant=params.variant,
+                patch_positions=where,
+            )
+            if g.Y is None:
+                raise StageUnsupported("jax: no patches (the input has neither Y nor objectGuess)")
+            out[key] = np.asarray(g.Y)
+        return out
+
+    def intensity_scales(self, raw, params, *, nn_indices=None):
+        return {
+            k: float(v) for k, v in self._chain(raw, params, nn_indices).intensity_scales.items()
+        }
+
+    def scaler(self, x, *, scale, trainable=True):
+        import jax.numpy as jnp
+
+        import ptycho_jax as pj
+
+        s = pj.IntensityScaler.from_scale(scale, trainable=trainable)
+        out = s(jnp.asarray(np.asarray(x, np.float32)))
+        back = s.inverse(out)
+        return {
+            "log_scale": np.float32(s.log_scale_f32),
+            "scaler_out": np.asarray(out),
+            "scaler_inv_out": np.asarray(back),
+        }
+
+    def container(self, raw, params, *, nn_indices=None):
+        c = self._chain(raw, params, nn_indices).container
+        out = _host({k: getattr(c, k) for k in CONTAINER_KEYS})
+        out["Y_complex"] = np.asarray(c.Y)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tf
+
+
+class TFBackend:
+    """The independent TensorFlow reference (`crosscheck.tf_reference`), grouping by `crosscheck.grouping`."""
+
+    name = "tf"
+
+    def __init__(self):
+        try:
+            _tfr._tf()
+        except ImportError as e:
+            raise BackendUnavailableError(
+                "backend 'tf' needs TensorFlow: pip install 'ptycho-jax[tf]' (or tensorflow-cpu)"
+            ) from e
+        self._memo = _Memo()
+
+    def grouping(self, raw, params):
+        pos = np.stack([np.asarray(raw.xcoords), np.asarray(raw.ycoords)], axis=1)
+        nn = _grouping.select_groups(
+            pos,
+            gridsize=params.gridsize,
+            K=params.K,
+            nsamples=params.n_groups,
+            seed=params.seed,
+            sequential=params.sequential,
+            oversample=params.oversample,
+            neighbor_pool_size=params.neighbor_pool_size,
+        )
+        return {"nn_indices": nn}
+
+    def _nn(self, raw, params, nn_indices):
+        if nn_indices is not None:
+            return np.asarray(nn_indices)
+        return self._memo.get(
+            ("groups", _params_key(params)), raw, lambda: self.grouping(raw, params)["nn_indices"]
+        )
+
+    def _chain(self, raw, params, nn_indices):
+        nn = self._nn(raw, params, nn_indices)
+        key = ("chain", _params_key(params), _digest(nn))
+        return self._memo.get(key, raw, lambda: self._run(raw, params, nn))
+
+    def _run(self, raw, params, nn):
+        N = _N(raw, params)
+        g = _tfr.grouped_dict(raw, nn, N=N, patch_positions=params.patch_positions)
+        X, gain = _tfr.normalize_data(g["diffraction"], N, variant=params.variant)
+        container = _tfr.make_container(g, X, raw.probeGuess, nphotons=params.nphotons)
+        return {"grouped": g, "X_full": X, "gain": gain, "container": container, "N": N}
+
+    def grouped(self, raw, params, *, nn_indices=None):
+        g = self._chain(raw, params, nn_indices)["grouped"]
+        return {k: g[k] for k in GROUPED_KEYS if k in g}
+
+    def normalize(self, raw, params, *, nn_indices=None):
+        c = self._chain(raw, params, nn_indices)
+        return {"X_full": c["X_full"], "normalize_gain": c["gain"]}
+
+    def patches(self, raw, params, *, nn_indices=None):
+        c = self._chain(raw, params, nn_indices)
+        g, N = c["grouped"], c["N"]
+        up = _tfr.grouped_patches(raw, g, N=N, patch_positions="upstream")
+        if up is None:
+            raise StageUnsupported("tf: no patches (the input has neither Y nor objectGuess)")
+        return {"Y": up, "Y_member": _tfr.grouped_patches(raw, g, N=N, patch_positions="member")}
+
+    def intensity_scales(self, raw, params, *, nn_indices=None):
+        c = self._chain(raw, params, nn_indices)
+        N, nph = c["N"], params.nphotons
+        X = c["container"]["X"]
+        seed_scale, seed_E = _tfr.dataset_scale(X, nph, N=N)
+        raw_scale, raw_E = _tfr.dataset_scale(raw.diff3d, nph)
+        g_scale, g_E = _tfr.dataset_scale(c["grouped"]["diffraction"], nph)
+        return {
+            "fallback_scale_closed_form": _tfr.closed_form_scale_f64(N, nph),
+            "main_head_train_pinn_calculate_intensity_scale": _tfr.closed_form_scale_f32(N, nph),
+            "seed_era_dataset_derived_scale_normalized_X": seed_scale,
+            "raw_E_batch_sum_psi2": raw_E,
+            "raw_dataset_scale": raw_scale,
+            "grouped_E_batch_sum_psi2_over_HWC": g_E,
+            "grouped_dataset_scale_over_HWC": g_scale,
+            "container_norm_Y_I_diffsim_scale_nphotons": float(c["container"]["norm_Y_I"]),
+            "normalized_X_mean_sum_sq_over_HWC": seed_E,
+        }
+
+    def scaler(self, x, *, scale, trainable=True):
+        return _tfr.apply_scaler(x, scale)
+
+    def container(self, raw, params, *, nn_indices=None):
+        return dict(self._chain(raw, params, nn_indices)["container"])
+
+
+# ---------------------------------------------------------------------------------------------
+# golden:DIR
+
+
+class GoldenBackend:
+    """Recorded upstream stage arrays in the golden layout (`stage1_grouping.npz` … `stage4_intensity.npz`).
+
+    Recorded data answer only the question they were recorded for: stages are refused
+    (`StageUnsupported`) when the input, the parameters or the injected groups differ from the
+    recording, or when the variant/patch positions were not recorded.
+    """
+
+    FILES = (
+        "stage1_grouping.npz",
+        "stage2_normalize.npz",
+        "stage3_container.npz",
+        "stage4_intensity.npz",
+    )
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = pathlib.Path(directory)
+        self.name = f"golden:{directory}"
+        if not (self.dir / self.FILES[0]).is_file():
+            raise BackendUnavailableError(
+                f"backend golden:{directory}: expected a golden case folder with {self.FILES[0]}, "
+                f"got {'a missing folder' if not self.dir.is_dir() else 'a folder without it'}"
+            )
+        self._cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def _load(self, fname: str) -> dict[str, np.ndarray]:
+        if fname not in self._cache:
+            path = self.dir / fname
+            if not path.is_file():
+                raise StageUnsupported(f"golden: {path} is missing")
+            with np.load(path, allow_pickle=False) as z:
+                self._cache[fname] = {k: z[k] for k in z.files}
+        return self._cache[fname]
+
+    def recorded_params(self) -> dict[str, Any]:
+        """`case_params` of `params.json` mapped to `ChainParams` fields (empty if absent)."""
+        path = self.dir / "params.json"
+        if not path.is_file():
+            return {}
+        cp = json.loads(path.read_text()).get("case_params") or {}
+        sim = cp.get("sim") or {}
+        out = {
+            "gridsize": cp.get("gridsize"),
+            "K": cp.get("K"),
+            "n_groups": cp.get("n_groups"),
+            "seed": cp.get("group_seed"),
+            "sequential": cp.get("sequential_sampling"),
+            "N": sim.get("N"),
+            "nphotons": sim.get("nphotons"),
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def input_path(self) -> pathlib.Path:
+        return self.dir / "input_rawdata.npz"
+
+    def _check_input(self, raw) -> None:
+        inp = self.input_path()
+        if inp.is_file():
+            key = "__input_xy"
+            if key not in self._cache:
+                with np.load(inp, allow_pickle=False) as z:
+                    self._cache[key] = {"x": z["xcoords"], "y": z["ycoords"]}
+            rec = self._cache[key]
+            if not (
+                np.array_equal(rec["x"], raw.xcoords) and np.array_equal(rec["y"], raw.ycoords)
+            ):
+                raise StageUnsupported(f"golden: the input is not {inp.name} of this recording")
+
+    def _check_nn(self, raw, nn_indices) -> None:
+        self._check_input(raw)
+        rec = self._load(self.FILES[0])["nn_indices"]
+        if nn_indices is not None and not np.array_equal(np.asarray(nn_indices), rec):
+            raise StageUnsupported(
+                "golden: the injected nn_indices differ from the recorded groups"
+            )
+
+    def grouping(self, raw, params):
+        self._check_input(raw)
+        rec = self.recorded_params()
+        for k in ("gridsize", "K", "n_groups", "seed", "sequential"):
+            if k in rec and getattr(params, k) != rec[k]:
+                raise StageUnsupported(
+                    f"golden: recorded with {k}={rec[k]!r}, asked for {getattr(params, k)!r}"
+                )
+        return {"nn_indices": self._load(self.FILES[0])["nn_indices"]}
+
+    def grouped(self, raw, params, *, nn_indices=None):
+        self._check_nn(raw, nn_indices)
+        s1 = self._load(self.FILES[0])
+        return {k: s1[k] for k in GROUPED_KEYS if k in s1}
+
+    def normalize(self, raw, params, *, nn_indices=None):
+        self._check_nn(raw, nn_indices)
+        s2 = self._load(self.FILES[1])
+        if params.variant == "seed":
+            return {
+                "X_full": s2["X_full_loader_normalize_data"]
+            }  # the gain of this copy is not recorded
+        return {"X_full": s2["X_full"], "normalize_gain": s2["normalize_gain"]}
+
+    def patches(self, raw, params, *, nn_indices=None):
+        self._check_nn(raw, nn_indices)
+        s1 = self._load(self.FILES[0])
+        out = {}
+        if "Y" in s1:
+            out["Y"] = s1["Y"]
+        if "Y_from_sim_patches" in s1:
+            out["Y_member"] = s1["Y_from_sim_patches"]
+        if not out:
+            raise StageUnsupported("golden: no patches recorded")
+        return out
+
+    def intensity_scales(self, raw, params, *, nn_indices=None):
+        self._check_nn(raw, nn_indices)
+        s4 = self._load(self.FILES[3])
+        keys = SCALE_KEYS
+        if params.variant != "main":  # recorded from the main-variant container X
+            keys = tuple(
+                k
+                for k in keys
+                if k
+                not in (
+                    "seed_era_dataset_derived_scale_normalized_X",
+                    "container_norm_Y_I_diffsim_scale_nphotons",
+                    "normalized_X_mean_sum_sq_over_HWC",
+                )
+            )
+        return {k: float(s4[k]) for k in keys if k in s4}
+
+    def scaler(self, x, *, scale, trainable=True):
+        s4 = self._load(self.FILES[3])
+        for prefix in ("seed_era", "main_head"):
+            if f"{prefix}_scaler_in" not in s4:
+                continue
+            if float(s4[f"{prefix}_intensity_scale_in"]) == float(scale) and np.array_equal(
+                s4[f"{prefix}_scaler_in"], np.asarray(x)
+            ):
+                return {
+                    "log_scale": s4[f"{prefix}_log_scale"],
+                    "scaler_out": s4[f"{prefix}_scaler_out"],
+                    "scaler_inv_out": s4[f"{prefix}_scaler_inv_out"],
+                }
+        raise StageUnsupported(f"golden: no scaler recording for scale {scale!r} and this input")
+
+    def container(self, raw, params, *, nn_indices=None):
+        self._check_nn(raw, nn_indices)
+        if params.variant != "main":
+            raise StageUnsupported("golden: the container was recorded for variant 'main' only")
+        if params.patch_positions != "upstream":
+            raise StageUnsupported(
+                "golden: the container was recorded with upstream patch positions"
+            )
+        return dict(self._load(self.FILES[2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# upstream (the real PtychoPINN `ptycho` package)
+
+
+@contextlib.contextmanager
+def upstream_cfg(params_module: Any, values: Mapping[str, Any]) -> Iterator[dict]:
+    """Set keys of upstream's global `params.cfg` for the duration, then restore it in place.
+
+    The dict object is kept (upstream modules hold references to it); its previous contents and
+    the global legacy NumPy RNG state (upstream reseeds it) are restored even on error.
+    """
+    cfg = params_module.cfg
+    saved = dict(cfg)
+    rng_state = np.random.get_state()
+    try:
+        cfg.update(values)
+        yield cfg
+    finally:
+        cfg.clear()
+        cfg.update(saved)
+        np.random.set_state(rng_state)
+
+
+class UpstreamBackend:
+    """Drives the real upstream PtychoPINN `ptycho` package (pipeline.md §1–§8).
+
+    Upstream reads `params.cfg`; each call sets the keys it reads from `params`
+    (N, gridsize, nphotons, neighbor_count, ...) and restores the previous dict afterwards.
+    Upstream cannot take injected groups: its own grouping is run once per parameter set and a
+    stage asked for other `nn_indices` is refused. The scaler layers live in upstream's model
+    module (one process-wide variable), so the `scaler` stage is not driven.
+    """
+
+    name = "upstream"
+    INSTALL_HINT = (
+        "backend 'upstream' needs the upstream PtychoPINN package (module `ptycho`): clone "
+        "https://github.com/hoidn/PtychoPINN and `pip install -e .` it (TensorFlow 2.16+ required), "
+        "or put its source folder on PYTHONPATH"
+    )
+
+    def __init__(self):
+        try:
+            self.params_mod = importlib.import_module("ptycho.params")
+            self.raw_data = importlib.import_module("ptycho.raw_data")
+            self.loader = importlib.import_module("ptycho.loader")
+        except ImportError as e:
+            raise BackendUnavailableError(f"{self.INSTALL_HINT} ({e})") from e
+        if not isinstance(getattr(self.params_mod, "cfg", None), dict):
+            raise BackendUnavailableError(
+                "backend 'upstream': ptycho.params.cfg is not a dict; unsupported upstream version"
+            )
+        self._memo = _Memo()
+
+    def cfg_values(self, raw, params) -> dict[str, Any]:
+        """The `params.cfg` keys upstream reads in these stages."""
+        vals = {
+            "N": _N(raw, params),
+            "gridsize": params.gridsize,
+            "nphotons": float(params.nphotons),
+            "neighbor_count": params.K,
+            "n_groups": params.n_groups,
+            "sequential_sampling": bool(params.sequential),
+            "enable_oversampling": bool(params.oversample),
+            "intensity_scale.trainable": bool(params.trainable),
+            "use_xla_translate": True,
+        }
+        if params.neighbor_pool_size is not None:
+            vals["neighbor_pool_size"] = params.neighbor_pool_size
+        return vals
+
+    def _raw(self, raw):
+        kw = {}
+        if getattr(raw, "objectGuess", None) is not None:
+            kw["objectGuess"] = raw.objectGuess
+        if getattr(raw, "Y", None) is not None:
+            kw["Y"] = raw.Y
+        return self.raw_data.RawData(
+            raw.xcoords,
+            raw.ycoords,
+            raw.xcoords_start,
+            raw.ycoords_start,
+            raw.diff3d,
+            raw.probeGuess,
+            raw.scan_index,
+            **kw,
+        )
+
+    def _run(self, raw, params):
+        N = _N(raw, params)
+        with upstream_cfg(self.params_mod, self.cfg_values(raw, params)):
+            up = self._raw(raw)
+            dset = up.generate_grouped_data(
+                N,
+                K=params.K,
+                nsamples=params.n_groups,
+                seed=params.seed,
+                sequential_sampling=params.sequential,
+                gridsize=params.gridsize,
+                enable_oversampling=params.oversample,
+                neighbor_pool_size=params.neighbor_pool_size,
+            )
+            dset = dict(dset)
+            seed_X = None
+            if params.variant == "seed":
+                seed_X = np.asarray(self.loader.normalize_data(dset, N))
+                dset_for_container = dict(dset, X_full=seed_X)
+            else:
+                dset_for_container = dset
+            container = self.loader.load(
+                lambda: dset_for_container, raw.probeGuess, which=None, create_split=False
+            )
+            fields = {
+                k: np.asarray(getattr(container, k))
+                for k in CONTAINER_KEYS
+                if getattr(container, k, None) is not None
+            }
+            scales = {}
+            try:
+                train_pinn = importlib.import_module("ptycho.train_pinn")
+                scales["main_head_train_pinn_calculate_intensity_scale"] = float(
+                    train_pinn.calculate_intensity_scale(container)
+                )
+            except (ImportError, AttributeError) as e:
+                logger.warning("upstream: calculate_intensity_scale unavailable (%s)", e)
+            if "norm_Y_I" in fields:
+                scales["container_norm_Y_I_diffsim_scale_nphotons"] = float(fields["norm_Y_I"])
+            member = None
+            gip = getattr(self.raw_data, "get_image_patches", None)
+            if (
+                gip is not None
+                and dset.get("objectGuess") is not None
+                and getattr(raw, "Y", None) is None
+            ):
+                cnn = np.asarray(dset["coords_nn"])
+                member = np.asarray(
+                    gip(raw.objectGuess, cnn, np.zeros_like(cnn), N=N, gridsize=params.gridsize)
+                )
+        return {
+            "dset": _host({k: v for k, v in dset.items() if k != "objectGuess"}),
+            "seed_X": seed_X,
+            "container": fields,
+            "scales": scales,
+            "Y_member": member,
+        }
+
+    def _chain(self, raw, params, nn_indices):
+        res = self._memo.get(("chain", _params_key(params)), raw, lambda: self._run(raw, params))
+        if nn_indices is not None and not np.array_equal(
+            np.asarray(nn_indices), res["dset"]["nn_indices"]
+        ):
+            raise StageUnsupported(
+                "upstream: cannot inject nn_indices and its own (seeded) groups differ "
+                "from the injected ones; use a seed or sequential sampling"
+            )
+        return res
+
+    def grouping(self, raw, params):
+        return {"nn_indices": self._chain(raw, params, None)["dset"]["nn_indices"]}
+
+    def grouped(self, raw, params, *, nn_indices=None):
+        d = self._chain(raw, params, nn_indices)["dset"]
+        return {k: d[k] for k in GROUPED_KEYS if d.get(k) is not None}
+
+    def normalize(self, raw, params, *, nn_indices=None):
+        r = self._chain(raw, params, nn_indices)
+        if params.variant == "seed":
+            return {"X_full": r["seed_X"]}
+        return {"X_full": r["dset"]["X_full"]}
+
+    def patches(self, raw, params, *, nn_indices=None):
+        r = self._chain(raw, params, nn_indices)
+        if r["dset"].get("Y") is None:
+            raise StageUnsupported("upstream: no patches (the input has neither Y nor objectGuess)")
+        out = {"Y": r["dset"]["Y"]}
+        if r["Y_member"] is not None:
+            out["Y_member"] = r["Y_member"]
+        return out
+
+    def intensity_scales(self, raw, params, *, nn_indices=None):
+        return dict(self._chain(raw, params, nn_indices)["scales"])
+
+    def scaler(self, x, *, scale, trainable=True):
+        raise StageUnsupported(
+            "upstream: the scaler layers share one process-wide variable in "
+            "ptycho.model; not driven by this adapter"
+        )
+
+    def container(self, raw, params, *, nn_indices=None):
+        return dict(self._chain(raw, params, nn_indices)["container"])
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution
+
+
+def _user_backend(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"backend {spec!r}: cannot import module {module_name!r} ({e})"
+        ) from e
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise BackendUnavailableError(
+                f"backend {spec!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from e
+    if isinstance(obj, type) or (callable(obj) and not any(hasattr(obj, s) for s in STAGES)):
+        obj = obj()
+    if not any(callable(getattr(obj, s, None)) for s in STAGES):
+        raise BackendUnavailableError(
+            f"backend {spec!r}: expected an object with stage methods "
+            f"{list(STAGES)}, got {type(obj).__name__}"
+        )
+    if not getattr(obj, "name", None):
+        try:
+            obj.name = spec
+        except AttributeError:
+            pass
+    return obj
+
+
+def resolve_backend(spec: "str | Backend") -> Any:
+    """The backend named by `spec`: `jax`, `tf`, `upstream`, `golden:DIR` or `module:attribute`.
+
+    A `module:attribute` may name a backend instance, a class (instantiated without arguments) or
+    a zero-argument factory. A non-string `spec` is returned unchanged.
+
+    Raises:
+        BackendUnavailableError: unknown name, missing dependency, missing folder or attribute.
+    """
+    if not isinstance(spec, str):
+        return spec
+    if spec == "jax":
+        return JaxBackend()
+    if spec == "tf":
+        return TFBackend()
+    if spec == "upstream":
+        return UpstreamBackend()
+    if spec.startswith("golden:"):
+        return GoldenBackend(spec[len("golden:") :])
+    if ":" in spec:
+        return _user_backend(spec)
+    raise BackendUnavailableError(
+        f"backend {spec!r}: expected jax, tf, upstream, golden:DIR or module:attribute"
+    )
