@@ -35,6 +35,25 @@ from ._container import Container as Container, make_container as make_container
 from ._pipeline import ChainParams as ChainParams, ChainResult as ChainResult, run_chain as run_chain
 
 # --- simulation + patches (helper A) ---
+from ._patches import (
+    extract_group_patches as extract_group_patches,
+    extract_patches as extract_patches,
+    group_patch_centres as group_patch_centres,
+)
+from ._simulate import (
+    SCENARIOS as SCENARIOS,
+    Scenario as Scenario,
+    SimulatedData as SimulatedData,
+    get_scenario as get_scenario,
+    make_idealized_probe as make_idealized_probe,
+    make_lines_object as make_lines_object,
+    make_scan_positions as make_scan_positions,
+    normalize_probe as normalize_probe,
+    simulate as simulate,
+    simulate_from_positions as simulate_from_positions,
+    simulate_raw as simulate_raw,
+    split_raw_by_axis as split_raw_by_axis,
+)
 
 # --- report (helper B) ---
 from ._stats import array_stats as array_stats
@@ -52,3 +71,12 @@ from ._report import (
 from ._figure import render_figure as render_figure
 
 # --- sharding / streaming (helper E) ---
+from ._sharding import (
+    group_sharded as group_sharded,
+    make_mesh as make_mesh,
+    normalize_data_sharded as normalize_data_sharded,
+    process_frame_range as process_frame_range,
+    run_chain_scaled as run_chain_scaled,
+    run_chain_sharded as run_chain_sharded,
+)
+from ._streaming import run_chain_streamed as run_chain_streamed

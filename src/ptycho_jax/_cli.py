@@ -22,7 +22,7 @@ class ExitCode(enum.IntEnum):
 class Progress:
     """Numbered stage lines with elapsed time on stderr (the CLI's progress display)."""
 
-    def __init__(self, total: int, *, quiet: bool = False):
+    def __init__(self, total: int | None, *, quiet: bool = False):
         self.total, self.done, self.quiet = total, 0, quiet
         self.t0 = self.last = time.perf_counter()
 
@@ -30,7 +30,8 @@ class Progress:
         now = time.perf_counter()
         self.done += 1
         if not self.quiet:
-            print(f"ptycho-jax: [{self.done}/{self.total}] {stage} (t={now - self.t0:.1f} s)", file=sys.stderr, flush=True)
+            count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+            print(f"ptycho-jax: [{count}] {stage} (t={now - self.t0:.1f} s)", file=sys.stderr, flush=True)
         self.last = now
 
 
@@ -168,7 +169,8 @@ def _cmd_simulate(args) -> int:
 def _cmd_report(args) -> int:
     from ._report import chain_report, make_provenance, write_report
 
-    progress = Progress(6, quiet=args.quiet)  # input, 4 chain stages, rendering
+    # input, 4 chain stages, rendering; a streamed run reports two passes per chunk, count unknown
+    progress = Progress(None if args.chunk_groups else 6, quiet=args.quiet)
     raw, scenario = _load_raw(args, progress)
     params = _chain_params(args, raw, scenario)
     result = _run_chain(raw, params, args, progress)
@@ -178,6 +180,8 @@ def _cmd_report(args) -> int:
         parameters=params.to_dict(),
         variant=params.variant,
         scenario=None if scenario is None else scenario.to_dict(),
+        devices=args.devices,
+        chunk_groups=args.chunk_groups,
     )
     report = chain_report(result, raw=raw, provenance=provenance)
     paths = write_report(report, args.out, figure=not args.no_figure)

@@ -265,6 +265,65 @@ def _check_positive_int(name: str, v, minimum: int = 1) -> int:
     return int(v)
 
 
+def choose_groups(
+    positions: np.ndarray,
+    *,
+    frame_size: int,
+    N: int,
+    gridsize: int,
+    K: int,
+    nsamples: int,
+    seed: int | None,
+    sequential: bool,
+    oversample: bool,
+    neighbor_pool_size: int | None,
+    nn_indices: HostGroups | None,
+    variant: str,
+    engine: Engine,
+    key: jax.Array | None,
+    patch_positions: str,
+    where: str = "group",
+) -> tuple[int, HostGroups]:
+    """Validate `group`'s arguments and return `(N, nn_indices)`: the injected groups, checked, or fresh ones."""
+    check_variant(variant)
+    gridsize = _check_positive_int("gridsize", gridsize)
+    N = _check_positive_int("N", N)
+    K = _check_positive_int("K", K)
+    nsamples = _check_positive_int("nsamples", nsamples)
+    if N != frame_size:
+        raise GroupingError(f"{where}: N={N} does not match the frame size {frame_size} of raw.diff3d")
+    if patch_positions not in ("upstream", "member"):
+        raise GroupingError(f"{where}: patch_positions must be 'upstream' or 'member', got {patch_positions!r}")
+    if nn_indices is not None:
+        return N, _check_nn_indices(nn_indices, positions.shape[0], gridsize * gridsize)
+    nn = select_groups(
+        positions,
+        gridsize=gridsize,
+        K=K,
+        nsamples=nsamples,
+        seed=seed,
+        sequential=sequential,
+        oversample=oversample,
+        neighbor_pool_size=neighbor_pool_size,
+        engine=engine,
+        key=key,
+        variant=variant,
+    )
+    return N, nn
+
+
+def warn_if_mirrored(C: int, patch_positions: str, *, stacklevel: int) -> None:
+    """Announce upstream's mirrored patch positions (pipeline.md §5.4) when they apply."""
+    if patch_positions == "upstream" and C > 1:
+        warnings.warn(
+            "group: Y cut from objectGuess at upstream's positions (global + local offsets), which for "
+            "gridsize > 1 mirror each member through its group centre (pipeline.md §5.4); pass "
+            "patch_positions='member' for patches at the scan positions",
+            MirroredPatchWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
 def group(
     raw: RawData,
     *,
@@ -308,33 +367,23 @@ def group(
     Raises:
         GroupingError: inconsistent parameters (n < C, K < C, gridsize < 1, N ≠ frame size, bad nn_indices, ...).
     """
-    check_variant(variant)
-    gridsize = _check_positive_int("gridsize", gridsize)
-    N = _check_positive_int("N", N)
-    K = _check_positive_int("K", K)
-    nsamples = _check_positive_int("nsamples", nsamples)
-    if N != raw.N:
-        raise GroupingError(f"group: N={N} does not match the frame size {raw.N} of raw.diff3d {raw.diff3d.shape}")
-    if patch_positions not in ("upstream", "member"):
-        raise GroupingError(f"group: patch_positions must be 'upstream' or 'member', got {patch_positions!r}")
-    C = gridsize * gridsize
-    n = len(raw)
-    if nn_indices is None:
-        nn = select_groups(
-            raw.positions(),
-            gridsize=gridsize,
-            K=K,
-            nsamples=nsamples,
-            seed=seed,
-            sequential=sequential,
-            oversample=oversample,
-            neighbor_pool_size=neighbor_pool_size,
-            engine=engine,
-            key=key,
-            variant=variant,
-        )
-    else:
-        nn = _check_nn_indices(nn_indices, n, C)
+    N, nn = choose_groups(
+        raw.positions(),
+        frame_size=raw.N,
+        N=N,
+        gridsize=gridsize,
+        K=K,
+        nsamples=nsamples,
+        seed=seed,
+        sequential=sequential,
+        oversample=oversample,
+        neighbor_pool_size=neighbor_pool_size,
+        nn_indices=nn_indices,
+        variant=variant,
+        engine=engine,
+        key=key,
+        patch_positions=patch_positions,
+    )
     return grouped_from_indices(raw, nn, N=N, variant=variant, patch_positions=patch_positions)
 
 
@@ -351,14 +400,7 @@ def grouped_from_indices(
     if raw.Y is not None:
         Y = _gather_patches(jnp.asarray(raw.Y), nn_dev)
     elif raw.objectGuess is not None:
-        if patch_positions == "upstream" and C > 1:
-            warnings.warn(
-                "group: Y cut from objectGuess at upstream's positions (global + local offsets), which for "
-                "gridsize > 1 mirror each member through its group centre (pipeline.md §5.4); pass "
-                "patch_positions='member' for patches at the scan positions",
-                MirroredPatchWarning,
-                stacklevel=3,
-            )
+        warn_if_mirrored(C, patch_positions, stacklevel=3)
         from ._patches import extract_group_patches, group_patch_centres
 
         centres = group_patch_centres(coords[1], coords[2], coords[0], positions=patch_positions)
