@@ -88,8 +88,11 @@ def seed_training_intensity_scale(X, nphotons: float, N: int) -> float:
 
     Falls back to the float64 closed form when the energy is ≤ 1e-12, as upstream does.
     """
+    return _seed_scale_from_energy(mean_frame_energy(X), nphotons, N)
+
+
+def _seed_scale_from_energy(e: float, nphotons: float, N: int) -> float:
     nphotons = _check_positive("nphotons", nphotons)
-    e = mean_frame_energy(X)
     if e > 1e-12:
         return math.sqrt(nphotons / e)
     return math.sqrt(nphotons) / (_check_N(N) / 2)
@@ -116,6 +119,13 @@ def scale_nphotons(X, nphotons: float) -> float:
     return s
 
 
+TRAINING_SCALE_KEY = {
+    "main": "main_head_train_pinn_calculate_intensity_scale",
+    "seed": "seed_era_dataset_derived_scale_normalized_X",
+}
+"""Which `all_intensity_scales` entry is the training scale of each variant."""
+
+
 def training_intensity_scale(container, *, nphotons: float, variant: Literal["main", "seed"] = "main") -> float:
     """The training intensity scale (`params.cfg['intensity_scale']`) upstream computes for `variant`.
 
@@ -133,15 +143,16 @@ def all_intensity_scales(*, raw_diff3d, grouped_diffraction, X, N: int, nphotons
     """Every intensity-scale quantity of pipeline.md §8, named like the golden `stage4_intensity` keys."""
     raw_scale, raw_e = dataset_intensity_scale(raw_diff3d, nphotons)
     grouped_scale, grouped_e = dataset_intensity_scale(grouped_diffraction, nphotons)
+    x_energy = mean_frame_energy(X)
     return {
         "fallback_scale_closed_form": closed_form_intensity_scale(N, nphotons),
         "main_head_train_pinn_calculate_intensity_scale": closed_form_intensity_scale_f32(N, nphotons),
-        "seed_era_dataset_derived_scale_normalized_X": seed_training_intensity_scale(X, nphotons, N),
+        "seed_era_dataset_derived_scale_normalized_X": _seed_scale_from_energy(x_energy, nphotons, N),
         "raw_E_batch_sum_psi2": raw_e,
         "raw_dataset_scale": raw_scale,
         "grouped_E_batch_sum_psi2_over_HWC": grouped_e,
         "grouped_dataset_scale_over_HWC": grouped_scale,
         "container_norm_Y_I_diffsim_scale_nphotons": scale_nphotons(X, nphotons),
-        "normalized_X_mean_sum_sq_over_HWC": mean_frame_energy(X),
+        "normalized_X_mean_sum_sq_over_HWC": x_energy,
     }
 

@@ -10,7 +10,7 @@ import numpy as np
 from ._container import Container, make_container
 from ._errors import PtychoInputError
 from ._grouping import GroupedData, group
-from ._intensity import all_intensity_scales, training_intensity_scale
+from ._intensity import TRAINING_SCALE_KEY, all_intensity_scales
 from ._rawdata import RawData
 from ._scaler import IntensityScaler
 
@@ -119,7 +119,7 @@ def run_chain(
     scales = all_intensity_scales(
         raw_diff3d=raw.diff3d, grouped_diffraction=grouped.diffraction, X=container.X, N=N, nphotons=params.nphotons
     )
-    training = training_intensity_scale(container, nphotons=params.nphotons, variant=params.variant)
+    training = scales[TRAINING_SCALE_KEY[params.variant]]  # = training_intensity_scale(container, ...)
     tick("scaler")
     scaler = IntensityScaler.from_scale(training, trainable=params.trainable)
     logger.info("chain: %d groups of %d, gain %.6g, training scale %.9g", len(grouped), grouped.nn_indices.shape[1], float(grouped.normalize_gain), training)
