@@ -39,8 +39,9 @@ class IntensityScaler(eqx.Module):
     Both directions share the one float32 `log_scale`, built as `float32(log(s))` with the log
     taken in float64, as upstream does. With `trainable=False` no gradient reaches `log_scale`.
     Upstream divides truly. XLA rewrites a division by a broadcast scalar into a reciprocal
-    product (1 ulp off on part of the elements), so the divisor is materialised behind an
-    optimisation barrier: bit-equal to upstream at the cost of one array-sized temporary.
+    product (1 ulp off on part of the elements), so the divisor is written as an elementwise
+    expression of `x` that XLA cannot fold (`0·x` is not 0 for non-finite floats): the division
+    stays a true division, fused into the same single pass, bit-equal to upstream.
     """
 
     log_scale: Float32[Array, ""]
@@ -68,7 +69,7 @@ class IntensityScaler(eqx.Module):
     def __call__(self, x: Float32[Array, "*b"]) -> Float32[Array, "*b"]:
         """IntensityScaler: `x / exp(log_scale)`."""
         x = jnp.asarray(x)
-        divisor = jax.lax.optimization_barrier(jnp.broadcast_to(self._factor(), x.shape))
+        divisor = jnp.where(jnp.isfinite(x), x * jnp.float32(0), jnp.float32(0)) + self._factor()
         return x / divisor
 
     def inverse(self, x: Float32[Array, "*b"]) -> Float32[Array, "*b"]:
