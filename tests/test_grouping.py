@@ -183,3 +183,23 @@ def test_second_call_does_not_recompile():
     sizes = [k._cache_size() for k in kernels]
     pj.group(raw, N=8, gridsize=2, nsamples=6, seed=1, patch_positions="member")
     assert [k._cache_size() for k in kernels] == sizes
+
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "line"])
+def test_jax_cell_list_finds_the_k_nearest(layout):
+    from ptycho_jax._neighbours import jax_neighbours, kdtree_neighbours
+
+    rng = np.random.default_rng(3)
+    if layout == "uniform":
+        p = rng.uniform(0, 5000, (3000, 2))
+    elif layout == "clustered":  # dense and sparse regions, isolated points: exercises the exhaustive fallback
+        p = np.concatenate([rng.normal(100, 1, (1500, 2)), rng.normal(900, 40, (1400, 2)), rng.uniform(0, 2000, (20, 2))])
+    else:  # all on one row: degenerate cell grid
+        p = np.stack([rng.uniform(0, 100, 500), np.full(500, 7.0)], axis=1)
+    K = 5
+    got = jax_neighbours(p, np.arange(len(p)), k=K)
+    ref = kdtree_neighbours(p, np.arange(len(p)), k=K + 1)[:, 1:]
+    d_got = np.sort(np.linalg.norm(p[got] - p[:, None], axis=-1), axis=1)
+    d_ref = np.sort(np.linalg.norm(p[ref] - p[:, None], axis=-1), axis=1)
+    np.testing.assert_allclose(d_got, d_ref, rtol=1e-5, atol=1e-4)  # same distances: the K nearest, up to ties
+    assert not (got == np.arange(len(p))[:, None]).any()

@@ -21,7 +21,7 @@ from jaxtyping import Array, Float32
 
 from ._coords import group_coordinates
 from ._errors import GroupingError
-from ._neighbours import brute_force_neighbours, kdtree_neighbours
+from ._neighbours import jax_neighbours, kdtree_neighbours
 from ._normalize import check_variant, normalize_data
 from ._rawdata import RawData
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets, Patches
@@ -124,7 +124,7 @@ def _oversampled_groups(positions, *, C: int, K: int, nsamples: int, sequential:
 
 def _jax_groups(positions, seed_indices, *, C: int, K: int, key) -> np.ndarray:
     """Pure-JAX selection: C random members among the K nearest other positions of each seed."""
-    candidates = brute_force_neighbours(positions, seed_indices, k=K)  # (S, K), seed excluded
+    candidates = jax_neighbours(positions, seed_indices, k=K)  # (S, K), seed excluded
     order = jnp.argsort(jr.uniform(key, candidates.shape), axis=1)[:, :C]
     return np.asarray(jnp.take_along_axis(jnp.asarray(candidates), order, axis=1)).astype(np.int32)
 
@@ -148,7 +148,7 @@ def select_groups(
     With `engine="scipy"` and a `seed`, the groups are identical to upstream's for the same seed
     (local `RandomState(seed)`, SciPy's cKDTree tie order). Sequential mode uses seeds 0..B−1 and
     `RandomState(0)` (upstream reseeds with 0 and ignores `seed`). `engine="jax"` is a jitted
-    brute-force search for large inputs; its groups satisfy the same invariants but not the same draws.
+    cell-list search for large inputs; its groups satisfy the same invariants but not the same draws.
 
     Returns:
         int32 (B, C) for C > 1 on the standard path, int64 for C = 1 and for oversampling (as upstream).
@@ -188,7 +188,7 @@ def select_groups(
     if C == 1:
         return np.asarray(seed_indices, np.int64).reshape(-1, 1)
     if engine == "jax":
-        if n <= K:  # upstream's tiny-dataset rule (self kept) has no brute-force equivalent worth having
+        if n <= K:  # upstream's tiny-dataset rule (self kept) has no equivalent worth having
             raise GroupingError(f"group: engine='jax' needs n > K, got n={n}, K={K}; use engine='scipy'")
         return _jax_groups(positions, seed_indices, C=C, K=K, key=_key_for(key, seed) if sequential else key)
     if engine != "scipy":
@@ -355,7 +355,7 @@ def group(
         neighbor_pool_size: K for the oversampling path (defaults to K).
         nn_indices: inject (B, C) groups and skip selection (removes randomness for cross-checks).
         variant: "main" or "seed" (normalisation numerics, pipeline.md §6).
-        engine: "scipy" (exact upstream groups) or "jax" (jitted brute force for large inputs).
+        engine: "scipy" (exact upstream groups) or "jax" (jitted cell-list search for large inputs).
         key: PRNG key for `engine="jax"` (derived from `seed` when omitted).
         patch_positions: where object patches `Y` are cut when `raw.Y` is absent: "upstream" (the
             literal upstream positions — for C > 1 mirrored through the group centre, §5.4) or
