@@ -54,9 +54,18 @@ def _recombine(amp, phase):
     return amp.astype(jnp.complex64) * jnp.exp(1j * phase.astype(jnp.complex64))
 
 
+def _real_angle(Y):
+    # atan2(±0, x) without the atan2: ±0 for x > 0 or x = +0, ±π for x < 0 or x = −0.
+    pi = jnp.float32(np.pi)
+    return jnp.where(jnp.signbit(Y.real), jnp.copysign(pi, Y.imag), jnp.copysign(jnp.float32(0), Y.imag))
+
+
 @jax.jit
 def _split_patches(Y):
-    return jnp.abs(Y).astype(jnp.float32), jnp.angle(Y).astype(jnp.float32)
+    # Objects are often real (all sim_lines ones are): skip atan2, the costliest op of the chain
+    # on CPU, when no imaginary part is non-zero; both branches give np.angle's values.
+    phase = jax.lax.cond(jnp.all(Y.imag == 0), _real_angle, lambda y: jnp.angle(y).astype(jnp.float32), Y)
+    return jnp.abs(Y).astype(jnp.float32), phase
 
 
 @jax.jit
