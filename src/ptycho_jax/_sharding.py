@@ -46,7 +46,7 @@ from ._patches import _extract_kernel
 from ._pipeline import ChainParams, ChainResult, run_chain
 from ._rawdata import RawData
 from ._scaler import IntensityScaler
-from ._tf_order import _LANES, _sequential_rows, _vector_rows, inner_sum, mean_all
+from ._tf_order import frame_sums, mean_all
 from ._types import Amplitudes, HostGroups
 
 logger = logging.getLogger(__name__)
@@ -283,26 +283,6 @@ def _unpad(a, n: int, mesh: Mesh):
 
 
 # -- kernels -------------------------------------------------------------------------------------
-def _tf_frame_sums(sq: Float32[Array, "b N N C"], first: jax.Array, total_groups: int) -> Float32[Array, "b C"]:
-    """`sum_over_frame` of groups `first .. first+b` of a `total_groups`-group array (TF-CPU order, pipeline.md §6.5).
-
-    Each output depends only on its own frame and, for C >= 8, on its flat position b·C + c in the
-    whole array, which is why the global offset `first` is needed to stay bit-equal per shard.
-    """
-    b, n1, n2, c = sq.shape
-    r = n1 * n2
-    if c == 1:
-        return inner_sum(sq.reshape(b, r))[:, None]
-    rows = jnp.moveaxis(sq.reshape(b, r, c), 1, 0)
-    sequential = _sequential_rows(rows)
-    if c < _LANES:
-        return sequential
-    o = (first + jnp.arange(b, dtype=first.dtype))[:, None] * c + jnp.arange(c, dtype=first.dtype)[None, :]
-    start = o - o % _LANES
-    vector = ((start % c) + _LANES - 1 < c) & (start + _LANES <= total_groups * c)
-    return jnp.where(vector, _vector_rows(rows), sequential)
-
-
 def _ring(D: int, k: int) -> list[tuple[int, int]]:
     return [(o, (o + k) % D) for o in range(D)]
 
@@ -353,7 +333,7 @@ def _energy_stage(D, valid, first, *, mesh: Mesh, total_groups: int, tf_order: b
         if not tf_order:
             return (total,)
         offset = first + jax.lax.axis_index(AXIS).astype(first.dtype) * D.shape[0]
-        return total, _tf_frame_sums(D * D, offset, total_groups)
+        return total, frame_sums(D * D, offset, total_groups)
 
     out_specs = (P(), P(AXIS)) if tf_order else (P(),)
     # check_vma=False: the TF-order scans start from unvarying zeros (their carries become varying).
@@ -402,7 +382,7 @@ def _scale_stage(D, gain, valid, first, *, mesh: Mesh, total_groups: int):
         e = jnp.sum(x64 * x64, axis=(1, 2, 3))
         total = jax.lax.psum(jnp.sum(jnp.where(valid, e, 0.0)), AXIS)
         offset = first + jax.lax.axis_index(AXIS).astype(first.dtype) * D.shape[0]
-        return X, total, _tf_frame_sums(X * X, offset, total_groups)
+        return X, total, frame_sums(X * X, offset, total_groups)
 
     spec = P(AXIS)
     return jax.shard_map(

@@ -20,71 +20,94 @@ def _horizontal_sum(p: Float32[Array, "*b 8"]) -> Float32[Array, "*b"]:
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
 
 
-def _sequential_rows(x: Float32[Array, "R *b"]) -> Float32[Array, "*b"]:
-    """Plain left-to-right float32 sum over the leading axis."""
-    return jax.lax.scan(lambda acc, row: (acc + row, None), jnp.zeros(x.shape[1:], x.dtype), x)[0]
+def _fold_rows(x: Float32[Array, "B R ..."]) -> Float32[Array, "B ..."]:
+    """Plain left-to-right float32 sum over axis 1, in place along the array.
+
+    A scan over blocks of up to 64 rows with the adds unrolled inside: no transposition of the
+    whole array (which costs more than the sums) and few loop steps.
+    """
+    b, r = x.shape[:2]
+    rest = x.shape[2:]
+    u = next(d for d in (64, 32, 16, 8, 4, 2, 1) if r % d == 0)
+    blocks = x.reshape(b, r // u, u, *rest)
+
+    def step(acc, i):
+        block = jax.lax.dynamic_index_in_dim(blocks, i, axis=1, keepdims=False)  # (B, u, *rest)
+        for j in range(u):
+            acc = acc + block[:, j]
+        return acc, None
+
+    return jax.lax.scan(step, jnp.zeros((b, *rest), x.dtype), jnp.arange(r // u))[0]
 
 
-def inner_sum(x: Float32[Array, "*b n"]) -> Float32[Array, "*b"]:
+def inner_sum(x: Float32[Array, "B n"]) -> Float32[Array, " B"]:
     """Eigen's inner (last-axis) float32 reduction: 4x8-lane accumulators, split above 8192 elements."""
     n = x.shape[-1]
     if n > _SPLIT:
-        left = _LANES * (-(-(-(-n // 2)) // _LANES))  # 8 * ceil(ceil(n/2) / 8)
+        half = -(-n // 2)
+        left = _LANES * -(-half // _LANES)  # 8 * ceil(ceil(n/2) / 8)
         return inner_sum(x[..., :left]) + inner_sum(x[..., left:])
-    lead = x.shape[:-1]
-    p0 = jnp.zeros((*lead, _LANES), x.dtype)
+    b = x.shape[0]
+    p0 = jnp.zeros((b, _LANES), x.dtype)
     n_blocks = n // 32
     pos = 0
     if n_blocks:
-        blocks = jnp.moveaxis(x[..., : 32 * n_blocks].reshape(*lead, n_blocks, 4, _LANES), -3, 0)
-        acc = _sequential_rows(blocks)  # (*lead, 4, 8), each lane-vector accumulated in block order
-        p0 = ((acc[..., 0, :] + acc[..., 1, :]) + acc[..., 2, :]) + acc[..., 3, :]
+        acc = _fold_rows(x[:, : 32 * n_blocks].reshape(b, n_blocks, 4, _LANES))  # (B, 4, 8) lane-vectors
+        p0 = ((acc[:, 0] + acc[:, 1]) + acc[:, 2]) + acc[:, 3]
         pos = 32 * n_blocks
     while pos + _LANES <= n:  # at most three further packets
-        p0 = p0 + x[..., pos : pos + _LANES]
+        p0 = p0 + x[:, pos : pos + _LANES]
         pos += _LANES
-    s = jnp.zeros(lead, x.dtype)
+    s = jnp.zeros((b,), x.dtype)
     for i in range(pos, n):
-        s = s + x[..., i]
+        s = s + x[:, i]
     return s + _horizontal_sum(p0)
 
 
-def _vector_rows(x: Float32[Array, "R *b"]) -> Float32[Array, "*b"]:
+def _vector_rows(x: Float32[Array, "B R C"]) -> Float32[Array, "B C"]:
     """Eigen's packet-wise middle reduction: rows r ≡ 0..3 (mod 4) into four accumulators."""
-    r = x.shape[0]
+    b, r, c = x.shape
     if r < 16:
-        return _sequential_rows(x)
+        return _fold_rows(x)
     q = 4 * (r // 4)
-    acc = _sequential_rows(x[:q].reshape(q // 4, 4, *x.shape[1:]))  # (4, *b)
-    total = ((acc[0] + acc[1]) + acc[2]) + acc[3]
+    acc = _fold_rows(x[:, :q].reshape(b, q // 4, 4, c))  # (B, 4, C)
+    total = ((acc[:, 0] + acc[:, 1]) + acc[:, 2]) + acc[:, 3]
     for i in range(q, r):
-        total = total + x[i]
+        total = total + x[:, i]
     return total
 
 
-@jax.jit
-def sum_over_frame(x: Float32[Array, "B N N C"]) -> Float32[Array, "B C"]:
-    """`tf.reduce_sum(x, axis=(1, 2))` in TF-CPU's float32 order (pipeline.md §6.5)."""
+def frame_sums(x: Float32[Array, "B N N C"], first=0, total_groups: int | None = None) -> Float32[Array, "B C"]:
+    """`tf.reduce_sum(x, axis=(1, 2))` in TF-CPU's float32 order (pipeline.md §6.5), for groups
+    `first .. first+B` of a `total_groups`-group array (default: the whole array).
+
+    Each output depends on its own frame only and, for C >= 8, on its flat position b·C + c in the
+    whole array (which outputs Eigen computes in vector form), hence `first` for shards.
+    """
     b, n1, n2, c = x.shape
     r = n1 * n2
     if c == 1:
         return inner_sum(x.reshape(b, r))[:, None]
-    rows = jnp.moveaxis(x.reshape(b, r, c), 1, 0)  # (R, B, C)
-    sequential = _sequential_rows(rows)
-    # Outputs o = b*C + c come in aligned packets of 8; a packet lying inside one batch row
-    # (o % C + 7 < C) and ending within B*C is computed in vector form, the rest sequentially.
-    o = jnp.arange(b * c).reshape(b, c)
-    start = o - o % _LANES
-    vector_mask = ((start % c) + _LANES - 1 < c) & (start + _LANES <= b * c)
+    rows = x.reshape(b, r, c)
+    sequential = _fold_rows(rows)
     if c < _LANES:
         return sequential
+    # Outputs o = b*C + c come in aligned packets of 8; a packet lying inside one batch row
+    # (o % C + 7 < C) and ending within B*C is computed in vector form, the rest sequentially.
+    total = (b if total_groups is None else total_groups) * c
+    o = (first + jnp.arange(b))[:, None] * c + jnp.arange(c)[None, :]
+    start = o - o % _LANES
+    vector_mask = ((start % c) + _LANES - 1 < c) & (start + _LANES <= total)
     return jnp.where(vector_mask, _vector_rows(rows), sequential)
+
+
+sum_over_frame = jax.jit(frame_sums)
 
 
 @jax.jit
 def mean_all(x: Float32[Array, "*shape"]) -> Float32[Array, ""]:
     """`tf.reduce_mean(x)` over every axis, float32, in TF-CPU's order (row-major flat inner reduction)."""
-    flat = x.reshape(-1)
+    flat = x.reshape(1, -1)
     # True division by the count (a constant divisor would be rewritten as a reciprocal product).
-    count = jax.lax.optimization_barrier(jnp.float32(flat.shape[0]))
-    return inner_sum(flat) / count
+    count = jax.lax.optimization_barrier(jnp.float32(flat.shape[1]))
+    return inner_sum(flat)[0] / count
