@@ -1,0 +1,111 @@
+"""The benchmark harness runs end to end at a tiny size and its baselines compute the right thing (no timing assertions)."""
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from ptycho_jax import _bench
+from ptycho_jax._errors import PtychoInputError
+from ptycho_jax._patches import extract_patches
+
+GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    _bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
+    assert _bench.run(_args("--tiny", "--repeats", "1", "--out", str(tmp_path))) == 0
+    doc = json.loads((tmp_path / "cpu-tiny.json").read_text())
+    assert doc["schema"] == _bench.SCHEMA
+    assert doc["machine"]["cpu_count"] >= 1 and doc["versions"]["jax"]
+    assert doc["git"]["sha"]
+    figures = {(f["stage"], f["impl"]): f for f in doc["figures"] if f["case"] == "tiny"}
+    for stage in _bench.CHAIN_STAGES:
+        assert (stage, "jax") in figures, stage
+    assert ("patches", "upstream-np") in figures
+    assert {("neighbours", "jax"), ("neighbours", "ckdtree")} <= {(f["stage"], f["impl"]) for f in doc["figures"]}
+    for f in doc["figures"]:
+        assert 0 < f["min_s"] <= f["median_s"] <= f["max_s"]
+        assert f["bytes"] > 0 and f["n"] >= 1
+    # The byte model of a figure is the one specs/benchmarks.md states (normalize: read + write one stack).
+    norm = figures[("normalize", "jax")]
+    assert norm["bytes"] == 2 * norm["P"] * norm["N"] ** 2 * 4
+    # Upstream's whole-canvas patches and the port's local gathers agree (same function, different cost).
+    (check,) = [c for c in doc["checks"] if c["case"] == "tiny"]
+    assert check["max_abs_diff"] <= 1e-6 * check["max_abs"]
+    if "tf-ref" in doc["versions"] and doc["versions"]["tensorflow"]:
+        ratio = [r for r in doc["ratios"] if r["case"] == "tiny" and r["stage"] == "end_to_end"]
+        assert ratio and ratio[0]["numerator"] == "tf-ref"
+    md = (tmp_path / "cpu-tiny.md").read_text()
+    assert md.startswith("# ptycho-jax benchmarks: cpu (tiny)")
+    assert "| tiny (M=96, B=16, C=4, N=16) | end_to_end |" in md
+    assert (tmp_path / "cpu-tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out.startswith("# ptycho-jax benchmarks")
+    # --render re-renders Markdown and plot from the JSON alone (how a GPU run's JSON is rendered here).
+    (tmp_path / "cpu-tiny.md").unlink()
+    assert _bench.run(_args("--render", str(tmp_path / "cpu-tiny.json"), "--no-plot")) == 0
+    assert (tmp_path / "cpu-tiny.md").read_text() == md
+
+
+@pytest.mark.skipif(not (GOLDEN / "gs2_ideal.npz").is_file(), reason="trimmed golden fixture absent")
+def test_upstream_whole_canvas_baseline_reproduces_golden_patches():
+    # Upstream's get_image_patches output for the first 4 groups of gs2_ideal (mirrored positions).
+    g = np.load(GOLDEN / "gs2_ideal.npz")
+    obj = np.load(GOLDEN / "input_rawdata.npz")["objectGuess"]
+    off = (g["coords_offsets"][:1] + g["coords_relative"][:1]).astype(np.float32)  # group 0, float64 sum then cast
+    centres = off[:, 0].transpose(0, 2, 1).reshape(-1, 2)
+    patches = _bench.upstream_whole_canvas_patches(obj, centres, N=64)
+    golden = np.moveaxis(g["Y_head"][0], -1, 0)  # (C, N, N)
+    scale = float(np.abs(golden).max())
+    np.testing.assert_allclose(patches, golden, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(patches, np.asarray(extract_patches(obj, centres, N=64)), rtol=0, atol=1e-6 * scale)
+
+
+def test_upstream_whole_canvas_zero_fill_outside():
+    # A patch centred off the object's corner: bilinear zero fill per corner, as upstream's translate.
+    obj = np.ones((8, 8), np.complex64)
+    centres = np.array([[0.5, 0.5], [-20.0, -20.0]], np.float32)
+    up = _bench.upstream_whole_canvas_patches(obj, centres, N=4)
+    np.testing.assert_allclose(up, np.asarray(extract_patches(obj, centres, N=4)), rtol=0, atol=1e-7)
+    assert np.all(up[1] == 0)
+
+
+def test_stage_bytes_and_plan_sizes():
+    d = {"M": 20_000, "B": 5_000, "C": 4, "N": 64, "P": 20_000, "H": 1700, "W": 1700}
+    S = 20_000 * 64 * 64 * 4
+    assert _bench.stage_bytes("gather_normalize", d) == 4 * S
+    assert _bench.stage_bytes("patches", d) == 2 * S + 1700 * 1700 * 8
+    full = {c.name: c for c in _bench.build_plan("full", device="cpu")}
+    large = full["large"]
+    assert (large.M, large.B, large.gridsize, large.N) == (20_000, 5_000, 2, 64)
+    assert {1, 2, 3} <= {c.gridsize for c in full.values()} and {64, 128} <= {c.N for c in full.values()}
+    assert min(c.M for c in full.values() if c.family == "positions") == 1_000
+    assert max(c.M for c in full.values() if c.family == "positions") == 1_000_000
+    assert {64, 50_000} <= {c.B for c in full.values()}
+    gpu = _bench.build_plan("full", device="gpu")
+    assert [c.name for c in gpu[:4]] == ["gs2_ideal", "large", "B16384", "B50000"]
+
+
+def test_host_memory_probe_sees_an_allocation():
+    mem = _bench.HostMemory()
+    if not mem.resettable:
+        pytest.skip("peak RSS cannot be reset on this system")
+    base = mem.reset()
+    a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched (above glibc's largest mmap threshold, so fresh pages)
+    grown = mem.peak() - base
+    del a
+    assert 63 * 2**20 <= grown <= 128 * 2**20
+
+
+def test_bad_impls_are_rejected(tmp_path):
+    with pytest.raises(PtychoInputError, match="--impls"):
+        _bench.run(_args("--tiny", "--impls", "tf-ref", "--out", str(tmp_path)))
+    with pytest.raises(PtychoInputError, match="--impls"):
+        _bench.run(_args("--tiny", "--impls", "jax,torch", "--out", str(tmp_path)))
