@@ -67,6 +67,22 @@ class ChainParams:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def group_kwargs(self, raw: RawData) -> dict:
+        """The keyword arguments of `group` these parameters stand for (N from the data when None)."""
+        return dict(
+            N=self.N if self.N is not None else raw.N,
+            gridsize=self.gridsize,
+            K=self.K,
+            nsamples=self.n_groups,
+            seed=self.seed,
+            sequential=self.sequential,
+            oversample=self.oversample,
+            neighbor_pool_size=self.neighbor_pool_size,
+            variant=self.variant,
+            engine=self.engine,
+            patch_positions=self.patch_positions,
+        )
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ChainResult:
@@ -96,28 +112,13 @@ def run_chain(
         progress: called with each stage name as it starts (e.g. to drive a progress bar).
     """
     tick = progress or (lambda stage: None)
-    N = params.N if params.N is not None else raw.N
     tick("grouping")
-    grouped = group(
-        raw,
-        N=N,
-        gridsize=params.gridsize,
-        K=params.K,
-        nsamples=params.n_groups,
-        seed=params.seed,
-        sequential=params.sequential,
-        oversample=params.oversample,
-        neighbor_pool_size=params.neighbor_pool_size,
-        nn_indices=nn_indices,
-        variant=params.variant,
-        engine=params.engine,
-        patch_positions=params.patch_positions,
-    )
+    grouped = group(raw, nn_indices=nn_indices, **params.group_kwargs(raw))
     tick("container")
     container = make_container(grouped, raw.probeGuess, nphotons=params.nphotons)
     tick("intensity_scale")
     scales = all_intensity_scales(
-        raw_diff3d=raw.diff3d, grouped_diffraction=grouped.diffraction, X=container.X, N=N, nphotons=params.nphotons
+        raw_diff3d=raw.diff3d, grouped_diffraction=grouped.diffraction, X=container.X, N=grouped.diffraction.shape[1], nphotons=params.nphotons
     )
     training = scales[TRAINING_SCALE_KEY[params.variant]]  # = training_intensity_scale(container, ...)
     tick("scaler")

@@ -836,26 +836,15 @@ def run_chain_sharded(
         progress: called with each stage name as it starts.
     """
     tick = progress or _no_progress
-    N = params.N if params.N is not None else raw.N
     state = _shard_chain(
         raw,
         mesh=mesh,
-        N=N,
-        gridsize=params.gridsize,
-        K=params.K,
-        nsamples=params.n_groups,
-        seed=params.seed,
-        sequential=params.sequential,
-        oversample=params.oversample,
-        neighbor_pool_size=params.neighbor_pool_size,
         nn_indices=nn_indices,
-        variant=params.variant,
-        engine=params.engine,
         key=None,
-        patch_positions=params.patch_positions,
         container=True,
         progress=tick,
         where="run_chain_sharded",
+        **params.group_kwargs(raw),
     )
     grouped = _grouped(state, raw.objectGuess)
     tick("container")

@@ -108,26 +108,8 @@ def run_chain_streamed(
             f"{where}: mesh: expected devices of this process only, got a mesh over several processes; "
             "use run_chain_sharded for multi-process runs"
         )
-    N = params.N if params.N is not None else raw.N
     tick("grouping")
-    plan = _choose_groups(
-        raw.positions(),
-        raw.N,
-        N=N,
-        gridsize=params.gridsize,
-        K=params.K,
-        nsamples=params.n_groups,
-        seed=params.seed,
-        sequential=params.sequential,
-        oversample=params.oversample,
-        neighbor_pool_size=params.neighbor_pool_size,
-        nn_indices=nn_indices,
-        variant=params.variant,
-        engine=params.engine,
-        key=None,
-        patch_positions=params.patch_positions,
-        where=where,
-    )
+    plan = _choose_groups(raw.positions(), raw.N, nn_indices=nn_indices, key=None, where=where, **params.group_kwargs(raw))
     probe = _check_probe(raw.probeGuess, plan.N, where)
     B, C, N, nn = plan.B, plan.C, plan.N, plan.nn
     D = mesh.size
