@@ -412,45 +412,10 @@ class _Plan:
         return int(self.nn.shape[0])
 
 
-def _choose_groups(
-    positions: np.ndarray,
-    frame_size: int,
-    *,
-    N: int,
-    gridsize: int,
-    K: int,
-    nsamples: int,
-    seed,
-    sequential: bool,
-    oversample: bool,
-    neighbor_pool_size,
-    nn_indices,
-    variant: str,
-    engine: str,
-    key,
-    patch_positions: str,
-    where: str,
-) -> _Plan:
+def _choose_groups(positions: np.ndarray, frame_size: int, **group_args) -> _Plan:
     """The checks of `group` and the host group selection (same groups as `group` for the same arguments)."""
-    N, nn = choose_groups(
-        positions,
-        frame_size=frame_size,
-        N=N,
-        gridsize=gridsize,
-        K=K,
-        nsamples=nsamples,
-        seed=seed,
-        sequential=sequential,
-        oversample=oversample,
-        neighbor_pool_size=neighbor_pool_size,
-        nn_indices=nn_indices,
-        variant=variant,
-        engine=engine,
-        key=key,
-        patch_positions=patch_positions,
-        where=where,
-    )
-    return _Plan(N=N, C=nn.shape[1], nn=nn, variant=variant, patch_positions=patch_positions)
+    N, nn = choose_groups(positions, frame_size=frame_size, **group_args)
+    return _Plan(N=N, C=nn.shape[1], nn=nn, variant=group_args["variant"], patch_positions=group_args["patch_positions"])
 
 
 def _patch_mode(raw_has_Y: bool, has_object: bool, C: int, patch_positions: str, stacklevel: int) -> str | None:
