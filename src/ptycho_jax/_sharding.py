@@ -586,45 +586,16 @@ def _shard_chain(
     raw: RawData,
     *,
     mesh: Mesh,
-    N: int,
-    gridsize: int,
-    K: int,
-    nsamples: int,
-    seed,
-    sequential: bool,
-    oversample: bool,
-    neighbor_pool_size,
-    nn_indices,
-    variant: str,
-    engine: str,
-    key,
-    patch_positions: str,
     container: bool,
     progress: Progress,
     where: str,
+    **group_args,
 ) -> _OnMesh:
     mesh = _check_mesh(mesh, where)
     with jax.enable_x64(True):  # float64 positions must not be truncated by the gathers
         positions, M, lo = _global_scan(raw, mesh, where)
     progress("grouping")
-    plan = _choose_groups(
-        positions[:, :2],
-        raw.N,
-        N=N,
-        gridsize=gridsize,
-        K=K,
-        nsamples=nsamples,
-        seed=seed,
-        sequential=sequential,
-        oversample=oversample,
-        neighbor_pool_size=neighbor_pool_size,
-        nn_indices=nn_indices,
-        variant=variant,
-        engine=engine,
-        key=key,
-        patch_positions=patch_positions,
-        where=where,
-    )
+    plan = _choose_groups(positions[:, :2], raw.N, where=where, **group_args)
     nn = plan.nn
     if not _is_local(mesh):  # one source of truth for the groups (a seedless draw differs per process)
         with jax.enable_x64(True):
@@ -655,9 +626,9 @@ def _shard_chain(
             Y = _exchange_frames(y_dev, sends, local_nn, mesh=mesh, sizes=exchange.sizes)
         total_raw = float(_to_host(_frame_energy_total(frames_dev, _put(frames.valid(), mesh, spec), mesh=mesh)))
 
-        energy = _energy_stage(diffraction, valid, first, mesh=mesh, total_groups=B, tf_order=variant == "seed")
+        energy = _energy_stage(diffraction, valid, first, mesh=mesh, total_groups=B, tf_order=plan.variant == "seed")
         total_D = float(_to_host(energy[0]))
-        if variant == "main":
+        if plan.variant == "main":
             gain = _main_gain(energy[0], count=B * C, N=plan.N)
         else:
             gain = _put(_seed_gain(_to_host(energy[1])[:B], plan.N), mesh, P())
@@ -668,7 +639,7 @@ def _shard_chain(
         xyz = [_put(positions[:, i].copy(), mesh, P()) for i in range(4)]
         obj = None if patches is None else _put(raw.objectGuess, mesh, P())
         layout = _layout_stage(
-            _put(nn_padded, mesh, spec), *xyz, obj, mesh=mesh, sign=LOCAL_OFFSET_SIGN[variant], patches=patches, N=plan.N
+            _put(nn_padded, mesh, spec), *xyz, obj, mesh=mesh, sign=LOCAL_OFFSET_SIGN[plan.variant], patches=patches, N=plan.N
         )
         if patches is not None:
             Y = layout[6]
