@@ -388,14 +388,23 @@ def group(
 
 
 def grouped_from_indices(
-    raw: RawData, nn: HostGroups, *, N: int, variant: str = "main", patch_positions: PatchPositions = "upstream"
+    raw: RawData,
+    nn: HostGroups,
+    *,
+    N: int,
+    variant: str = "main",
+    patch_positions: PatchPositions = "upstream",
+    frames: jax.Array | None = None,
 ) -> GroupedData:
-    """Build the grouped arrays for given groups `nn` (pipeline.md §3.8)."""
+    """Build the grouped arrays for given groups `nn` (pipeline.md §3.8).
+
+    `frames` is a device copy of `raw.diff3d` the caller already holds (else one is made).
+    """
     C = nn.shape[1]
     coords = group_coordinates(raw.xcoords, raw.ycoords, nn, variant=variant)
     start = group_coordinates(raw.xcoords_start, raw.ycoords_start, nn, variant=variant)
     nn_dev = jnp.asarray(nn)
-    diffraction = gather_frames(jnp.asarray(raw.diff3d), nn_dev)
+    diffraction = gather_frames(jnp.asarray(raw.diff3d) if frames is None else frames, nn_dev)
     X_full, gain = normalize_data(diffraction, N, variant=variant)
     if raw.Y is not None:
         Y = _gather_patches(jnp.asarray(raw.Y), nn_dev)

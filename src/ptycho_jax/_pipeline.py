@@ -5,11 +5,12 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
+import jax.numpy as jnp
 import numpy as np
 
 from ._container import Container, make_container
 from ._errors import PtychoInputError
-from ._grouping import GroupedData, group
+from ._grouping import GroupedData, choose_groups, grouped_from_indices
 from ._intensity import TRAINING_SCALE_KEY, all_intensity_scales
 from ._rawdata import RawData
 from ._scaler import IntensityScaler
@@ -113,12 +114,16 @@ def run_chain(
     """
     tick = progress or (lambda stage: None)
     tick("grouping")
-    grouped = group(raw, nn_indices=nn_indices, **params.group_kwargs(raw))
+    args = params.group_kwargs(raw)
+    N, nn = choose_groups(raw.positions(), frame_size=raw.N, nn_indices=nn_indices, key=None, **args)
+    # One device copy of the frames serves the gather and the raw-frame energy.
+    frames = jnp.asarray(raw.diff3d)
+    grouped = grouped_from_indices(raw, nn, N=N, variant=params.variant, patch_positions=params.patch_positions, frames=frames)
     tick("container")
     container = make_container(grouped, raw.probeGuess, nphotons=params.nphotons)
     tick("intensity_scale")
     scales = all_intensity_scales(
-        raw_diff3d=raw.diff3d, grouped_diffraction=grouped.diffraction, X=container.X, N=grouped.diffraction.shape[1], nphotons=params.nphotons
+        raw_diff3d=frames, grouped_diffraction=grouped.diffraction, X=container.X, N=N, nphotons=params.nphotons
     )
     training = scales[TRAINING_SCALE_KEY[params.variant]]  # = training_intensity_scale(container, ...)
     tick("scaler")
