@@ -7,7 +7,6 @@ array name → NumPy array (or Python scalar), named like the upstream grouped d
 golden files. A backend that cannot produce a stage raises `StageUnsupported`.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -15,7 +14,7 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -507,194 +506,15 @@ class GoldenBackend:
 
 
 # ---------------------------------------------------------------------------------------------
-# upstream (the real PtychoPINN `ptycho` package)
+# upstream and its torch port live in crosscheck.upstream / crosscheck.torch_port (own process)
 
 
-@contextlib.contextmanager
-def upstream_cfg(params_module: Any, values: Mapping[str, Any]) -> Iterator[dict]:
-    """Set keys of upstream's global `params.cfg` for the duration, then restore it in place.
+def __getattr__(name: str) -> Any:
+    if name in ("UpstreamBackend", "upstream_cfg"):
+        from . import upstream
 
-    The dict object is kept (upstream modules hold references to it); its previous contents and
-    the global legacy NumPy RNG state (upstream reseeds it) are restored even on error.
-    """
-    cfg = params_module.cfg
-    saved = dict(cfg)
-    rng_state = np.random.get_state()
-    try:
-        cfg.update(values)
-        yield cfg
-    finally:
-        cfg.clear()
-        cfg.update(saved)
-        np.random.set_state(rng_state)
-
-
-class UpstreamBackend:
-    """Drives the real upstream PtychoPINN `ptycho` package (pipeline.md §1–§8).
-
-    Upstream reads `params.cfg`; each call sets the keys it reads from `params`
-    (N, gridsize, nphotons, neighbor_count, ...) and restores the previous dict afterwards.
-    Upstream cannot take injected groups: its own grouping is run once per parameter set and a
-    stage asked for other `nn_indices` is refused. The scaler layers live in upstream's model
-    module (one process-wide variable), so the `scaler` stage is not driven.
-    """
-
-    name = "upstream"
-    INSTALL_HINT = (
-        "backend 'upstream' needs the upstream PtychoPINN package (module `ptycho`): clone "
-        "https://github.com/hoidn/PtychoPINN and `pip install -e .` it (TensorFlow 2.16+ required), "
-        "or put its source folder on PYTHONPATH"
-    )
-
-    def __init__(self):
-        try:
-            self.params_mod = importlib.import_module("ptycho.params")
-            self.raw_data = importlib.import_module("ptycho.raw_data")
-            self.loader = importlib.import_module("ptycho.loader")
-        except ImportError as e:
-            raise BackendUnavailableError(f"{self.INSTALL_HINT} ({e})") from e
-        if not isinstance(getattr(self.params_mod, "cfg", None), dict):
-            raise BackendUnavailableError(
-                "backend 'upstream': ptycho.params.cfg is not a dict; unsupported upstream version"
-            )
-        self._memo = _Memo()
-
-    def cfg_values(self, raw, params) -> dict[str, Any]:
-        """The `params.cfg` keys upstream reads in these stages."""
-        vals = {
-            "N": _N(raw, params),
-            "gridsize": params.gridsize,
-            "nphotons": float(params.nphotons),
-            "neighbor_count": params.K,
-            "n_groups": params.n_groups,
-            "sequential_sampling": bool(params.sequential),
-            "enable_oversampling": bool(params.oversample),
-            "intensity_scale.trainable": bool(params.trainable),
-            "use_xla_translate": True,
-        }
-        if params.neighbor_pool_size is not None:
-            vals["neighbor_pool_size"] = params.neighbor_pool_size
-        return vals
-
-    def _raw(self, raw):
-        kw = {}
-        if getattr(raw, "objectGuess", None) is not None:
-            kw["objectGuess"] = raw.objectGuess
-        if getattr(raw, "Y", None) is not None:
-            kw["Y"] = raw.Y
-        return self.raw_data.RawData(
-            raw.xcoords,
-            raw.ycoords,
-            raw.xcoords_start,
-            raw.ycoords_start,
-            raw.diff3d,
-            raw.probeGuess,
-            raw.scan_index,
-            **kw,
-        )
-
-    def _run(self, raw, params):
-        N = _N(raw, params)
-        with upstream_cfg(self.params_mod, self.cfg_values(raw, params)):
-            up = self._raw(raw)
-            dset = up.generate_grouped_data(
-                N,
-                K=params.K,
-                nsamples=params.n_groups,
-                seed=params.seed,
-                sequential_sampling=params.sequential,
-                gridsize=params.gridsize,
-                enable_oversampling=params.oversample,
-                neighbor_pool_size=params.neighbor_pool_size,
-            )
-            dset = dict(dset)
-            seed_X = None
-            if params.variant == "seed":
-                seed_X = np.asarray(self.loader.normalize_data(dset, N))
-                dset_for_container = dict(dset, X_full=seed_X)
-            else:
-                dset_for_container = dset
-            container = self.loader.load(
-                lambda: dset_for_container, raw.probeGuess, which=None, create_split=False
-            )
-            fields = {
-                k: np.asarray(getattr(container, k))
-                for k in CONTAINER_KEYS
-                if getattr(container, k, None) is not None
-            }
-            scales = {}
-            try:
-                train_pinn = importlib.import_module("ptycho.train_pinn")
-                scales["main_head_train_pinn_calculate_intensity_scale"] = float(
-                    train_pinn.calculate_intensity_scale(container)
-                )
-            except (ImportError, AttributeError) as e:
-                logger.warning("upstream: calculate_intensity_scale unavailable (%s)", e)
-            if "norm_Y_I" in fields:
-                scales["container_norm_Y_I_diffsim_scale_nphotons"] = float(fields["norm_Y_I"])
-            member = None
-            gip = getattr(self.raw_data, "get_image_patches", None)
-            if (
-                gip is not None
-                and dset.get("objectGuess") is not None
-                and getattr(raw, "Y", None) is None
-            ):
-                cnn = np.asarray(dset["coords_nn"])
-                member = np.asarray(
-                    gip(raw.objectGuess, cnn, np.zeros_like(cnn), N=N, gridsize=params.gridsize)
-                )
-        return {
-            "dset": _host({k: v for k, v in dset.items() if k != "objectGuess"}),
-            "seed_X": seed_X,
-            "container": fields,
-            "scales": scales,
-            "Y_member": member,
-        }
-
-    def _chain(self, raw, params, nn_indices):
-        res = self._memo.get(("chain", _params_key(params)), raw, lambda: self._run(raw, params))
-        if nn_indices is not None and not np.array_equal(
-            np.asarray(nn_indices), res["dset"]["nn_indices"]
-        ):
-            raise StageUnsupported(
-                "upstream: cannot inject nn_indices and its own (seeded) groups differ "
-                "from the injected ones; use a seed or sequential sampling"
-            )
-        return res
-
-    def grouping(self, raw, params):
-        return {"nn_indices": self._chain(raw, params, None)["dset"]["nn_indices"]}
-
-    def grouped(self, raw, params, *, nn_indices=None):
-        d = self._chain(raw, params, nn_indices)["dset"]
-        return {k: d[k] for k in GROUPED_KEYS if d.get(k) is not None}
-
-    def normalize(self, raw, params, *, nn_indices=None):
-        r = self._chain(raw, params, nn_indices)
-        if params.variant == "seed":
-            return {"X_full": r["seed_X"]}
-        return {"X_full": r["dset"]["X_full"]}
-
-    def patches(self, raw, params, *, nn_indices=None):
-        r = self._chain(raw, params, nn_indices)
-        if r["dset"].get("Y") is None:
-            raise StageUnsupported("upstream: no patches (the input has neither Y nor objectGuess)")
-        out = {"Y": r["dset"]["Y"]}
-        if r["Y_member"] is not None:
-            out["Y_member"] = r["Y_member"]
-        return out
-
-    def intensity_scales(self, raw, params, *, nn_indices=None):
-        return dict(self._chain(raw, params, nn_indices)["scales"])
-
-    def scaler(self, x, *, scale, trainable=True):
-        raise StageUnsupported(
-            "upstream: the scaler layers share one process-wide variable in "
-            "ptycho.model; not driven by this adapter"
-        )
-
-    def container(self, raw, params, *, nn_indices=None):
-        return dict(self._chain(raw, params, nn_indices)["container"])
+        return getattr(upstream, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,7 +568,13 @@ def resolve_backend(spec: "str | Backend") -> Any:
     if spec == "tf":
         return TFBackend()
     if spec == "upstream":
+        from .upstream import UpstreamBackend
+
         return UpstreamBackend()
+    if spec in ("ptycho_torch", "torch"):
+        from .torch_port import TorchPortBackend
+
+        return TorchPortBackend()
     if spec.startswith("golden:"):
         return GoldenBackend(spec[len("golden:") :])
     if ":" in spec:

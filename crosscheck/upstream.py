@@ -1,0 +1,360 @@
+"""The `upstream` backend: the real PtychoPINN `ptycho` package, run in its own environment.
+
+specs/crosscheck.md §2.3. Upstream needs TensorFlow 2.18 with tf-keras and NumPy 2.0, which
+cannot share a process with ours (JAX, TF 2.21); the backend therefore starts one worker process
+(`crosscheck/_upstream_worker.py`) under the upstream environment's Python and exchanges NPZ
+files with it. Located by:
+
+* `PTYCHO_UPSTREAM_PYTHON`: the interpreter (default: `.venv-upstream/bin/python` in the
+  repository root, when present);
+* `PTYCHO_UPSTREAM_PATH`: the folder holding the `ptycho` package (default: `../shared/upstream`
+  next to the repository root).
+
+Everything upstream prints is captured and reported as notes of the stage that ran it
+(`UpstreamOutput` warnings, which the harness records), never written to our stdout.
+"""
+
+import atexit
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ptycho_jax import BackendUnavailableError
+
+from . import _upstream_worker as _w
+from .backends import (
+    CONTAINER_KEYS,
+    GROUPED_KEYS,
+    SCALE_KEYS,
+    StageUnsupported,
+    _digest,
+    _params_key,
+)
+
+upstream_cfg = _w.upstream_cfg
+"""Set keys of upstream's `params.cfg` for a scope, restore them and the global RNG afterwards."""
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+WORKER = pathlib.Path(_w.__file__).resolve()
+ENV_PYTHON = "PTYCHO_UPSTREAM_PYTHON"
+ENV_PATH = "PTYCHO_UPSTREAM_PATH"
+MAX_NOTE = 4000
+
+
+class UpstreamOutput(UserWarning):
+    """Text upstream printed while a stage ran (recorded by the harness as a stage note)."""
+
+
+def upstream_python() -> pathlib.Path | None:
+    """The interpreter of the upstream environment, or None when there is none."""
+    env = os.environ.get(ENV_PYTHON)
+    if env:
+        return pathlib.Path(env)
+    cand = REPO / ".venv-upstream" / "bin" / "python"
+    return cand if cand.exists() else None
+
+
+def upstream_path() -> pathlib.Path:
+    """The folder that holds upstream's `ptycho` package."""
+    env = os.environ.get(ENV_PATH)
+    return pathlib.Path(env) if env else (REPO.parent / "shared" / "upstream")
+
+
+def availability() -> str | None:
+    """None when the upstream environment and code are found, else why not (one line)."""
+    py = upstream_python()
+    if py is None:
+        return (
+            f"no upstream environment: set {ENV_PYTHON} to a Python with tensorflow-cpu==2.18.1 "
+            f"tf-keras==2.18.0 tensorflow-probability==0.25.0 numpy==2.0.2 (see .ci/run), or "
+            f"create {REPO / '.venv-upstream'}"
+        )
+    if not py.exists():
+        return f"{ENV_PYTHON}={py}: no such interpreter"
+    path = upstream_path()
+    if not (path / "ptycho" / "params.py").is_file():
+        return (
+            f"no upstream code: expected the PtychoPINN source folder (with ptycho/params.py) at "
+            f"{path}; set {ENV_PATH}"
+        )
+    return None
+
+
+class WorkerError(RuntimeError):
+    """The worker reported an error for a request (its message, upstream's traceback in notes)."""
+
+
+class UpstreamWorker:
+    """One worker process under the upstream environment; requests are serialised."""
+
+    def __init__(self, *, python: pathlib.Path | None = None, path: pathlib.Path | None = None):
+        why = availability() if python is None else None
+        if why:
+            raise BackendUnavailableError(f"backend 'upstream': {why}")
+        self.python = pathlib.Path(python or upstream_python())
+        self.path = pathlib.Path(path or upstream_path())
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="ptycho-upstream-"))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(self.path)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            self.proc = subprocess.Popen(
+                [str(self.python), "-u", str(WORKER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=str(self.tmp),
+                text=True,
+            )
+        except OSError as e:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise BackendUnavailableError(
+                f"backend 'upstream': cannot start {self.python} ({e})"
+            ) from e
+        self._lock = threading.Lock()
+        self._n = 0
+        atexit.register(self.close)
+
+    def file(self, stem: str) -> pathlib.Path:
+        self._n += 1
+        return self.tmp / f"{stem}-{self._n}.npz"
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request, wait for its reply; upstream's output becomes an `UpstreamOutput`."""
+        with self._lock:
+            if self.proc.poll() is not None:
+                raise WorkerError(f"upstream worker exited (code {self.proc.returncode})")
+            self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        if not line:
+            raise WorkerError(f"upstream worker exited (code {self.proc.wait()}) during {op!r}")
+        reply = json.loads(line)
+        text = (reply.get("output") or "").strip()
+        if text:
+            if len(text) > MAX_NOTE:
+                text = text[: MAX_NOTE // 2] + "\n[...]\n" + text[-MAX_NOTE // 2 :]
+            warnings.warn(UpstreamOutput(f"{op}: upstream printed:\n{text}"), stacklevel=2)
+        if not reply.get("ok"):
+            if reply.get("kind") == "unsupported":
+                raise StageUnsupported(reply.get("error", op))
+            raise WorkerError(reply.get("error", f"{op} failed"))
+        return reply
+
+    def close(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if getattr(self, "tmp", None) is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def params_json(params: Any, N: int) -> dict[str, Any]:
+    """The chain parameters as the worker reads them."""
+    return {
+        "N": N,
+        "gridsize": int(params.gridsize),
+        "K": int(params.K),
+        "n_groups": int(params.n_groups),
+        "seed": None if params.seed is None else int(params.seed),
+        "sequential": bool(params.sequential),
+        "oversample": bool(params.oversample),
+        "neighbor_pool_size": None
+        if params.neighbor_pool_size is None
+        else int(params.neighbor_pool_size),
+        "nphotons": float(params.nphotons),
+        "variant": str(params.variant),
+        "patch_positions": str(params.patch_positions),
+        "trainable": bool(params.trainable),
+    }
+
+
+def raw_arrays(raw: Any) -> dict[str, np.ndarray]:
+    """The RawData fields upstream's `RawData` takes, as NumPy arrays."""
+    out = {
+        k: np.asarray(getattr(raw, k))
+        for k in (
+            "xcoords",
+            "ycoords",
+            "xcoords_start",
+            "ycoords_start",
+            "diff3d",
+            "probeGuess",
+            "scan_index",
+        )
+    }
+    for k in ("objectGuess", "Y"):
+        v = getattr(raw, k, None)
+        if v is not None:
+            out[k] = np.asarray(v)
+    return out
+
+
+class _WorkerBackend:
+    """Shared plumbing: the worker, raw-input files, a memo of chain runs."""
+
+    name = "worker"
+
+    def __init__(self, worker: UpstreamWorker | None = None):
+        self.worker = worker or UpstreamWorker()
+        self._raw_files: list[tuple[Any, pathlib.Path]] = []
+        self._runs: dict[tuple, dict[str, np.ndarray]] = {}
+
+    def _raw_file(self, raw: Any) -> pathlib.Path:
+        for r, path in self._raw_files:
+            if r is raw:
+                return path
+        path = self.worker.file("raw")
+        np.savez(path, **raw_arrays(raw))
+        self._raw_files.append((raw, path))
+        return path
+
+    @staticmethod
+    def _N(raw: Any, params: Any) -> int:
+        if getattr(params, "N", None) is not None:
+            return int(params.N)
+        return int(np.shape(raw.diff3d)[-1])
+
+    def _load(self, path: pathlib.Path) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+        path.unlink(missing_ok=True)
+        return out
+
+    def _run(self, op: str, raw: Any, params: Any, nn_indices: Any) -> dict[str, np.ndarray]:
+        nn = None if nn_indices is None else np.asarray(nn_indices)
+        key = (id(raw), _params_key(params), None if nn is None else _digest(nn))
+        if key in self._runs:
+            return self._runs[key]
+        nn_path = None
+        if nn is not None:
+            nn_path = self.worker.file("nn")
+            np.savez(nn_path, nn_indices=nn)
+        out_path = self.worker.file("out")
+        self.worker.request(
+            op,
+            raw=str(self._raw_file(raw)),
+            params=params_json(params, self._N(raw, params)),
+            nn=None if nn_path is None else str(nn_path),
+            out=str(out_path),
+        )
+        res = self._load(out_path)
+        self._runs[key] = res
+        if nn is None and "grouping.nn_indices" in res:  # the same run answers its own groups
+            self._runs[key[:2] + (_digest(res["grouping.nn_indices"]),)] = res
+        return res
+
+    @staticmethod
+    def _stage(res: Mapping[str, np.ndarray], stage: str, keys=None) -> dict[str, Any]:
+        pre = stage + "."
+        out = {k[len(pre) :]: v for k, v in res.items() if k.startswith(pre)}
+        if keys is not None:
+            out = {k: out[k] for k in keys if k in out} | {
+                k: v for k, v in out.items() if k not in keys
+            }
+        return out
+
+    def _scaler(self, op: str, x, scale, trainable) -> dict[str, Any]:
+        x_path, out_path = self.worker.file("x"), self.worker.file("scaler")
+        np.savez(x_path, x=np.asarray(x, np.float32))
+        try:
+            self.worker.request(
+                op, x=str(x_path), scale=float(scale), trainable=bool(trainable), out=str(out_path)
+            )
+        finally:
+            x_path.unlink(missing_ok=True)
+        return self._load(out_path)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+class UpstreamBackend(_WorkerBackend):
+    """Drives the real upstream PtychoPINN `ptycho` package (pipeline.md §1–§9), complete.
+
+    Per parameter set and groups, one worker request runs upstream's own code for every stage:
+    `RawData.generate_grouped_data` (own groups) or `RawData._generate_dataset_from_groups`
+    (injected `nn_indices`), `raw_data.normalize_data` / `loader.normalize_data` (variant
+    `seed`), `get_image_patches`, `loader.load`, `train_pinn.calculate_intensity_scale`; the
+    scaler stage drives `ptycho.model.IntensityScaler` / `IntensityScaler_inv` on upstream's
+    shared `log_scale` variable. `params.cfg`, the global NumPy RNG and the variable are
+    restored after each request.
+    """
+
+    name = "upstream"
+    not_computed: frozenset[str] = frozenset()
+
+    def grouping(self, raw, params):
+        return {"nn_indices": self._run("chain", raw, params, None)["grouping.nn_indices"]}
+
+    def grouped(self, raw, params, *, nn_indices=None):
+        return self._stage(self._run("chain", raw, params, nn_indices), "grouped", GROUPED_KEYS)
+
+    def normalize(self, raw, params, *, nn_indices=None):
+        return self._stage(self._run("chain", raw, params, nn_indices), "normalize")
+
+    def patches(self, raw, params, *, nn_indices=None):
+        out = self._stage(self._run("chain", raw, params, nn_indices), "patches")
+        if not out:
+            raise StageUnsupported("upstream: no patches (the input has neither Y nor objectGuess)")
+        return out
+
+    def intensity_scales(self, raw, params, *, nn_indices=None):
+        res = self._stage(self._run("chain", raw, params, nn_indices), "intensity_scales")
+        return {k: float(res[k]) for k in SCALE_KEYS if k in res}
+
+    def scaler(self, x, *, scale, trainable=True):
+        return self._scaler("scaler", x, scale, trainable)
+
+    def container(self, raw, params, *, nn_indices=None):
+        return self._stage(
+            self._run("chain", raw, params, nn_indices), "container", CONTAINER_KEYS
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Upstream's global state in the worker (`params.cfg`, RNG digest, `log_scale`)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UpstreamOutput)
+            return self.worker.request("state")
+
+
+def is_available() -> bool:
+    """Whether the upstream environment and code are found (tests skip or fail on this)."""
+    return availability() is None
+
+
+__all__ = [
+    "UpstreamBackend",
+    "UpstreamOutput",
+    "UpstreamWorker",
+    "availability",
+    "is_available",
+    "upstream_cfg",
+    "upstream_path",
+    "upstream_python",
+]
