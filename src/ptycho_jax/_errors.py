@@ -19,3 +19,11 @@ class NormalizationError(PtychoInputError):
 
 class BackendUnavailableError(RuntimeError):
     """A cross-check backend cannot be imported or constructed."""
+
+
+class ObjectExtentError(PtychoInputError):
+    """Scan positions put object patches wholly outside `objectGuess` (their labels Y would be all zero)."""
+
+
+class OutputPathError(PtychoInputError):
+    """An output path cannot be written: an existing file where a folder is needed, no permission, a full disk."""

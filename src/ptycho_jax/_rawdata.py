@@ -26,6 +26,11 @@ def _describe(a: Any) -> str:
     return f"shape {tuple(a.shape)} dtype {a.dtype}"
 
 
+COORD_LIMIT = float(2**24)
+"""Largest |coordinate| accepted, in object pixels: beyond it float32 (where upstream casts patch
+centres) no longer holds whole pixels, and an object that large would not fit in any memory."""
+
+
 def _check_finite(name: str, a: np.ndarray) -> None:
     finite = np.isfinite(a)
     if not finite.all():
@@ -75,6 +80,12 @@ class RawData:
                 raise RawDataError(f"RawData.{name}: expected a 1-D float array (M,), got {_describe(a)}")
             a = a.astype(np.float64, copy=False)  # float32 -> float64 is exact
             _check_finite(name, a)
+            if a.size and np.abs(a).max() > COORD_LIMIT:
+                i = int(np.argmax(np.abs(a)))
+                raise RawDataError(
+                    f"RawData.{name}: expected object-pixel coordinates within +-2**24 = {COORD_LIMIT:.0f}, "
+                    f"got {a[i]:.6g} at index {i} (coordinates in metres or a corrupt file?)"
+                )
             set_(name, a)
         lengths = {name: getattr(self, name).shape[0] for name in COORD_FIELDS}
         if len(set(lengths.values())) != 1:
@@ -118,6 +129,11 @@ class RawData:
         if p.dtype != np.complex64:
             raise RawDataError(f"RawData.probeGuess: expected dtype complex64, got {p.dtype}")
         _check_finite("probeGuess", p)
+        if not p.any():
+            raise RawDataError(
+                f"RawData.probeGuess: expected a probe with non-zero values, got all {n}x{n} entries zero "
+                "(nothing would be illuminated)"
+            )
         set_("probeGuess", p)
 
         s = self.scan_index
