@@ -1,7 +1,9 @@
 """`ptycho-jax crosscheck`: argument definitions and the command body (wired by `ptycho_jax._cli`).
 
-Exit codes: 0 every compared stage within tolerance, 1 a stage out of tolerance, 2 bad input,
-bad tolerance file or an unavailable backend.
+Exit codes: 0 PASS (every required array compared and within tolerance), 1 FAIL (something
+compared is out of tolerance, or a backend raised), 3 INCOMPLETE (something required was not
+compared), 2 bad input: arguments, input, tolerance file, an unavailable backend, parameters
+contradicting the reference's recording.
 """
 
 import argparse
@@ -12,17 +14,31 @@ import pathlib
 import sys
 from typing import Any
 
+from ptycho_jax._cli_chain import (
+    CHAIN_FLAGS,
+    add_chain_arguments,
+    chain_params,
+    given_chain_values,
+    scenario_defaults,
+)
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCENARIO = "gs2_ideal"
+
+BACKEND_HELP = (
+    "jax | tf | upstream | golden:DIR | package.module:Attribute (an importable module, a colon, "
+    "then a backend instance, class or zero-argument factory in it, e.g. my_port.backend:Backend)"
+)
 
 
 class ExitCode(enum.IntEnum):
     """Process exit status of `ptycho-jax crosscheck`."""
 
-    OK = 0
-    MISMATCH = 1  # a stage is outside tolerance
+    OK = 0  # PASS
+    MISMATCH = 1  # FAIL: something compared is out of tolerance
     USAGE = 2  # bad arguments, invalid input, bad tolerance file, backend unavailable
+    INCOMPLETE = 3  # something required was not compared
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +51,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"simulate a preset scenario and use its test half (default {DEFAULT_SCENARIO} "
         "when neither --input nor a golden:DIR reference gives an input)",
     )
-    parser.add_argument("--port", default="jax", help="backend under test (default: jax)")
+    parser.add_argument(
+        "--port", default="jax", metavar="BACKEND", help=f"backend under test: {BACKEND_HELP} (default: jax)"
+    )
     parser.add_argument(
         "--reference",
         default="tf",
-        help="reference backend: tf | upstream | golden:DIR | module:attr (default: tf)",
+        metavar="BACKEND",
+        help=f"reference backend: {BACKEND_HELP} (default: tf); a golden:DIR reference supplies "
+        "its recorded parameters (and its input when --input is not given)",
     )
     parser.add_argument(
-        "--variant",
-        choices=("main", "seed"),
-        default="main",
-        help="upstream code variant of normalize_data / training scale (default: main)",
+        "--stages",
+        metavar="A,B",
+        help="only these stages are required (comma-separated; default: every stage)",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="allow_missing",
+        help="a stage or stage.array whose absence is a documented exception, not INCOMPLETE "
+        "(repeatable)",
     )
     parser.add_argument(
         "--tolerances",
@@ -55,96 +83,107 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder for crosscheck.md/.json/.png"
     )
-    g = parser.add_argument_group(
-        "chain parameters (default: the scenario's, the golden recording's, or ChainParams')"
-    )
-    g.add_argument("--gridsize", type=int)
-    g.add_argument("--n-groups", type=int, dest="n_groups")
-    g.add_argument("--neighbor-count", type=int, dest="K")
-    g.add_argument("--seed", type=int)
-    g.add_argument(
+    parser.add_argument(
         "--unseeded",
         action="store_true",
         help="draw groups without a seed (compared by invariants)",
     )
-    g.add_argument("--sequential", action="store_true", default=None)
-    g.add_argument("--nphotons", type=float)
-    g.add_argument("--patch-positions", choices=("upstream", "member"), dest="patch_positions")
+    add_chain_arguments(parser)
 
 
-def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
-    """(raw, parameter defaults, description of the input)."""
+_FLAG = {cf.dest: cf.flag for cf in CHAIN_FLAGS}
+
+
+def _load_input(args: argparse.Namespace, recorded: dict[str, Any], reference: Any):
+    """(raw, parameter defaults, description of the input).
+
+    Recorded parameters (a golden reference's) are the defaults whatever the input; without
+    `--input` the recording's own input is used when it has one, else the scenario.
+    """
     import ptycho_jax as pj
 
     if args.input:
-        return pj.RawData.from_npz(args.input), {}, args.input
-    if args.scenario is None and args.reference.startswith("golden:"):
-        from .backends import GoldenBackend
-
-        gb = GoldenBackend(args.reference[len("golden:") :])
-        if gb.input_path().is_file():
-            return pj.RawData.from_npz(gb.input_path()), gb.recorded_params(), str(gb.input_path())
+        return pj.RawData.from_npz(args.input), dict(recorded), args.input
+    input_path = getattr(reference, "input_path", None)
+    if args.scenario is None and callable(input_path) and input_path().is_file():
+        return pj.RawData.from_npz(input_path()), dict(recorded), str(input_path())
     name = args.scenario or DEFAULT_SCENARIO
-    simulate = getattr(pj, "simulate", None)
-    get_scenario = getattr(pj, "get_scenario", None)
-    if simulate is None or get_scenario is None:  # helper exports not re-exported yet
-        from ptycho_jax._simulate import get_scenario, simulate
+    from ptycho_jax._simulate import get_scenario, simulate
+
     sc = get_scenario(name)
     sim = simulate(sc)
-    defaults = {
-        "N": sc.N,
-        "gridsize": sc.gridsize,
-        "K": sc.neighbor_count,
-        "n_groups": sc.inference_groups,
-        "nphotons": sc.nphotons,
-        "seed": 42,
-    }
-    return sim.test, defaults, f"scenario {name} (test half)"
+    return sim.test, {**scenario_defaults(sc), **recorded}, f"scenario {name} (test half)"
+
+
+def _check_flags(args: argparse.Namespace, recorded: dict[str, Any], who: str) -> None:
+    """An explicit flag that contradicts the recording: HarnessInputError naming both values."""
+    from .errors import HarnessInputError
+    from .run import _same
+
+    given = given_chain_values(args)
+    if args.unseeded:
+        given["seed"] = None
+    bad = []
+    for k, v in recorded.items():
+        if k in given and not _same(given[k], v):
+            flag = "--unseeded" if (k == "seed" and args.unseeded) else f"{_FLAG.get(k, k)} {given[k]}"
+            bad.append(f"{flag} contradicts {who}, recorded with {k}={v!r}")
+    if bad:
+        raise HarnessInputError(
+            "; ".join(bad) + " (leave the flag out: the recorded parameters are used)"
+        )
 
 
 def _params(args: argparse.Namespace, defaults: dict[str, Any]):
-    import ptycho_jax as pj
-
-    kw = dict(defaults)
-    for k in ("gridsize", "n_groups", "K", "seed", "nphotons", "patch_positions"):
-        v = getattr(args, k, None)
-        if v is not None:
-            kw[k] = v
-    if args.sequential:
-        kw["sequential"] = True
-    if args.unseeded:
-        kw["seed"] = None
-    kw["variant"] = args.variant
-    fields = {f.name for f in dataclasses.fields(pj.ChainParams)}
-    return pj.ChainParams(**{k: v for k, v in kw.items() if k in fields})
+    """The chain flags over `defaults` (scenario or golden recording); `--unseeded` drops the seed."""
+    params = chain_params(args, defaults)
+    return dataclasses.replace(params, seed=None) if args.unseeded else params
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the cross-check described by `args`, write the outputs, return the exit code."""
+    """Run the cross-check described by `args`, write the outputs, return the exit code.
+
+    Nothing is written on bad input; the outputs are written atomically; stdout carries the
+    verdict text only, logs go to stderr.
+    """
     import ptycho_jax as pj
 
-    from .compare import ToleranceError
-    from .run import format_failure, run_crosscheck, write_outputs
+    from .adapt import check_names, parse_stages
+    from .backends import resolve_backend
+    from .compare import ToleranceError, ToleranceTable
+    from .run import EXIT_CODES, format_failure, recorded_params, run_crosscheck, write_outputs
 
     try:
-        raw, defaults, described = _load_input(args)
+        stages = parse_stages(args.stages)
+        allow = check_names(args.allow_missing, what="--allow-missing")
+        table = ToleranceTable.load(args.tolerances)
+        reference = resolve_backend(args.reference)
+        port = resolve_backend(args.port)
+        recorded = {}
+        for side, b in (("port", port), ("reference", reference)):
+            rec = recorded_params(b)
+            _check_flags(args, rec, f"the {side}'s recording ({getattr(b, 'name', b)})")
+            recorded.update(rec)
+        raw, defaults, described = _load_input(args, recorded, reference)
         params = _params(args, defaults)
         logger.info("crosscheck %s vs %s on %s", args.port, args.reference, described)
         result = run_crosscheck(
             raw,
-            port=args.port,
-            reference=args.reference,
+            port=port,
+            reference=reference,
             params=params,
-            tolerances=args.tolerances,
+            tolerances=table,
             progress=lambda stage: logger.info("stage %s", stage),
+            stages=stages,
+            allow_missing=allow,
         )
+        paths = write_outputs(result, pathlib.Path(args.out))
     except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
         print(f"ptycho-jax crosscheck: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
-    paths = write_outputs(result, pathlib.Path(args.out))
     print(format_failure(result))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
-    return ExitCode.OK if result.passed else ExitCode.MISMATCH
+    return ExitCode(EXIT_CODES[result.verdict])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from ptycho_jax import _bench
+from benchmarks import cli, machine, plan, stages
 from ptycho_jax._errors import PtychoInputError
 from ptycho_jax._patches import extract_patches
 
@@ -16,18 +16,18 @@ GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    _bench.add_arguments(parser)
+    cli.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
-    assert _bench.run(_args("--tiny", "--repeats", "1", "--out", str(tmp_path))) == 0
+    assert cli.run(_args("--tiny", "--repeats", "1", "--out", str(tmp_path))) == 0
     doc = json.loads((tmp_path / "cpu-tiny.json").read_text())
-    assert doc["schema"] == _bench.SCHEMA
+    assert doc["schema"] == plan.SCHEMA
     assert doc["machine"]["cpu_count"] >= 1 and doc["versions"]["jax"]
     assert doc["git"]["sha"]
     figures = {(f["stage"], f["impl"]): f for f in doc["figures"] if f["case"] == "tiny"}
-    for stage in _bench.CHAIN_STAGES:
+    for stage in plan.CHAIN_STAGES:
         assert (stage, "jax") in figures, stage
     assert ("patches", "upstream-np") in figures
     assert {("neighbours", "jax"), ("neighbours", "ckdtree")} <= {(f["stage"], f["impl"]) for f in doc["figures"]}
@@ -50,7 +50,7 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("# ptycho-jax benchmarks")
     # --render re-renders Markdown and plot from the JSON alone (how a GPU run's JSON is rendered here).
     (tmp_path / "cpu-tiny.md").unlink()
-    assert _bench.run(_args("--render", str(tmp_path / "cpu-tiny.json"), "--no-plot")) == 0
+    assert cli.run(_args("--render", str(tmp_path / "cpu-tiny.json"), "--no-plot")) == 0
     assert (tmp_path / "cpu-tiny.md").read_text() == md
 
 
@@ -61,7 +61,7 @@ def test_upstream_whole_canvas_baseline_reproduces_golden_patches():
     obj = np.load(GOLDEN / "input_rawdata.npz")["objectGuess"]
     off = (g["coords_offsets"][:1] + g["coords_relative"][:1]).astype(np.float32)  # group 0, float64 sum then cast
     centres = off[:, 0].transpose(0, 2, 1).reshape(-1, 2)
-    patches = _bench.upstream_whole_canvas_patches(obj, centres, N=64)
+    patches = stages.upstream_whole_canvas_patches(obj, centres, N=64)
     golden = np.moveaxis(g["Y_head"][0], -1, 0)  # (C, N, N)
     scale = float(np.abs(golden).max())
     np.testing.assert_allclose(patches, golden, rtol=0, atol=1e-6 * scale)
@@ -72,7 +72,7 @@ def test_upstream_whole_canvas_zero_fill_outside():
     # A patch centred off the object's corner: bilinear zero fill per corner, as upstream's translate.
     obj = np.ones((8, 8), np.complex64)
     centres = np.array([[0.5, 0.5], [-20.0, -20.0]], np.float32)
-    up = _bench.upstream_whole_canvas_patches(obj, centres, N=4)
+    up = stages.upstream_whole_canvas_patches(obj, centres, N=4)
     np.testing.assert_allclose(up, np.asarray(extract_patches(obj, centres, N=4)), rtol=0, atol=1e-7)
     assert np.all(up[1] == 0)
 
@@ -80,21 +80,21 @@ def test_upstream_whole_canvas_zero_fill_outside():
 def test_stage_bytes_and_plan_sizes():
     d = {"M": 20_000, "B": 5_000, "C": 4, "N": 64, "P": 20_000, "H": 1700, "W": 1700}
     S = 20_000 * 64 * 64 * 4
-    assert _bench.stage_bytes("gather_normalize", d) == 4 * S
-    assert _bench.stage_bytes("patches", d) == 2 * S + 1700 * 1700 * 8
-    full = {c.name: c for c in _bench.build_plan("full", device="cpu")}
+    assert plan.stage_bytes("gather_normalize", d) == 4 * S
+    assert plan.stage_bytes("patches", d) == 2 * S + 1700 * 1700 * 8
+    full = {c.name: c for c in plan.build_plan("full", device="cpu")}
     large = full["large"]
     assert (large.M, large.B, large.gridsize, large.N) == (20_000, 5_000, 2, 64)
     assert {1, 2, 3} <= {c.gridsize for c in full.values()} and {64, 128} <= {c.N for c in full.values()}
     assert min(c.M for c in full.values() if c.family == "positions") == 1_000
     assert max(c.M for c in full.values() if c.family == "positions") == 1_000_000
     assert {64, 50_000} <= {c.B for c in full.values()}
-    gpu = _bench.build_plan("full", device="gpu")
+    gpu = plan.build_plan("full", device="gpu")
     assert [c.name for c in gpu[:4]] == ["gs2_ideal", "large", "B16384", "B50000"]
 
 
 def test_host_memory_probe_sees_an_allocation():
-    mem = _bench.HostMemory()
+    mem = machine.HostMemory()
     if not mem.resettable:
         pytest.skip("peak RSS cannot be reset on this system")
     base = mem.reset()
@@ -106,6 +106,6 @@ def test_host_memory_probe_sees_an_allocation():
 
 def test_bad_impls_are_rejected(tmp_path):
     with pytest.raises(PtychoInputError, match="--impls"):
-        _bench.run(_args("--tiny", "--impls", "tf-ref", "--out", str(tmp_path)))
+        cli.run(_args("--tiny", "--impls", "tf-ref", "--out", str(tmp_path)))
     with pytest.raises(PtychoInputError, match="--impls"):
-        _bench.run(_args("--tiny", "--impls", "jax,torch", "--out", str(tmp_path)))
+        cli.run(_args("--tiny", "--impls", "jax,torch", "--out", str(tmp_path)))

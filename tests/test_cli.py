@@ -71,7 +71,7 @@ def test_simulate_then_report_from_file(tmp_path):
     raw = pj.RawData.from_npz(data)
     assert raw.diff3d.shape == (256, 64, 64)  # gs1_ideal stable profile: 512 frames, test half
     out = tmp_path / "rep"
-    assert main(["-q", "report", "--input", str(data), "--gridsize", "1", "--groups", "32", "--variant", "seed", "--no-figure", "--out", str(out)]) == 0
+    assert main(["-q", "report", "--input", str(data), "--gridsize", "1", "--n-groups", "32", "--variant", "seed", "--no-figure", "--out", str(out)]) == 0
     payload = json.loads((out / "intensity_stats.json").read_text())
     assert payload["provenance"]["input_sha256"] and payload["stages"][1]["stats"]["shape"] == [32, 64, 64, 1]
     # seed variant: dataset-derived training scale ≈ sqrt(1e9 / (N/2)²) for normalised X, gridsize 1
@@ -85,7 +85,7 @@ def test_simulate_then_report_from_file(tmp_path):
         (["report", "--scenario", "nope"], "expected one of"),
         (["report", "--input", "{tmp}/bad.npz"], "expected an NPZ archive"),
         (["report", "--input", "{tmp}/good.npz", "--gridsize", "0"], "gridsize"),
-        (["report", "--input", "{tmp}/good.npz", "--K", "2", "--groups", "5"], "K=2"),
+        (["report", "--input", "{tmp}/good.npz", "--K", "2", "--n-groups", "5"], "K=2"),
         (["report", "--input", "{tmp}/good.npz"], "needs K-choose-C oversampling"),
     ],
 )

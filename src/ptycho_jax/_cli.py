@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-logger = logging.getLogger("ptycho_jax")
+from ._cli_chain import add_chain_arguments, chain_params, scenario_defaults
 
 DEFAULT_SCENARIO = "gs2_ideal"
 
@@ -24,7 +24,7 @@ class Progress:
 
     def __init__(self, total: int | None, *, quiet: bool = False):
         self.total, self.done, self.quiet = total, 0, quiet
-        self.t0 = self.last = time.perf_counter()
+        self.t0 = time.perf_counter()
 
     def __call__(self, stage: str) -> None:
         now = time.perf_counter()
@@ -32,7 +32,6 @@ class Progress:
         if not self.quiet:
             count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
             print(f"ptycho-jax: [{count}] {stage} (t={now - self.t0:.1f} s)", file=sys.stderr, flush=True)
-        self.last = now
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -45,17 +44,6 @@ def _add_input_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input", type=pathlib.Path, help="RawData NPZ file (upstream format)")
     src.add_argument("--scenario", help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO})")
     p.add_argument("--noise-seed", type=int, default=None, help="PRNG seed of the simulated photon noise (default: the scenario's sim_seed)")
-
-
-def _add_chain_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gridsize", type=int, help="group side g (C = g² members); default: the scenario's, or 2")
-    p.add_argument("--K", type=int, help="neighbour count; default: the scenario's, or 4")
-    p.add_argument("--groups", type=int, help="number of groups; default: the scenario's inference groups, or 64")
-    p.add_argument("--seed", type=int, default=42, help="grouping seed (legacy NumPy RandomState); default 42")
-    p.add_argument("--nphotons", type=float, help="photon budget; default: the scenario's, or 1e9")
-    p.add_argument("--variant", choices=("main", "seed"), default="main", help="upstream variant (default main)")
-    p.add_argument("--devices", type=int, help="shard the group axis over this many devices")
-    p.add_argument("--chunk-groups", type=int, help="stream groups in chunks of this size (two-pass normalisation)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,25 +67,22 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="run the chain and write the Intensity Statistics report (Markdown, JSON, PNG)")
     _add_input_arguments(p)
-    _add_chain_arguments(p)
+    add_chain_arguments(p)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("report"), help="output folder (default ./report)")
     p.add_argument("--no-figure", action="store_true", help="skip the PNG")
 
     p = sub.add_parser("crosscheck", help="compare a port against a reference stage by stage (exit 1 on mismatch)")
-    try:
-        from crosscheck.cli import add_arguments as add_crosscheck
-    except ImportError:  # pragma: no cover - crosscheck ships in the same wheel
-        add_crosscheck = None
-    if add_crosscheck is not None:
-        add_crosscheck(p)
+    from crosscheck.cli import (
+        add_arguments as add_crosscheck,  # the harness, imported only to run it
+    )
 
-    p = sub.add_parser("bench", help="benchmark the JAX port against the TF reference and NumPy baselines")
-    try:
-        from ._bench import add_arguments as add_bench
-    except ImportError:  # pragma: no cover - the benchmark harness ships in the same package
-        add_bench = None
-    if add_bench is not None:
-        add_bench(p)
+    add_crosscheck(p)
+
+    sub.add_parser(
+        "bench",
+        help="the benchmark suite of the source repository: runs `python -m benchmarks ARGS` there",
+        add_help=False,
+    ).add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of `python -m benchmarks` (see its --help)")
     return parser
 
 
@@ -119,18 +104,9 @@ def _load_raw(args, progress: Progress):
 
 
 def _chain_params(args, raw, scenario):
-    from ._pipeline import ChainParams
-
-    pick = lambda given, from_scenario, default: given if given is not None else (from_scenario if scenario else default)  # noqa: E731
-    return ChainParams(
-        N=raw.N,
-        gridsize=pick(args.gridsize, scenario and scenario.gridsize, 2),
-        K=pick(args.K, scenario and scenario.neighbor_count, 4),
-        n_groups=pick(args.groups, scenario and scenario.inference_groups, 64),
-        seed=args.seed,
-        nphotons=pick(args.nphotons, scenario and scenario.nphotons, 1e9),
-        variant=args.variant,
-    )
+    """The report's ChainParams: the chain flags, else the scenario's values, else the data's N and ChainParams' defaults."""
+    defaults = {"N": raw.N, **(scenario_defaults(scenario) if scenario is not None else {})}
+    return chain_params(args, defaults)
 
 
 def _run_chain(raw, params, args, progress):
@@ -190,6 +166,31 @@ def _cmd_report(args) -> int:
     return ExitCode.OK
 
 
+def _benchmarks_root() -> pathlib.Path | None:
+    """The source repository this package runs from, if its `benchmarks/` suite is there."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    return root if (root / "benchmarks" / "__main__.py").is_file() else None
+
+
+def _cmd_bench(args) -> int:
+    """`ptycho-jax bench ARGS`: `python -m benchmarks ARGS` in a new process, with the repository on the path."""
+    import os
+    import subprocess
+
+    from ._errors import BackendUnavailableError
+
+    root = _benchmarks_root()
+    if root is None:
+        raise BackendUnavailableError(
+            "bench: the benchmark suite is not part of the installed package; "
+            "from a clone of the source repository run `python -m benchmarks --help`"
+        )
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + path if path else "")}
+    argv = [sys.executable, "-m", "benchmarks", *(["--quiet"] if args.quiet else []), *args.bench_args]
+    return subprocess.run(argv, env=env, check=False).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptycho-jax` console script; returns the exit code."""
     parser = _parser()
@@ -198,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # no subcommand: the main job, the report on the default scenario
         args = parser.parse_args([*argv, "report"])
     _setup_logging(args.verbose, args.quiet)
+    from ._compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 turns it off
     from ._errors import BackendUnavailableError, PtychoInputError
 
     try:
@@ -210,9 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return int(run_crosscheck(args))
         if args.command == "bench":
-            from ._bench import run as run_bench
-
-            return int(run_bench(args))
+            return _cmd_bench(args)
     except (PtychoInputError, BackendUnavailableError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"ptycho-jax: error: {e}", file=sys.stderr)
         return int(ExitCode.USAGE)

@@ -1,0 +1,202 @@
+"""A whole run: every case of the plan, cut (with the reason) where it does not fit memory or time."""
+
+import datetime
+import gc
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .machine import (
+    HostMemory,
+    device_memory,
+    git_description,
+    machine_description,
+    measure_copy_bandwidth,
+    read_proc,
+    versions,
+)
+from .plan import GIB, IMPLS, Case, estimate_stage_bytes, raw_bytes
+from .report import evaluate_targets
+from .result import BenchResult
+from .stages import Inputs, stage_callables, tf_available, upstream_whole_canvas_patches
+from .timing import clear_jax_caches, measure_stage
+from .units import fmt_bytes
+
+logger = logging.getLogger(__name__)
+
+def _check_patches(inp: Inputs, k: int) -> dict[str, Any]:
+    """The upstream-np baseline and the port compute the same patches (max |difference| on k patches)."""
+    from ptycho_jax._patches import extract_patches
+
+    centres = inp.get("centres")[:k]
+    obj = inp.get("raw").objectGuess
+    a = upstream_whole_canvas_patches(obj, centres, N=inp.case.N)
+    b = np.asarray(extract_patches(obj, centres, N=inp.case.N))
+    scale = float(np.abs(b).max()) or 1.0
+    return {"case": inp.case.name, "what": "upstream-np vs jax patches", "patches": int(k), "max_abs_diff": float(np.abs(a - b).max()), "max_abs": scale}
+
+
+def run_suite(
+    plan: Sequence[Case],
+    *,
+    device,
+    preset: str,
+    command: str = "",
+    impls: Sequence[str] = IMPLS,
+    repeats: int | None = None,
+    budget_gib: float | None = None,
+    time_budget_s: float | None = None,
+    figure_budget_s: float = 60.0,
+    progress: Callable[[str], None] = lambda msg: None,
+    checkpoint: Callable[[BenchResult], None] | None = None,
+) -> BenchResult:
+    """Run every case of `plan` on `device`; cut (and record why) what does not fit memory or time."""
+    t_start = time.perf_counter()
+    mem = HostMemory()
+    t0 = time.perf_counter()
+    use_tf = "tf-ref" in impls and tf_available()
+    if "tf-ref" in impls and not use_tf:
+        progress("tensorflow / crosscheck.tf_reference not importable: tf-ref figures skipped")
+    if use_tf:
+        progress(f"tensorflow imported in {time.perf_counter() - t0:.1f} s")
+    meminfo = read_proc("/proc/meminfo")
+    avail = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
+    avail_b = int(avail.group(1)) * 1024 if avail else 8 * GIB
+    host_budget = int(min(budget_gib * GIB if budget_gib else 24 * GIB, mem.rss() + 0.8 * avail_b))
+    dev_stats = device_memory(device)
+    dev_budget = int(0.8 * dev_stats["bytes_limit"]) if dev_stats and dev_stats.get("bytes_limit") else None
+
+    copy_bytes = (1 * GIB) if device.platform == "gpu" else (256 * 2**20)
+    if preset == "tiny":
+        copy_bytes = 16 * 2**20
+    with _device_scope(device):
+        bw = measure_copy_bandwidth(device, nbytes=copy_bytes)
+    progress(f"copy bandwidth {bw['gbps']:.1f} GB/s (read + write, {copy_bytes / 2**20:.0f} MiB; fresh output {bw['fresh']['gbps']:.1f}, in place {bw['in_place']['gbps']:.1f})")
+    result = BenchResult(
+        preset=preset, command=command, machine=machine_description(device), versions=versions(with_tf=use_tf),
+        git=git_description(), copy_bandwidth={"start": bw}, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (Python 3.10)
+    )  # fmt: skip
+    result.notes.append(f"host memory budget {host_budget / GIB:.1f} GiB for this process (min of 24 GiB or --budget-gib, and its RSS + 80% of available memory at the start)")
+    if dev_budget:
+        result.notes.append(f"device memory budget {dev_budget / GIB:.1f} GiB (80% of the device limit)")
+    if not use_tf:
+        why = "not requested (--impls)" if "tf-ref" not in impls else "TensorFlow or crosscheck.tf_reference not importable here"
+        result.notes.append(f"tf-ref: no TF reference figures ({why})")
+    else:
+        result.notes.append(
+            "tf-ref memory: TensorFlow's CPU allocator (oneDNN) keeps freed memory in its pool for the rest of the process, "
+            "so its peak-RSS growth figures understate its footprint once the pool is warm, and the RSS in use that the "
+            "memory cuts see includes the pool"
+        )
+
+    def cut(case, stage, impl, reason):
+        result.cuts.append({"case": case.name, "stage": stage, "impl": impl, "reason": reason})
+        progress(f"{case.name}: {stage}: {impl} cut: {reason}")
+
+    with warnings.catch_warnings(), _device_scope(device):
+        from ptycho_jax._grouping import DuplicatePositionWarning, MirroredPatchWarning
+
+        warnings.simplefilter("ignore", MirroredPatchWarning)
+        warnings.simplefilter("ignore", DuplicatePositionWarning)
+        for case in plan:
+            elapsed = time.perf_counter() - t_start
+            if time_budget_s is not None and elapsed > time_budget_s:
+                for stage in case.stages:
+                    cut(case, stage, "*", f"run time budget of {time_budget_s:.0f} s spent ({elapsed:.0f} s elapsed)")
+                continue
+            case_impls = [i for i in case.impls if i in impls and (i != "tf-ref" or use_tf)]
+            for stage, reason in case.skip:
+                cut(case, stage, "*", reason)
+            if mem.rss() + raw_bytes(case) > host_budget:
+                for stage in case.stages:
+                    cut(case, stage, "*", f"the input data need ~{raw_bytes(case) / GIB:.1f} GiB > host budget {host_budget / GIB:.1f} GiB")
+                continue
+            t0 = time.perf_counter()
+            inp = Inputs(case, device)
+            inp.get("raw")
+            result.cases.append({"name": case.name, **case.dims(), "gridsize": case.gridsize, "source": inp.get("origin"), "family": case.family, "stages": list(case.stages)})
+            progress(f"{case.name}: inputs ready in {time.perf_counter() - t0:.1f} s (M={case.M}, B={case.B}, C={case.C}, N={case.N}, object {case.object_side}²; RSS {fmt_bytes(mem.rss())})")
+            for stage in case.stages:
+                # XLA:CPU can keep a call's buffers resident until its executable is dropped; drop them
+                # before reading the RSS the memory cuts start from (each stage recompiles anyway).
+                clear_jax_caches()
+                allowed = []
+                for impl in case_impls:
+                    if stage in ("selection",) and impl not in ("jax", "jax-engine", "tf-ref"):
+                        continue
+                    if stage == "neighbours" and impl not in ("jax", "ckdtree"):
+                        continue
+                    if stage not in ("selection", "neighbours") and impl not in ("jax", "tf-ref", "upstream-np"):
+                        continue
+                    if impl == "upstream-np" and stage != "patches":
+                        continue
+                    if impl == "tf-ref" and stage == "h2d":
+                        continue
+                    reason = _cut_reason(case, stage, impl, device=device, built=inp.built(), rss=mem.rss(), host_budget=host_budget, dev_budget=dev_budget)
+                    if reason:
+                        cut(case, stage, impl, reason)
+                        continue
+                    allowed.append(impl)
+                if "jax" not in allowed:
+                    continue
+                try:
+                    calls = stage_callables(stage, inp, allowed)
+                    figs, ratios, notes = measure_stage(
+                        case, stage, calls, repeats=repeats or case.repeats, budget_s=figure_budget_s, mem=mem, device=device, progress=progress
+                    )
+                except Exception as e:  # one failing stage must not lose the rest of the run
+                    logger.debug("bench: %s/%s failed", case.name, stage, exc_info=True)
+                    result.errors.append({"case": case.name, "stage": stage, "error": f"{type(e).__name__}: {e}"})
+                    progress(f"{case.name}: {stage}: failed: {type(e).__name__}: {e}")
+                    gc.collect()
+                    continue
+                result.figures.extend(f.to_json(bw["gbps"]) for f in figs)
+                result.ratios.extend(ratios)
+                result.notes.extend(notes)
+                if stage == "patches" and "upstream-np" in allowed:
+                    result.checks.append(_check_patches(inp, min(2, case.upstream_subset)))
+            del inp
+            gc.collect()
+            if checkpoint is not None:
+                result.targets = evaluate_targets(result)
+                result.wall_s = time.perf_counter() - t_start
+                checkpoint(result)
+        clear_jax_caches()
+        result.copy_bandwidth["end"] = measure_copy_bandwidth(device, nbytes=copy_bytes)
+    result.targets = evaluate_targets(result)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def _device_scope(device):
+    """`jax.default_device(device)` (arrays created from NumPy land on `device`)."""
+    import jax
+
+    scope = getattr(jax, "default_device", None)
+    if scope is None:  # pragma: no cover - older/newer JAX without it: the default backend is used
+        import contextlib
+
+        logger.warning("bench: jax.default_device unavailable; arrays go to the default backend")
+        return contextlib.nullcontext()
+    return scope(device)
+
+
+def _cut_reason(case: Case, stage: str, impl: str, *, device, built: Sequence[str], rss: int, host_budget: int, dev_budget: int | None) -> str | None:
+    """Why `impl` of `stage` cannot run on `case` here (memory estimate, time), or None."""
+    need = estimate_stage_bytes(case, stage, impl, built=built)
+    on_device = impl in ("jax", "jax-engine") and device.platform != "cpu"
+    if on_device:
+        st = device_memory(device) or {}
+        in_use = st.get("bytes_in_use", 0)
+        if dev_budget is not None and in_use + need > dev_budget:
+            return f"needs ~{(in_use + need) / GIB:.1f} GiB of device memory (estimate) > budget {dev_budget / GIB:.1f} GiB"
+    elif rss + need > host_budget:
+        return f"needs ~{(rss + need) / GIB:.1f} GiB of host memory (estimate: {rss / GIB:.1f} in use + {need / GIB:.1f}) > budget {host_budget / GIB:.1f} GiB"
+    return None
+
+

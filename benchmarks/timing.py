@@ -1,0 +1,171 @@
+"""Timing one stage: warm rounds of every implementation in turn, compile time, peak memory."""
+
+import dataclasses
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .machine import HostMemory, device_memory
+from .plan import BASELINE_OF, IMPLS, Case, stage_bytes
+from .stages import Impl
+from .units import fmt_s
+
+
+@dataclasses.dataclass(kw_only=True)
+class Figure:
+    """One implementation's timings of one stage on one case (seconds; scaled where `scale` ≠ 1)."""
+
+    case: str
+    stage: str
+    impl: str
+    dims: dict[str, int]
+    times_s: list[float]
+    first_s: float
+    scale: float = 1.0
+    bytes: int = 0
+    peak_rss_growth_bytes: int | None = None
+    device_peak_bytes: int | None = None
+    produced_bytes: int | None = None
+    note: str = ""
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+    def to_json(self, copy_gbps: float | None) -> dict[str, Any]:
+        med = self.median_s
+        gbps = self.bytes / med / 1e9 if med > 0 else None
+        warm = self.times_s
+        return {
+            "case": self.case, "stage": self.stage, "impl": self.impl, **self.dims,
+            "n": len(warm), "median_s": med, "min_s": min(warm), "max_s": max(warm), "times_s": warm,
+            "first_call_s": self.first_s,
+            "compile_s": max(0.0, self.first_s - med) if self.impl.startswith("jax") else None,
+            "scale": self.scale, "bytes": self.bytes, "gbps": gbps,
+            "fraction_of_copy_bandwidth": (gbps / copy_gbps) if (gbps and copy_gbps) else None,
+            "peak_rss_growth_bytes": self.peak_rss_growth_bytes, "produced_bytes": self.produced_bytes,
+            "memory_ratio": (self.peak_rss_growth_bytes / self.produced_bytes) if (self.peak_rss_growth_bytes is not None and self.produced_bytes) else None,
+            "device_peak_bytes": self.device_peak_bytes, "note": self.note,
+        }  # fmt: skip
+
+
+def _block(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def clear_jax_caches():
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
+def measure_stage(
+    case: Case,
+    stage: str,
+    calls: dict[str, Impl],
+    *,
+    repeats: int,
+    budget_s: float,
+    mem: HostMemory,
+    device,
+    progress: Callable[[str], None],
+) -> tuple[list[Figure], list[dict], list[str]]:
+    """First call of each implementation (compile), then up to `repeats` interleaved warm rounds.
+
+    After the first warm round, only as many rounds as fit `budget_s` are run (at least one).
+    Memory: peak RSS growth over the warm calls; the bytes of the arrays the last call returned.
+    """
+    order = [i for i in IMPLS if i in calls]
+    firsts: dict[str, float] = {}
+    times: dict[str, list[float]] = {i: [] for i in order}
+    growth: dict[str, int | None] = {i: None for i in order}
+    dev_peak: dict[str, int | None] = {i: None for i in order}
+    produced: dict[str, int | None] = {i: None for i in order}
+    notes: list[str] = []
+
+    def one(impl: str, *, warm: bool) -> float:
+        fn, scale, _, exclude = calls[impl]
+        base = mem.reset()
+        t0 = time.perf_counter()
+        r = fn()
+        _block(r)
+        dt = (time.perf_counter() - t0) * scale
+        peak = mem.peak()
+        if warm and peak is not None:
+            g = peak - base
+            growth[impl] = g if growth[impl] is None else max(growth[impl], g)
+        if impl.startswith("jax"):
+            st = device_memory(device)
+            if st and "peak_bytes_in_use" in st:
+                dev_peak[impl] = st["peak_bytes_in_use"]
+        if warm and scale == 1.0:
+            produced[impl] = _produced_bytes(r, exclude=exclude)
+        del r
+        return dt
+
+    for impl in order:
+        if impl.startswith("jax"):
+            clear_jax_caches()
+        firsts[impl] = one(impl, warm=False)
+        scaled = f" (scaled x{calls[impl].scale:.0f} from a subset)" if calls[impl].scale != 1.0 else ""
+        progress(f"{case.name}: {stage}: {impl} first call {fmt_s(firsts[impl])}{scaled}")
+    rounds = 0
+    t_round = time.perf_counter()
+    while rounds < repeats:
+        for impl in order:
+            times[impl].append(one(impl, warm=True))
+        rounds += 1
+        if rounds == 1:
+            per_round = time.perf_counter() - t_round
+            fit = max(1, int(budget_s // max(per_round, 1e-9)))
+            if fit < repeats:
+                notes.append(f"{case.name}/{stage}: {fit} warm round(s) instead of {repeats} ({fmt_s(per_round)} per round, budget {budget_s:.0f} s per figure)")
+                repeats = fit
+    d = case.dims()
+    nbytes = stage_bytes(stage, d)
+    figs = [
+        Figure(case=case.name, stage=stage, impl=i, dims=d, times_s=times[i], first_s=firsts[i], scale=calls[i].scale,
+               bytes=nbytes, peak_rss_growth_bytes=growth[i], device_peak_bytes=dev_peak[i], produced_bytes=produced[i],
+               note=calls[i].note)
+        for i in order
+    ]  # fmt: skip
+    ratios = []
+    for impl in order:
+        base = BASELINE_OF.get(impl)
+        if base in times and impl != base:
+            r = [b / a for a, b in zip(times[base], times[impl], strict=False) if a > 0]
+            if r:
+                ratios.append({"case": case.name, "stage": stage, "numerator": impl, "denominator": base, "median": statistics.median(r), "min": min(r), "max": max(r), "n": len(r)})
+    summary = ", ".join(f"{i} {fmt_s(statistics.median(times[i]))}" for i in order)
+    progress(f"{case.name}: {stage}: {summary}")
+    return figs, ratios, notes
+
+
+def _produced_bytes(tree, exclude: Sequence[Any] = ()) -> int:
+    """Bytes of the distinct arrays in a pytree (device buffers and NumPy arrays), skipping `exclude`."""
+    import jax
+
+    skip = {_buffer_key(a) for a in exclude if a is not None}
+    seen: dict[Any, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, (jax.Array, np.ndarray)) and getattr(leaf, "ndim", 0) > 0:
+            k = _buffer_key(leaf)
+            if k not in skip:
+                seen[k] = int(leaf.nbytes)
+    return sum(seen.values())
+
+
+def _buffer_key(a) -> Any:
+    if isinstance(a, np.ndarray):
+        return ("np", a.__array_interface__["data"][0], a.nbytes)
+    try:
+        return ("dev", a.unsafe_buffer_pointer(), a.nbytes)
+    except Exception:  # noqa: BLE001 - sharded or deleted arrays
+        return ("id", id(a))

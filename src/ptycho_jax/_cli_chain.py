@@ -1,0 +1,113 @@
+"""The chain flags, defined once for every chain subcommand (`report`, `crosscheck`, `bench`).
+
+Each flag names one `ChainParams` field (`--n-groups` is `n_groups`), except `--devices` and
+`--chunk-groups`, which choose the mesh or the stream path. Every flag defaults to None, "not
+given"; `chain_params` fills what was not given by one rule: the flag, else the caller's defaults
+(a scenario's values, a golden recording's), else `ChainParams`' own default.
+"""
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import ChainParams
+
+CHAIN_GROUP_TITLE = "chain parameters"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainFlag:
+    """One chain flag: its name on the command line, the `argparse` destination, how it parses."""
+
+    flag: str
+    dest: str
+    help: str
+    type: Callable[[str], Any] | None = None
+    switch: bool = False  # --name / --no-name
+
+
+CHAIN_FLAGS: tuple[ChainFlag, ...] = (
+    ChainFlag("--N", "N", "frame size N (default: the data's)", int),
+    ChainFlag("--gridsize", "gridsize", "group side g, C = g² members per group", int),
+    ChainFlag("--K", "K", "neighbour count (upstream neighbor_count)", int),
+    ChainFlag("--n-groups", "n_groups", "number of groups B (upstream nsamples)", int),
+    ChainFlag("--seed", "seed", "grouping seed (legacy NumPy RandomState)", int),
+    ChainFlag("--sequential", "sequential", "sequential seeds (upstream sequential_sampling)", switch=True),
+    ChainFlag("--oversample", "oversample", "K-choose-C oversampling (upstream enable_oversampling)", switch=True),
+    ChainFlag("--neighbor-pool-size", "neighbor_pool_size", "neighbour pool of the oversampled groups", int),
+    ChainFlag("--nphotons", "nphotons", "photon budget", float),
+    ChainFlag("--variant", "variant", "upstream variant: main line or the seed-report branch"),
+    ChainFlag("--engine", "engine", "neighbour engine: scipy (upstream's groups) or jax"),
+    ChainFlag("--patch-positions", "patch_positions", "object patch centres: upstream (mirrored for C > 1) or member"),
+    ChainFlag("--devices", "devices", "shard the group axis over this many devices (mesh path)", int),
+    ChainFlag("--chunk-groups", "chunk_groups", "stream groups in chunks of this size (stream path)", int),
+)
+"""The chain flags in help order."""
+
+PATH_FIELDS = ("devices", "chunk_groups")
+"""Flags that choose the path (one device, mesh, stream), not a `ChainParams` field."""
+
+
+def _choices(field: str) -> tuple[str, ...] | None:
+    hint = typing.get_type_hints(ChainParams).get(field)
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
+def _param_default(field: str) -> Any:
+    (f,) = [f for f in dataclasses.fields(ChainParams) if f.name == field]
+    return f.default
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the chain flags to `parser` in one argument group (every flag defaults to None)."""
+    group = parser.add_argument_group(
+        CHAIN_GROUP_TITLE,
+        "a flag not given takes the input's value (the scenario's, the golden recording's, the benchmark case's), "
+        "else ChainParams' default (in brackets)",
+    )
+    for cf in CHAIN_FLAGS:
+        kw: dict[str, Any] = {"dest": cf.dest, "default": None, "help": cf.help}
+        if cf.dest not in PATH_FIELDS and _param_default(cf.dest) is not None:
+            kw["help"] += f" [{_param_default(cf.dest)}]"
+        if cf.switch:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw.update(type=cf.type, choices=None if cf.dest in PATH_FIELDS else _choices(cf.dest))
+        group.add_argument(cf.flag, **kw)
+    return group
+
+
+def given_chain_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ChainParams` fields whose flags were given on the command line."""
+    return {
+        cf.dest: getattr(args, cf.dest)
+        for cf in CHAIN_FLAGS
+        if cf.dest not in PATH_FIELDS and getattr(args, cf.dest, None) is not None
+    }
+
+
+def chain_params(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> ChainParams:
+    """The `ChainParams` of the parsed chain flags: a flag given, else `defaults[field]`, else ChainParams' default.
+
+    Args:
+        args: the parsed arguments of a parser that `add_chain_arguments` set up.
+        defaults: values of a scenario or a golden recording (keys that are not `ChainParams`
+            fields are ignored).
+    """
+    fields = {f.name for f in dataclasses.fields(ChainParams)}
+    values = {k: v for k, v in (defaults or {}).items() if k in fields and v is not None}
+    values.update(given_chain_values(args))
+    return ChainParams(**values)
+
+
+def scenario_defaults(scenario: Any) -> dict[str, Any]:
+    """The chain values a simulated scenario implies (its test half's inference grouping)."""
+    return {
+        "N": scenario.N,
+        "gridsize": scenario.gridsize,
+        "K": scenario.neighbor_count,
+        "n_groups": scenario.inference_groups,
+        "nphotons": scenario.nphotons,
+    }
