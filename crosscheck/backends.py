@@ -374,6 +374,17 @@ class GoldenBackend:
                 f"got {'a missing folder' if not self.dir.is_dir() else 'a folder without it'}"
             )
         self._cache: dict[str, dict[str, np.ndarray]] = {}
+        for fname in self.FILES:
+            path = self.dir / fname
+            if path.exists():
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        z.files  # noqa: B018 - reads the archive's directory
+                except (OSError, ValueError) as e:
+                    raise BackendUnavailableError(
+                        f"backend {self.name}: cannot read {path} ({type(e).__name__}: {e})"
+                    ) from e
+        self._params_json()
 
     def _load(self, fname: str) -> dict[str, np.ndarray]:
         if fname not in self._cache:
@@ -385,22 +396,92 @@ class GoldenBackend:
         return self._cache[fname]
 
     def recorded_params(self) -> dict[str, Any]:
-        """`case_params` of `params.json` mapped to `ChainParams` fields (empty if absent)."""
+        """The recording's parameters as `ChainParams` fields (only those it records).
+
+        Read from `params.json`: `case_params` first (gridsize, K / neighbor_count, n_groups,
+        group_seed, sequential_sampling, enable_oversampling, neighbor_pool_size, nphotons, N,
+        variant, patch_positions, and its `sim` block's N / nphotons), then the top-level `sim`
+        block, then upstream's `params_cfg_after` for N, nphotons, enable_oversampling and
+        neighbor_pool_size (the keys upstream reads from `params.cfg`). A value absent everywhere
+        is not recorded. `group_seed: null` with sequential sampling records no seed (unused).
+        """
+        meta = self._params_json()
+        cp = meta.get("case_params") or {}
+        sim = cp.get("sim") or meta.get("sim") or {}
+        cfg = meta.get("params_cfg_after") or {}
+
+        def first(*values):
+            return next((v for v in values if v is not None), None)
+
+        out = {
+            "gridsize": first(cp.get("gridsize"), cfg.get("gridsize")),
+            "K": first(cp.get("K"), cp.get("neighbor_count"), cfg.get("neighbor_count")),
+            "n_groups": first(cp.get("n_groups"), cp.get("nsamples"), cfg.get("n_groups")),
+            "seed": first(cp.get("group_seed"), cp.get("seed")),
+            "sequential": first(cp.get("sequential_sampling"), cp.get("sequential")),
+            "oversample": first(
+                cp.get("enable_oversampling"), cp.get("oversample"), cfg.get("enable_oversampling")
+            ),
+            "neighbor_pool_size": first(
+                cp.get("neighbor_pool_size"), cfg.get("neighbor_pool_size")
+            ),
+            "N": first(cp.get("N"), sim.get("N"), cfg.get("N")),
+            "nphotons": first(cp.get("nphotons"), sim.get("nphotons"), cfg.get("nphotons")),
+            "variant": first(cp.get("variant"), meta.get("variant")),
+            "patch_positions": cp.get("patch_positions"),
+        }
+        for k in ("gridsize", "K", "n_groups", "seed", "neighbor_pool_size", "N"):
+            if out[k] is not None:
+                out[k] = int(out[k])
+        if out["nphotons"] is not None:
+            out["nphotons"] = float(out["nphotons"])
+        for k in ("sequential", "oversample"):
+            if out[k] is not None:
+                out[k] = bool(out[k])
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _params_json(self) -> dict[str, Any]:
         path = self.dir / "params.json"
         if not path.is_file():
             return {}
-        cp = json.loads(path.read_text()).get("case_params") or {}
-        sim = cp.get("sim") or {}
-        out = {
-            "gridsize": cp.get("gridsize"),
-            "K": cp.get("K"),
-            "n_groups": cp.get("n_groups"),
-            "seed": cp.get("group_seed"),
-            "sequential": cp.get("sequential_sampling"),
-            "N": sim.get("N"),
-            "nphotons": sim.get("nphotons"),
-        }
-        return {k: v for k, v in out.items() if v is not None}
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise BackendUnavailableError(f"backend {self.name}: cannot read {path} ({e})") from e
+        if not isinstance(meta, dict):
+            raise BackendUnavailableError(
+                f"backend {self.name}: {path} must hold a JSON object, got {type(meta).__name__}"
+            )
+        return meta
+
+    def not_computed(self, params: Any) -> tuple[str, ...]:
+        """What this recording does not hold for `params` (documented, not INCOMPLETE):
+        variant `seed`: the seed copy's gain, the container and the X-derived scales (recorded
+        for `main` only); member patch positions: the container (recorded with upstream's)."""
+        out = []
+        if getattr(params, "variant", "main") != "main":
+            out += [
+                "normalize.normalize_gain",
+                "container",
+                "intensity_scales.seed_era_dataset_derived_scale_normalized_X",
+                "intensity_scales.container_norm_Y_I_diffsim_scale_nphotons",
+                "intensity_scales.normalized_X_mean_sum_sq_over_HWC",
+            ]
+        if getattr(params, "patch_positions", "upstream") != "upstream":
+            out.append("container")
+        return tuple(dict.fromkeys(out))
+
+    def check_input(self, raw) -> None:
+        """`HarnessInputError` when `raw` is not this recording's input (same coordinates)."""
+        from .errors import HarnessInputError
+
+        try:
+            self._check_input(raw)
+        except StageUnsupported as e:
+            raise HarnessInputError(
+                f"{e}: its coordinates differ from {self.input_path()}; cross-check a recording "
+                f"on its own input (leave --input out to use it)"
+            ) from None
 
     def input_path(self) -> pathlib.Path:
         return self.dir / "input_rawdata.npz"
@@ -523,11 +604,17 @@ def __getattr__(name: str) -> Any:
 
 def _user_backend(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
+    form = "package.module:Attribute (e.g. my_port.backend:Backend)"
+    if not module_name or not attr or ":" in attr:
+        raise BackendUnavailableError(
+            f"backend {spec!r}: expected {form} — one colon between an importable module path "
+            f"and an attribute path (dots inside each, e.g. pkg.mod:Outer.Inner)"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise BackendUnavailableError(
-            f"backend {spec!r}: cannot import module {module_name!r} ({e})"
+            f"backend {spec!r}: cannot import module {module_name!r} ({e}); expected {form}"
         ) from e
     obj: Any = module
     for part in attr.split("."):
@@ -538,7 +625,14 @@ def _user_backend(spec: str) -> Any:
                 f"backend {spec!r}: module {module_name!r} has no attribute {attr!r}"
             ) from e
     if isinstance(obj, type) or (callable(obj) and not any(hasattr(obj, s) for s in STAGES)):
-        obj = obj()
+        try:
+            obj = obj()
+        except BackendUnavailableError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a port's constructor failing is bad input, exit 2
+            raise BackendUnavailableError(
+                f"backend {spec!r}: {attr}() raised {type(e).__name__}: {e}"
+            ) from e
     if not any(callable(getattr(obj, s, None)) for s in STAGES):
         raise BackendUnavailableError(
             f"backend {spec!r}: expected an object with stage methods "
@@ -580,5 +674,6 @@ def resolve_backend(spec: "str | Backend") -> Any:
     if ":" in spec:
         return _user_backend(spec)
     raise BackendUnavailableError(
-        f"backend {spec!r}: expected jax, tf, upstream, golden:DIR or module:attribute"
+        f"backend {spec!r}: expected jax, tf, upstream, golden:DIR or "
+        f"package.module:Attribute (e.g. my_port.backend:Backend)"
     )

@@ -6,6 +6,7 @@ array's own float dtype (or the rule's `ulp_dtype`).
 
 import copy
 import dataclasses
+import enum
 import importlib.resources
 import json
 import math
@@ -223,7 +224,9 @@ class ArrayDelta:
 
     name: str
     passed: bool
-    status: str  # "compared", "missing_in_port", "missing_in_reference", "shape_mismatch"
+    # "compared", "shape_mismatch", "invariants" (compared); "missing_in_port",
+    # "missing_in_reference" (not compared: never passed); "error" (a backend raised or returned garbage)
+    status: str
     tolerance: str
     shape_port: tuple[int, ...] | None = None
     shape_ref: tuple[int, ...] | None = None
@@ -250,33 +253,108 @@ class ArrayDelta:
         return {f.name: _py(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+class Verdict(enum.StrEnum):
+    """The verdict of a run (and of a stage). `PASS` only when everything required was compared."""
+
+    PASS = "PASS"  # every required array compared and within tolerance (documented exceptions aside)
+    FAIL = "FAIL"  # something compared is out of tolerance, or a backend raised / returned garbage
+    INCOMPLETE = "INCOMPLETE"  # something required was not compared (skipped stage, missing array)
+    EXCEPTED = "EXCEPTED"  # stage only: wholly a documented absence (`not_computed`, --allow-missing)
+    NOT_REQUIRED = "NOT_REQUIRED"  # stage only: outside `--stages`
+
+
+# statuses of an ArrayDelta that mean "the two sides' values were set against each other"
+COMPARED_STATUSES = frozenset({"compared", "shape_mismatch", "invariants"})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StageResult:
-    """The verdict of one stage: every array delta plus notes (warnings, skipped arrays)."""
+    """The verdict of one stage: every array delta plus notes (warnings, skipped arrays).
+
+    `required` names the arrays this stage had to compare; `uncompared` the required ones that
+    were not (name, why) — they make the stage INCOMPLETE; `excepted` the documented absences
+    (name, who declared it) — reported and counted, never blocking PASS.
+    """
 
     name: str
     passed: bool
     arrays: tuple[ArrayDelta, ...] = ()
     skipped: str | None = None
     notes: tuple[str, ...] = ()
+    verdict: Verdict = Verdict.PASS
+    required: tuple[str, ...] = ()
+    uncompared: tuple[tuple[str, str], ...] = ()
+    excepted: tuple[tuple[str, str], ...] = ()
 
     @property
     def failures(self) -> tuple[ArrayDelta, ...]:
-        return tuple(a for a in self.arrays if not a.passed)
+        """Compared arrays out of tolerance (and errors); never a missing array."""
+        return tuple(
+            a for a in self.arrays if not a.passed and (a.status in COMPARED_STATUSES or a.status == "error")
+        )
+
+    @property
+    def compared(self) -> tuple[ArrayDelta, ...]:
+        """Arrays whose two sides were set against each other (within tolerance or not)."""
+        return tuple(a for a in self.arrays if a.status in COMPARED_STATUSES)
+
+    @property
+    def n_required_compared(self) -> int:
+        """How many of `required` were compared."""
+        req = set(self.required)
+        names = {a.name for a in self.compared}
+        if self.name == "grouping" and any(a.status == "invariants" for a in self.compared):
+            sides = {a.name for a in self.compared if a.status == "invariants"}
+            both = {"nn_indices[port]", "nn_indices[reference]"} <= sides
+            return int(both and "nn_indices" in req)
+        return len(req & names)
+
+    def counts(self) -> dict[str, int]:
+        """`required`, `compared` (of the required), `excepted`, `uncompared`, `failed`, `extra`."""
+        n_req = len(self.required)
+        extra = len({a.name for a in self.compared} - set(self.required))
+        if self.name == "grouping":
+            extra = 0
+        return {
+            "required": n_req,
+            "compared": self.n_required_compared,
+            "excepted": len(self.excepted),
+            "uncompared": len(self.uncompared),
+            "failed": len(self.failures),
+            "extra": extra,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "verdict": str(self.verdict),
             "passed": self.passed,
             "skipped": self.skipped,
+            "counts": self.counts(),
+            "required": list(self.required),
+            "uncompared": [{"name": n, "why": w} for n, w in self.uncompared],
+            "excepted": [{"name": n, "why": w} for n, w in self.excepted],
             "notes": list(self.notes),
             "arrays": [a.to_json() for a in self.arrays],
         }
 
 
+def overall_verdict(stages: Sequence[StageResult]) -> Verdict:
+    """FAIL if any stage failed; else INCOMPLETE if any required stage is incomplete or nothing
+    at all was compared; else PASS."""
+    verdicts = [s.verdict for s in stages]
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    if Verdict.INCOMPLETE in verdicts:
+        return Verdict.INCOMPLETE
+    if not any(s.compared for s in stages if s.verdict == Verdict.PASS):
+        return Verdict.INCOMPLETE
+    return Verdict.PASS
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CrosscheckResult:
-    """All stages of one cross-check run; `passed` when every stage passed."""
+    """All stages of one cross-check run; `passed` only when `verdict` is PASS."""
 
     passed: bool
     port: str
@@ -288,6 +366,9 @@ class CrosscheckResult:
     difference_maps: Mapping[str, np.ndarray] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
+    verdict: Verdict = Verdict.PASS
+    required_stages: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def stage(self, name: str) -> StageResult:
         for s in self.stages:
@@ -295,12 +376,30 @@ class CrosscheckResult:
                 return s
         raise KeyError(f"no stage named {name!r}; stages: {[s.name for s in self.stages]}")
 
+    def counts(self) -> dict[str, int]:
+        """Totals over the required stages: arrays required/compared/excepted/uncompared/failed,
+        and stages passed/failed/incomplete/excepted/required."""
+        req = [s for s in self.stages if s.verdict != Verdict.NOT_REQUIRED]
+        out = {k: 0 for k in ("required", "compared", "excepted", "uncompared", "failed", "extra")}
+        for s in req:
+            for k, v in s.counts().items():
+                out[k] += v
+        out["stages_required"] = len(req)
+        for v in (Verdict.PASS, Verdict.FAIL, Verdict.INCOMPLETE, Verdict.EXCEPTED):
+            out[f"stages_{v.value.lower()}"] = sum(1 for s in req if s.verdict == v)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "verdict": str(self.verdict),
             "passed": self.passed,
+            "exit_code": {"PASS": 0, "FAIL": 1, "INCOMPLETE": 3}[str(self.verdict)],
+            "counts": self.counts(),
+            "required_stages": list(self.required_stages),
             "port": self.port,
             "reference": self.reference,
             "params": _py(dict(self.params)),
+            "notes": list(self.notes),
             "environment": _py(dict(self.environment)),
             "stages": [s.to_json() for s in self.stages],
         }
@@ -474,27 +573,28 @@ def compare_arrays(name: str, port: Any, ref: Any, rule: Tolerance) -> ArrayDelt
     )
 
 
-def missing_delta(name: str, *, side: str, rule: Tolerance, present: Any) -> ArrayDelta:
-    """An array only one side produced: a failure when the port lacks it, a note otherwise."""
-    a = np.asarray(present)
-    if side == "port":
-        return ArrayDelta(
-            name=name,
-            passed=False,
-            status="missing_in_port",
-            tolerance=rule.describe(),
-            shape_ref=tuple(a.shape),
-            dtype_ref=str(a.dtype),
-            n_total=int(a.size),
-        )
+def missing_delta(
+    name: str, *, side: str, rule: Tolerance, present: Any = None, why: str | None = None
+) -> ArrayDelta:
+    """An array one side did not produce: listed, never passed (it was not compared).
+
+    `side` is the side that lacks it; `present` the other side's value, if any.
+    """
+    a = None if present is None else np.asarray(present)
+    shape = None if a is None else tuple(a.shape)
+    dtype = None if a is None else str(a.dtype)
     return ArrayDelta(
         name=name,
-        passed=True,
-        status="missing_in_reference",
+        passed=False,
+        status=f"missing_in_{side}",
         tolerance=rule.describe(),
-        shape_port=tuple(a.shape),
-        dtype_port=str(a.dtype),
-        n_total=int(a.size),
+        shape_port=shape if side == "reference" else None,
+        shape_ref=shape if side == "port" else None,
+        dtype_port=dtype if side == "reference" else None,
+        dtype_ref=dtype if side == "port" else None,
+        n_total=0 if a is None else int(a.size),
+        diagnosis=why,
+        diagnosis_class="missing",
     )
 
 

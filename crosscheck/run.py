@@ -1,7 +1,11 @@
 """Run a port and a reference stage by stage and write the verdict (specs/crosscheck.md §5, §7).
 
 The reference's `nn_indices` are injected into every stage after `grouping` on both sides, so
-grouping randomness drops out of everything downstream.
+grouping randomness drops out of everything downstream. The verdict is PASS only when every
+required array of every required stage was compared and is within tolerance; FAIL when
+something compared is out of tolerance (or a backend raised / returned garbage); INCOMPLETE when
+something required was not compared. Documented absences (a backend's `not_computed`,
+`allow_missing`) are reported and counted, never blocking PASS.
 """
 
 import dataclasses
@@ -13,7 +17,7 @@ import platform
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,17 +26,23 @@ from ptycho_jax import BackendUnavailableError
 from ptycho_jax._atomic import write_files_atomically
 
 from . import grouping as _grouping
+from .adapt import IMAGE as _IMAGE
+from .adapt import Declarations, check_names, excepted_by, from_ours, parse_stages
 from .backends import REQUIRED, STAGES, StageUnsupported, resolve_backend
 from .compare import (
+    COMPARED_STATUSES,
     ArrayDelta,
     CrosscheckResult,
     StageResult,
     Tolerance,
     ToleranceTable,
+    Verdict,
     compare_arrays,
     missing_delta,
+    overall_verdict,
 )
-from .diagnose import DiagnosisContext, diagnose
+from .diagnose import DiagnosisContext, diagnose, harness_quantities
+from .errors import HarnessInputError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,9 @@ SCALER_CASES = (
 
 MAX_MAPS = 6
 
+EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCOMPLETE: 3}
+"""Process exit status per verdict (2 is bad input / usage)."""
+
 
 @dataclasses.dataclass
 class _Call:
@@ -53,24 +66,38 @@ class _Call:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def _call(side: str, backend: Any, stage: str, *args, **kwargs) -> _Call:
+def _call(
+    side: str, backend: Any, stage: str, *args, decl: Declarations | None = None, **kwargs
+) -> _Call:
+    """One stage of one backend: its output renamed/re-laid-out to ours, or why there is none."""
     fn = getattr(backend, stage, None)
+    name = getattr(backend, "name", type(backend).__name__)
     if not callable(fn):
-        return _Call(
-            skipped=f"{side} backend {getattr(backend, 'name', backend)!r} has no stage {stage!r}"
-        )
+        return _Call(skipped=f"{side} backend {name!r} has no stage {stage!r}")
     out = _Call()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            out.value = fn(*args, **kwargs)
+            if stage == "scaler" and decl is not None and decl.scaler_input_layout():
+                args = (from_ours(np.asarray(args[0]), _IMAGE, decl.scaler_input_layout()),)
+            value = fn(*args, **kwargs)
+            if decl is not None:
+                value, notes = decl.adapt(stage, value)
+                out.notes += notes
+            elif not isinstance(value, Mapping):
+                raise OutputError(
+                    f"{side} {stage}() returned {type(value).__name__}, expected a mapping"
+                )
+            out.value = value
         except StageUnsupported as e:
             out.skipped = f"{side}: {e}"
         except BackendUnavailableError:
             raise
+        except OutputError as e:
+            out.error = f"{side}: {e}"
         except Exception as e:  # noqa: BLE001 - a port bug is a failed stage, not a crashed harness
             logger.debug("%s %s raised:\n%s", side, stage, traceback.format_exc())
-            out.error = f"{side} raised {type(e).__name__}: {e}"
+            out.error = f"{side} {name!r} {stage}() raised {type(e).__name__}: {e}"
     seen = set()
     for w in caught:
         msg = f"{side} warned ({w.category.__name__}): {w.message}"
@@ -108,10 +135,17 @@ def _difference_map(
 
 
 class _Harness:
-    def __init__(self, raw, params, table: ToleranceTable):
+    def __init__(
+        self,
+        raw,
+        params,
+        table: ToleranceTable,
+        declared: Mapping[str, Collection[str]] | None = None,
+    ):
         self.raw = raw
         self.params = params
         self.table = table
+        self.declared: Mapping[str, Collection[str]] = declared or {}
         self.maps: list[tuple[tuple, str, np.ndarray]] = []
         self.outputs: dict[str, dict[str, Mapping[str, Any]]] = {"port": {}, "reference": {}}
         self.seen: set[str] = set()
@@ -150,10 +184,19 @@ class _Harness:
             }
         C = self.params.gridsize**2
         N = self.params.N if self.params.N is not None else int(np.shape(self.raw.diff3d)[-1])
+        quantities = harness_quantities(  # diagnose.py: s, nphotons, gain, E_raw, E_grouped
+            raw=self.raw,
+            params=self.params,
+            reference_outputs=ref_all,
+            stage=stage,
+            array_name=delta.name,
+            cache=self.__dict__.setdefault("_quantity_cache", {}),
+        )
         return DiagnosisContext(
             N=N,
             C=C,
             scale_ratios=ratios,
+            quantities=quantities,
             counterparts=counterparts,
             max_ulp=delta.max_ulp,
             max_rel=delta.max_rel,
@@ -168,27 +211,49 @@ class _Harness:
         self.seen.update(out)
         return out
 
-    def compare(self, stage: str, p_call: _Call, r_call: _Call, *, prefix: str = "") -> StageResult:
+    def compare(
+        self,
+        stage: str,
+        p_call: _Call,
+        r_call: _Call,
+        *,
+        prefix: str = "",
+        required: tuple[str, ...] | None = None,
+    ) -> StageResult:
         notes = self.fresh(p_call.notes + r_call.notes)
-        if p_call.error or r_call.error:
-            return StageResult(
-                name=stage,
-                passed=False,
-                notes=tuple(notes + [e for e in (p_call.error, r_call.error) if e]),
-                skipped=None,
-            )
-        if p_call.skipped or r_call.skipped:
-            return StageResult(
-                name=stage,
-                passed=True,
-                skipped="; ".join(s for s in (p_call.skipped, r_call.skipped) if s),
-                notes=tuple(notes),
-            )
-        return StageResult(
-            name=stage,
-            passed=True,
-            arrays=tuple(self.compare_arrays(stage, p_call.value, r_call.value, prefix=prefix)),
-            notes=tuple(notes),
+        req = tuple(prefix + k for k in (REQUIRED.get(stage, ()) if required is None else required))
+        errors = [e for e in (p_call.error, r_call.error) if e]
+        if errors:
+            return self.result(stage, notes=notes, errors=errors, required=req)
+        skipped = [s for s in (p_call.skipped, r_call.skipped) if s]
+        if skipped:
+            return self.result(stage, notes=notes, skipped="; ".join(skipped), required=req)
+        arrays, extra = self.compare_arrays(
+            stage, p_call.value, r_call.value, prefix=prefix, required=required
+        )
+        return self.result(stage, arrays=arrays, notes=notes + extra, required=req)
+
+    def result(
+        self,
+        stage: str,
+        *,
+        arrays: list[ArrayDelta] | tuple[ArrayDelta, ...] = (),
+        notes: list[str] | tuple[str, ...] = (),
+        errors: list[str] | tuple[str, ...] = (),
+        skipped: str | None = None,
+        required: tuple[str, ...] = (),
+        compared_override: set[str] | None = None,
+    ) -> StageResult:
+        """The stage's verdict from what was compared, what was required and what is excepted."""
+        return stage_result(
+            stage,
+            arrays=arrays,
+            notes=notes,
+            errors=errors,
+            skipped=skipped,
+            required=required,
+            declared=self.declared,
+            compared_override=compared_override,
         )
 
     def compare_arrays(
@@ -199,38 +264,34 @@ class _Harness:
         *,
         prefix: str = "",
         required: tuple[str, ...] | None = None,
-    ) -> list[ArrayDelta]:
+    ) -> tuple[list[ArrayDelta], list[str]]:
+        """Deltas of the arrays both sides have, rows for missing required ones, notes on extras."""
         required = REQUIRED.get(stage, ()) if required is None else required
+        port = {k: v for k, v in port.items() if v is not None}
+        ref = {k: v for k, v in ref.items() if v is not None}
         names = [k for k in required if k in port or k in ref]
         names += sorted(k for k in set(port) | set(ref) if k not in names)
-        deltas = []
+        deltas, notes = [], []
         for k in names:
             full = prefix + k
-            if k in port and port[k] is None:
-                port = {kk: vv for kk, vv in port.items() if kk != k}
-            if k in ref and ref[k] is None:
-                ref = {kk: vv for kk, vv in ref.items() if kk != k}
-            if k not in port and k not in ref:
-                continue
-            if k not in port:
-                a = _as_array(ref[k])
-                rule = self.table.rule(stage, k, a.dtype)
+            if k not in port or k not in ref:
+                side, other = ("port", ref) if k not in port else ("reference", port)
+                a = _as_array(other[k])
                 if k in required:
-                    deltas.append(missing_delta(full, side="port", rule=rule, present=a))
-                else:
                     deltas.append(
-                        dataclasses.replace(
-                            missing_delta(full, side="port", rule=rule, present=a), passed=True
+                        missing_delta(
+                            full,
+                            side=side,
+                            rule=self.table.rule(stage, k, a.dtype),
+                            present=a,
+                            why=f"{side} did not return {k!r}",
                         )
                     )
-                continue
-            if k not in ref:
-                a = _as_array(port[k])
-                deltas.append(
-                    missing_delta(
-                        full, side="reference", rule=self.table.rule(stage, k, a.dtype), present=a
+                else:
+                    notes.append(
+                        f"`{full}` only in the {'reference' if side == 'port' else 'port'} "
+                        f"(not required; not compared)"
                     )
-                )
                 continue
             p, r = _as_array(port[k]), _as_array(ref[k])
             rule: Tolerance = self.table.rule(stage, k, r.dtype)
@@ -245,18 +306,16 @@ class _Harness:
                     ((not d.passed, d.max_ulp or 0.0), f"{stage}/{full} [b={b}, c={c}]", m)
                 )
             deltas.append(d)
-        return deltas
+        return deltas, notes
 
     # -- grouping (exact when seeded, invariants otherwise)
     def grouping(self, p_call: _Call, r_call: _Call) -> StageResult:
         params = self.params
         notes = self.fresh(p_call.notes + r_call.notes)
-        if p_call.error or r_call.error:
-            return StageResult(
-                name="grouping",
-                passed=False,
-                notes=tuple(notes + [e for e in (p_call.error, r_call.error) if e]),
-            )
+        req = REQUIRED["grouping"]
+        errors = [e for e in (p_call.error, r_call.error) if e]
+        if errors:
+            return self.result("grouping", notes=notes, errors=errors, required=req)
         seeded = (params.seed is not None or params.sequential) and getattr(
             params, "engine", "scipy"
         ) == "scipy"
@@ -266,59 +325,145 @@ class _Harness:
             if (params.oversample and params.neighbor_pool_size)
             else params.K
         )
-        deltas = []
-        if p_call.value is None:
-            return StageResult(
-                name="grouping", passed=True, skipped=p_call.skipped, notes=tuple(notes)
+        p_nn = None if p_call.value is None else p_call.value.get("nn_indices")
+        r_nn = None if r_call.value is None else r_call.value.get("nn_indices")
+        if p_nn is None and r_nn is None:
+            why = "; ".join(
+                x for x in (p_call.skipped, r_call.skipped) if x
+            ) or "neither side returned 'nn_indices'"
+            return self.result("grouping", notes=notes, skipped=why, required=req)
+        deltas: list[ArrayDelta] = []
+        if seeded and p_nn is not None and r_nn is not None:
+            d, extra = self.compare_arrays(
+                "grouping", {"nn_indices": p_nn}, {"nn_indices": r_nn}
             )
-        pnn = np.asarray(p_call.value["nn_indices"])
-        if seeded and r_call.value is not None:
-            deltas += self.compare_arrays(
-                "grouping", {"nn_indices": pnn}, {"nn_indices": r_call.value["nn_indices"]}
+            return self.result("grouping", arrays=d, notes=notes + extra, required=req)
+        if not seeded:
+            notes.append(f"groups compared by the validity invariants (unseeded; K={K})")
+        for side, nn in (("port", p_nn), ("reference", r_nn)):
+            if nn is None:
+                continue
+            nn = np.asarray(nn)
+            v = _grouping.group_violations(pos, nn, gridsize=params.gridsize, K=K)
+            expected_b = params.n_groups if params.oversample else min(params.n_groups, len(pos))
+            if nn.ndim == 2 and nn.shape[0] != expected_b:
+                v.insert(0, f"expected {expected_b} groups, got {nn.shape[0]}")
+            deltas.append(
+                ArrayDelta(
+                    name=f"nn_indices[{side}]",
+                    passed=not v,
+                    status="invariants",
+                    tolerance="group validity",
+                    shape_port=tuple(nn.shape),
+                    dtype_port=str(nn.dtype),
+                    n_total=int(nn.size),
+                    n_beyond=len(v),
+                    diagnosis="; ".join(v) if v else None,
+                    diagnosis_class="invalid_groups" if v else None,
+                )
             )
-        else:
-            why = "unseeded" if not seeded else "reference grouping unavailable"
-            notes.append(f"groups compared by the validity invariants ({why}; K={K})")
-            for side, nn in (
-                ("port", pnn),
-                ("reference", None if r_call.value is None else r_call.value["nn_indices"]),
-            ):
-                if nn is None:
-                    continue
-                v = _grouping.group_violations(pos, np.asarray(nn), gridsize=params.gridsize, K=K)
-                expected_b = (
-                    params.n_groups if params.oversample else min(params.n_groups, len(pos))
+        missing = "port" if p_nn is None else ("reference" if r_nn is None else None)
+        compared = {"nn_indices"} if missing is None and not seeded else set()
+        if missing is not None:
+            why = (p_call.skipped if missing == "port" else r_call.skipped) or (
+                f"{missing} did not return 'nn_indices'"
+            )
+            notes.append(f"{missing} has no groups ({why}); the other side's were checked by the invariants")
+            deltas.append(
+                missing_delta(
+                    "nn_indices",
+                    side=missing,
+                    rule=Tolerance(exact=True),
+                    present=p_nn if r_nn is None else r_nn,
+                    why=why,
                 )
-                if np.ndim(nn) == 2 and np.shape(nn)[0] != expected_b:
-                    v.insert(0, f"expected {expected_b} groups, got {np.shape(nn)[0]}")
-                deltas.append(
-                    ArrayDelta(
-                        name=f"nn_indices[{side}]",
-                        passed=not v,
-                        status="invariants",
-                        tolerance="group validity",
-                        shape_port=tuple(np.shape(nn)),
-                        dtype_port=str(np.asarray(nn).dtype),
-                        n_total=int(np.size(nn)),
-                        n_beyond=len(v),
-                        diagnosis="; ".join(v) if v else None,
-                        diagnosis_class="invalid_groups" if v else None,
-                    )
-                )
-            if r_call.skipped:
-                notes.append(r_call.skipped)
-        return StageResult(
-            name="grouping",
-            passed=all(d.passed for d in deltas),
-            arrays=tuple(deltas),
-            notes=tuple(notes),
+            )
+        return self.result(
+            "grouping", arrays=deltas, notes=notes, required=req, compared_override=compared
         )
 
 
-def _finish(stage: StageResult) -> StageResult:
-    if stage.skipped is not None or not stage.arrays:
-        return stage
-    return dataclasses.replace(stage, passed=stage.passed and all(a.passed for a in stage.arrays))
+def stage_result(
+    stage: str,
+    *,
+    arrays=(),
+    notes=(),
+    errors=(),
+    skipped: str | None = None,
+    required: tuple[str, ...] = (),
+    declared: Mapping[str, Collection[str]] | None = None,
+    compared_override: set[str] | None = None,
+) -> StageResult:
+    """Assemble one stage's result and its verdict (specs/crosscheck.md §5.2)."""
+    declared = declared or {}
+    arrays = list(arrays)
+    notes = list(notes) + list(errors)
+    compared = {a.name for a in arrays if a.status in COMPARED_STATUSES}
+    if compared_override is not None:
+        compared = compared_override | {
+            a.name for a in arrays if a.status in COMPARED_STATUSES and "[" not in a.name
+        }
+    prefixless = stage != "scaler"
+    uncompared, excepted = [], []
+    rows = []
+    stage_who = excepted_by(stage, None, declared)
+    for a in arrays:
+        if a.status.startswith("missing_in_") and a.name in required:
+            who = excepted_by(stage, a.name, declared)
+            if who:
+                excepted.append((a.name, who))
+                a = dataclasses.replace(
+                    a, diagnosis=f"{a.diagnosis}; documented: {who}", diagnosis_class="excepted"
+                )
+            else:
+                uncompared.append((a.name, a.diagnosis or a.status))
+        rows.append(a)
+    listed = {n for n, _ in uncompared + excepted}
+    for name in required:
+        if name in compared or name in listed:
+            continue
+        why = skipped or ("; ".join(errors) if errors else "not returned by either side")
+        who = excepted_by(stage, name, declared)
+        if errors:
+            continue  # the stage failed; its arrays are not "missing"
+        if who:
+            excepted.append((name, who))
+        else:
+            uncompared.append((name, why))
+    del prefixless
+    failed = bool(errors) or any(
+        not a.passed and a.status in COMPARED_STATUSES for a in rows
+    )
+    if failed:
+        verdict = Verdict.FAIL
+    elif uncompared:
+        verdict = Verdict.INCOMPLETE
+    elif not compared and (excepted or stage_who):
+        verdict = Verdict.EXCEPTED
+        if stage_who and not excepted:
+            excepted = [(n, stage_who) for n in required] or [(stage, stage_who)]
+    elif not compared:
+        verdict = Verdict.INCOMPLETE
+        uncompared = [(stage, skipped or "nothing compared")]
+    else:
+        verdict = Verdict.PASS
+    return StageResult(
+        name=stage,
+        passed=verdict == Verdict.PASS,
+        arrays=tuple(rows),
+        skipped=skipped,
+        notes=tuple(notes),
+        verdict=verdict,
+        required=tuple(required),
+        uncompared=tuple(uncompared),
+        excepted=tuple(excepted),
+    )
+
+
+def not_required(stage: str, why: str = "not in --stages") -> StageResult:
+    return StageResult(
+        name=stage, passed=False, skipped=why, verdict=Verdict.NOT_REQUIRED, required=()
+    )
 
 
 def _environment(params: Any) -> dict[str, Any]:
@@ -409,6 +554,58 @@ def _intensity_report_md(raw, outs: Mapping[str, Any], params, *, N: int) -> str
     return report.to_markdown()
 
 
+RECORDED_FIELDS = (
+    "N",
+    "gridsize",
+    "K",
+    "n_groups",
+    "seed",
+    "sequential",
+    "oversample",
+    "neighbor_pool_size",
+    "nphotons",
+    "variant",
+    "patch_positions",
+)
+"""ChainParams fields a reference's recording can fix (`recorded_params()`)."""
+
+
+def recorded_params(backend: Any) -> dict[str, Any]:
+    """The parameters `backend` recorded (`backend.recorded_params()`), restricted to ChainParams
+    fields; empty when it records none."""
+    fn = getattr(backend, "recorded_params", None)
+    if not callable(fn):
+        return {}
+    rec = fn() or {}
+    return {k: v for k, v in rec.items() if k in RECORDED_FIELDS and v is not None}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a) == bool(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def params_conflicts(recorded: Mapping[str, Any], params: Any, raw: Any = None) -> list[str]:
+    """`field: recorded X, asked for Y` for every recorded parameter `params` contradicts."""
+    out = []
+    for k, v in recorded.items():
+        got = getattr(params, k, None)
+        if k == "N" and got is None and raw is not None:
+            got = int(np.shape(raw.diff3d)[-1])
+        if k == "neighbor_pool_size" and not recorded.get("oversample") and not getattr(
+            params, "oversample", False
+        ):
+            continue  # the pool size is read only when oversampling
+        if k == "seed" and (recorded.get("sequential") or getattr(params, "sequential", False)):
+            continue  # sequential sampling ignores the seed
+        if not _same(got, v):
+            out.append(f"{k}: recorded {v!r}, asked for {got!r}")
+    return out
+
+
 def run_crosscheck(
     raw: Any,
     *,
@@ -417,66 +614,115 @@ def run_crosscheck(
     params: Any,
     tolerances: Any = None,
     progress: Callable[[str], None] | None = None,
+    stages: "str | Collection[str] | None" = None,
+    allow_missing: Collection[str] = (),
 ) -> CrosscheckResult:
     """Run `port` and `reference` on `raw` stage by stage and compare every array.
 
     Args:
         raw: the input (`ptycho_jax.RawData`).
-        port: backend or spec (`"jax"`, `"tf"`, `"upstream"`, `"golden:DIR"`, `"module:attr"`).
+        port: backend or spec (`"jax"`, `"tf"`, `"upstream"`, `"golden:DIR"`,
+            `"package.module:Attribute"`).
         reference: backend or spec; its `nn_indices` are injected into both sides.
-        params: `ptycho_jax.ChainParams` (N, gridsize, K, n_groups, seed, variant, ...).
+        params: `ptycho_jax.ChainParams` (N, gridsize, K, n_groups, seed, variant, ...). A backend
+            that records its parameters (`recorded_params()`, e.g. `golden:DIR`) must agree.
         tolerances: None (the shipped table), a `ToleranceTable`, a mapping merged over the
             shipped table, or a path to a TOML override file.
         progress: called with each stage name as it starts.
+        stages: the stages required (names or "a,b"); default every stage.
+        allow_missing: `stage` / `stage.array` names whose absence is a documented exception.
 
     Returns:
-        The frozen `CrosscheckResult` (`passed` when every compared stage is within tolerance).
+        The frozen `CrosscheckResult`; `verdict` is PASS, FAIL or INCOMPLETE and `passed` is
+        True only for PASS.
 
     Raises:
         BackendUnavailableError: a backend cannot be constructed.
+        HarnessInputError: unknown or empty stage names, unknown `allow_missing` names, a bad
+            backend declaration, parameters or an input contradicting a backend's recording.
         ToleranceError: a bad tolerance file.
     """
     tick = progress or (lambda name: None)
+    required_stages = parse_stages(stages)
+    allowed = check_names(allow_missing, what="--allow-missing")
     table = _resolve_table(tolerances)
     pb, rb = resolve_backend(port), resolve_backend(reference)
-    h = _Harness(raw, params, table)
+    for side, b in (("reference", rb), ("port", pb)):
+        conflicts = params_conflicts(recorded_params(b), params, raw)
+        if conflicts:
+            raise HarnessInputError(
+                f"the parameters contradict what {side} {getattr(b, 'name', b)!r} recorded: "
+                + "; ".join(conflicts)
+                + " (drop the contradicting flags: recorded parameters are used by default)"
+            )
+        check = getattr(b, "check_input", None)
+        if callable(check):
+            check(raw)
+    pd, rd = Declarations(pb, params, side="port"), Declarations(rb, params, side="reference")
+    declared = {}
+    if pd.not_computed:
+        declared[f"declared not computed by {pd.label}"] = pd.not_computed
+    if rd.not_computed:
+        declared[f"declared not computed by {rd.label}"] = rd.not_computed
+    if allowed:
+        declared["--allow-missing"] = allowed
+    h = _Harness(raw, params, table, declared)
     N = params.N if params.N is not None else int(np.shape(raw.diff3d)[-1])
     results: dict[str, StageResult] = {}
+    run_notes: list[str] = []
+
+    def call(side, stage, *args, **kw):
+        b, d = (pb, pd) if side == "port" else (rb, rd)
+        return _call(side, b, stage, *args, decl=d, **kw)
 
     tick("grouping")
-    r_g, p_g = (
-        _call("reference", rb, "grouping", raw, params),
-        _call("port", pb, "grouping", raw, params),
-    )
-    results["grouping"] = _finish(h.grouping(p_g, r_g))
-    if r_g.value is not None:
-        nn = np.asarray(r_g.value["nn_indices"])
-    elif p_g.value is not None:
-        nn = np.asarray(p_g.value["nn_indices"])
-        results["grouping"] = dataclasses.replace(
-            results["grouping"],
-            notes=results["grouping"].notes
-            + ("reference has no grouping: the port's groups are injected",),
-        )
+    r_g = call("reference", "grouping", raw, params)
+    want_port_groups = "grouping" in required_stages or r_g.value is None
+    p_g = call("port", "grouping", raw, params) if want_port_groups else _Call(skipped="not required")
+    if "grouping" in required_stages:
+        results["grouping"] = h.grouping(p_g, r_g)
     else:
-        raise BackendUnavailableError(
-            f"neither backend produced groups ({r_g.skipped or r_g.error}; {p_g.skipped or p_g.error})"
-        )
-    for side, call in (("reference", r_g), ("port", p_g)):
-        if call.value is not None:
-            h.outputs[side]["grouping"] = call.value
+        results["grouping"] = not_required("grouping")
+    nn = None
+    for side, c in (("reference", r_g), ("port", p_g)):
+        if c.value is not None and c.value.get("nn_indices") is not None:
+            h.outputs[side]["grouping"] = c.value
+            if nn is None:
+                nn = np.asarray(c.value["nn_indices"])
+                if side == "port":
+                    run_notes.append("the reference has no grouping: the port's groups are injected")
+    needed_as_input = set()
+    if "scaler" in required_stages:
+        needed_as_input |= {"normalize", "container", "intensity_scales"}
 
     for stage in ("grouped", "normalize", "patches", "container", "intensity_scales"):
+        if nn is None:
+            results[stage] = (
+                h.result(stage, skipped="no groups to inject (neither side grouped)", required=REQUIRED[stage])
+                if stage in required_stages
+                else not_required(stage)
+            )
+            continue
+        if stage not in required_stages:
+            if stage in needed_as_input:
+                r = call("reference", stage, raw, params, nn_indices=nn)
+                if r.value is not None:
+                    h.outputs["reference"][stage] = dict(r.value)
+            results[stage] = not_required(stage)
+            continue
         tick(stage)
-        r = _call("reference", rb, stage, raw, params, nn_indices=nn)
-        p = _call("port", pb, stage, raw, params, nn_indices=nn)
-        for side, call in (("reference", r), ("port", p)):
-            if call.value is not None:
-                h.outputs[side][stage] = dict(call.value)
-        results[stage] = _finish(h.compare(stage, p, r))
+        r = call("reference", stage, raw, params, nn_indices=nn)
+        p = call("port", stage, raw, params, nn_indices=nn)
+        for side, c in (("reference", r), ("port", p)):
+            if c.value is not None:
+                h.outputs[side][stage] = dict(c.value)
+        results[stage] = h.compare(stage, p, r)
 
-    tick("scaler")
-    results["scaler"] = _finish(_scaler_stage(h, pb, rb))
+    if "scaler" in required_stages:
+        tick("scaler")
+        results["scaler"] = _scaler_stage(h, call)
+    else:
+        results["scaler"] = not_required("scaler")
 
     reports = {}
     for side, b in (("port", pb), ("reference", rb)):
@@ -488,71 +734,90 @@ def run_crosscheck(
         if md:
             reports[f"{side} ({getattr(b, 'name', b)})"] = md
 
-    stages = tuple(results[s] for s in STAGES if s in results)
-    compared = [s for s in stages if s.skipped is None]
-    passed = bool(compared) and all(s.passed for s in compared)
+    ordered = tuple(results[s] for s in STAGES if s in results)
+    verdict = overall_verdict(ordered)
     h.maps.sort(key=lambda t: t[0], reverse=True)
     maps = {name: m for _, name, m in h.maps[:MAX_MAPS]}
     return CrosscheckResult(
-        passed=passed,
+        passed=verdict == Verdict.PASS,
+        verdict=verdict,
+        required_stages=required_stages,
+        notes=tuple(run_notes),
         port=str(getattr(pb, "name", port)),
         reference=str(getattr(rb, "name", reference)),
         params=_params_dict(params),
-        stages=stages,
+        stages=ordered,
         environment=_environment(params),
         reports=reports,
         difference_maps=maps,
     )
 
 
-def _scaler_stage(h: _Harness, pb, rb) -> StageResult:
+def _scaler_stage(h: _Harness, call) -> StageResult:
     ref_out, port_out = h.outputs["reference"], h.outputs["port"]
-    src = ref_out.get("container", {}).get("X")
+    required = tuple(f"{label}.{k}" for label, _ in SCALER_CASES for k in REQUIRED["scaler"])
+    src = (ref_out.get("container") or {}).get("X")
     if src is None:
         src = (ref_out.get("normalize") or port_out.get("normalize") or {}).get("X_full")
     scales = ref_out.get("intensity_scales") or port_out.get("intensity_scales") or {}
     if src is None or not scales:
-        return StageResult(
-            name="scaler",
-            passed=True,
-            skipped="no scaler input (container X and scales unavailable)",
+        return h.result(
+            "scaler",
+            skipped="no scaler input (the reference's container X / X_full and scales are unavailable)",
+            required=required,
         )
     x = np.asarray(src)[:4]
-    deltas, notes, skips = [], [], []
+    deltas, notes, errors, skips = [], [], [], []
     for label, key in SCALER_CASES:
         if key not in scales:
             skips.append(f"{label}: scale {key} unavailable")
+            deltas += [
+                missing_delta(
+                    f"{label}.{k}",
+                    side="port",
+                    rule=Tolerance(),
+                    why=f"not run: scale {key} unavailable",
+                )
+                for k in REQUIRED["scaler"]
+            ]
             continue
         scale = float(scales[key])
-        r = _call("reference", rb, "scaler", x, scale=scale, trainable=bool(h.params.trainable))
-        p = _call("port", pb, "scaler", x, scale=scale, trainable=bool(h.params.trainable))
+        trainable = bool(h.params.trainable)
+        r = call("reference", "scaler", x, scale=scale, trainable=trainable)
+        p = call("port", "scaler", x, scale=scale, trainable=trainable)
         notes += h.fresh(p.notes + r.notes)
         if p.error or r.error:
-            notes += [e for e in (p.error, r.error) if e]
-            deltas.append(
-                ArrayDelta(name=f"{label}.*", passed=False, status="error", tolerance="-")
-            )
+            errors += [f"{label}: {e}" for e in (p.error, r.error) if e]
             continue
         if p.skipped or r.skipped:
-            skips.append(f"{label}: " + "; ".join(s for s in (p.skipped, r.skipped) if s))
+            why = f"{label}: " + "; ".join(s for s in (p.skipped, r.skipped) if s)
+            skips.append(why)
+            deltas += [
+                missing_delta(
+                    f"{label}.{k}",
+                    side="port" if p.skipped else "reference",
+                    rule=Tolerance(),
+                    why=why,
+                )
+                for k in REQUIRED["scaler"]
+            ]
             continue
-        for side, call in (("reference", r), ("port", p)):
+        for side, c in (("reference", r), ("port", p)):
             h.outputs[side].setdefault("scaler", {}).update(
-                {f"{label}.{k}": v for k, v in call.value.items()}
+                {f"{label}.{k}": v for k, v in c.value.items()}
             )
-        deltas += h.compare_arrays("scaler", p.value, r.value, prefix=f"{label}.")
-    if not deltas:
-        return StageResult(
-            name="scaler",
-            passed=True,
-            skipped="; ".join(skips) or "no scaler runs",
-            notes=tuple(notes),
-        )
-    return StageResult(
-        name="scaler",
-        passed=all(d.passed for d in deltas),
-        arrays=tuple(deltas),
-        notes=tuple(notes + skips),
+        d, extra = h.compare_arrays("scaler", p.value, r.value, prefix=f"{label}.")
+        deltas += d
+        notes += extra
+    return h.result(
+        "scaler",
+        arrays=deltas,
+        notes=notes + skips,
+        errors=errors,
+        skipped="; ".join(skips) if skips and not any(
+            a.status in COMPARED_STATUSES for a in deltas
+        ) else None,
+        required=required,
     )
 
 
@@ -580,46 +845,92 @@ def _cell(text: Any) -> str:
 
 
 def _verdict(s: StageResult) -> str:
-    if s.skipped is not None:
-        return "skipped"
-    return "PASS" if s.passed else "FAIL"
+    return {Verdict.NOT_REQUIRED: "not required"}.get(s.verdict, str(s.verdict))
+
+
+def _worst(s: StageResult) -> ArrayDelta | None:
+    """The worst *compared* array: failing before passing, then by max ulp (never a missing one)."""
+    pool = list(s.compared)
+    if not pool:
+        return None
+    return max(
+        pool,
+        key=lambda a: (
+            not a.passed,
+            a.status == "shape_mismatch",
+            a.max_ulp if a.max_ulp is not None else (float("inf") if not a.passed else -1.0),
+        ),
+    )
+
+
+def _counts_cell(s: StageResult) -> str:
+    if s.verdict == Verdict.NOT_REQUIRED:
+        return "—"
+    c = s.counts()
+    text = f"{c['compared']}/{c['required']}"
+    if c["excepted"]:
+        text += f" ({c['excepted']} excepted)"
+    if c["extra"]:
+        text += f" +{c['extra']} extra"
+    return text
+
+
+def verdict_line(result: CrosscheckResult) -> str:
+    """`Verdict: X (exit n)` with the counts behind it."""
+    c = result.counts()
+    parts = [
+        f"{c['compared']} of {c['required']} required arrays compared",
+        f"{c['failed']} out of tolerance",
+    ]
+    if c["uncompared"]:
+        parts.append(f"{c['uncompared']} not compared")
+    if c["excepted"]:
+        parts.append(f"{c['excepted']} documented exceptions")
+    parts.append(
+        f"{c['stages_pass']} of {c['stages_required']} required stages PASS"
+        + (f", {c['stages_excepted']} excepted" if c["stages_excepted"] else "")
+    )
+    return f"{result.verdict} (exit {EXIT_CODES[result.verdict]}): " + ", ".join(parts)
 
 
 def verdict_table(result: CrosscheckResult) -> str:
     """The per-stage verdict table (Markdown) that opens `crosscheck.md`."""
     lines = [
-        "| stage | verdict | arrays | worst array | max ulp | diagnosis |",
+        "| stage | verdict | compared/required | worst compared array | max ulp | diagnosis / why |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for s in result.stages:
-        compared = [a for a in s.arrays if a.max_ulp is not None or a.status != "compared"]
-        worst = None
+        worst = _worst(s)
         fails = s.failures
-        pool = fails or [a for a in s.arrays if a.max_ulp is not None]
-        if pool:
-            worst = max(
-                pool,
-                key=lambda a: (not a.passed, a.max_ulp if a.max_ulp is not None else float("inf")),
+        if fails:
+            diag = "; ".join(f"`{a.name}`: {a.diagnosis or a.status}" for a in fails)
+        elif s.verdict == Verdict.FAIL:
+            diag = "; ".join(n for n in s.notes if " raised " in n or ": " in n) or "failed"
+        elif s.uncompared:
+            diag = "not compared: " + "; ".join(f"`{n}` ({w})" for n, w in s.uncompared)
+        elif s.verdict == Verdict.NOT_REQUIRED:
+            diag = s.skipped or ""
+        else:
+            diag = ""
+        if s.excepted:
+            whos = sorted({w for _, w in s.excepted})
+            diag = (diag + "; " if diag else "") + (
+                f"excepted: {', '.join(f'`{n}`' for n, _ in s.excepted)} ({'; '.join(whos)})"
             )
-        diag = (
-            "; ".join(f"`{a.name}`: {a.diagnosis or a.status}" for a in fails)
-            if fails
-            else (s.skipped or "")
-        )
-        if not fails and not s.passed:
-            diag = "; ".join(s.notes) or "failed"
         lines.append(
-            f"| {s.name} | {_verdict(s)} | {len(s.arrays)} | {worst.name if worst else '—'} | "
+            f"| {s.name} | {_verdict(s)} | {_counts_cell(s)} | "
+            f"{worst.name if worst else '—'} | "
             f"{_fmt(worst.max_ulp if worst else None)} | {_cell(diag)} |"
         )
-    del compared
     return "\n".join(lines)
 
 
 def format_failure(result: CrosscheckResult) -> str:
-    """Readable failure text: the verdict table, then one line per failing array."""
+    """Readable verdict text: the verdict line, the table, then one line per failing array and
+    per required array not compared."""
     lines = [
-        f"crosscheck {result.port} vs {result.reference}: {'PASS' if result.passed else 'FAIL'}",
+        f"crosscheck {result.port} vs {result.reference}: {result.verdict}",
+        verdict_line(result),
         "",
         verdict_table(result),
         "",
@@ -632,9 +943,13 @@ def format_failure(result: CrosscheckResult) -> str:
                 f"{a.n_beyond} of {a.n_total} beyond {a.tolerance}, worst at {a.worst_index}: "
                 f"port {_fmt(a.worst_port, 9)} vs reference {_fmt(a.worst_ref, 9)})"
             )
-        if not s.passed and not s.failures:
+        if s.verdict == Verdict.FAIL and not s.failures:
             lines += [f"- {s.name}: {n}" for n in s.notes]
-    return "\n".join(lines)
+        for n, w in s.uncompared:
+            lines.append(f"- {s.name}/{n}: NOT COMPARED — {w}")
+    for n in result.notes:
+        lines.append(f"- note: {n}")
+    return "\n".join(lines).rstrip("\n")
 
 
 def _demote(md: str, levels: int = 2) -> str:
@@ -651,12 +966,9 @@ def render_markdown(result: CrosscheckResult) -> str:
         f"# Cross-check: `{result.port}` (port) vs `{result.reference}` (reference)",
         "",
         (
-            f"**Verdict: {'PASS' if result.passed else 'FAIL'}** — "
-            f"{sum(1 for s in result.stages if s.skipped is None and s.passed)} of "
-            f"{sum(1 for s in result.stages if s.skipped is None)} compared stages within "
-            f"tolerance (variant `{p.get('variant')}`, N={p.get('N')}, "
+            f"**Verdict: {verdict_line(result)}** (variant `{p.get('variant')}`, N={p.get('N')}, "
             f"gridsize={p.get('gridsize')}, K={p.get('K')}, n_groups={p.get('n_groups')}, "
-            f"seed={p.get('seed')})."
+            f"seed={p.get('seed')}; required stages: {', '.join(result.required_stages)})."
         ),
         "",
         verdict_table(result),
@@ -669,6 +981,12 @@ def render_markdown(result: CrosscheckResult) -> str:
         lines.append("")
         if s.skipped:
             lines += [f"Skipped: {s.skipped}", ""]
+        for n, w in s.uncompared:
+            lines.append(f"- NOT COMPARED `{n}`: {w}")
+        for n, w in s.excepted:
+            lines.append(f"- excepted `{n}`: {w}")
+        if s.uncompared or s.excepted:
+            lines.append("")
         if s.arrays:
             lines += [
                 (
@@ -679,7 +997,9 @@ def render_markdown(result: CrosscheckResult) -> str:
                 "| --- " * 15 + "|",
             ]
             for a in s.arrays:
-                verdict = "PASS" if a.passed else "FAIL"
+                verdict = (
+                    "PASS" if a.passed else ("FAIL" if a.status in COMPARED_STATUSES else "—")
+                )
                 if a.status not in ("compared",):
                     verdict += f" ({a.status})"
                 shape = a.shape_ref if a.shape_ref is not None else a.shape_port
@@ -696,7 +1016,7 @@ def render_markdown(result: CrosscheckResult) -> str:
         if s.notes:
             lines.append("")
     lines += ["## Diagnoses", ""]
-    diags = [(s.name, a) for s in result.stages for a in s.arrays if not a.passed]
+    diags = [(s.name, a) for s in result.stages for a in s.failures]
     if diags:
         lines += [
             f"- `{st}/{a.name}` — **{a.diagnosis_class or a.status}**: {a.diagnosis or a.status}"
@@ -754,7 +1074,7 @@ def render_png(result: CrosscheckResult) -> bytes:
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(
-        f"{result.port} vs {result.reference}: {'PASS' if result.passed else 'FAIL'}", fontsize=10
+        f"{result.port} vs {result.reference}: {result.verdict}", fontsize=10
     )
     fig.tight_layout()
     buf = io.BytesIO()
