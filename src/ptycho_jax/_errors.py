@@ -1,7 +1,11 @@
 """Exceptions raised on bad input; each message names the field, the expected and the actual value."""
 
 
-class PtychoInputError(ValueError):
+class PtychoJaxError(Exception):
+    """Root of every error ptycho_jax raises on purpose (catch this one to catch them all)."""
+
+
+class PtychoInputError(PtychoJaxError, ValueError):
     """Invalid input to a ptycho_jax function (a field has the wrong shape, dtype or value)."""
 
 
@@ -17,7 +21,7 @@ class NormalizationError(PtychoInputError):
     """Diffraction cannot be normalised (zero energy, NaN/Inf frames)."""
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(PtychoJaxError, RuntimeError):
     """A cross-check backend cannot be imported or constructed."""
 
 

@@ -8,6 +8,8 @@ import numpy as np
 from jaxtyping import Array, Float, Float32, Int32
 from scipy.spatial import cKDTree
 
+from ._errors import GroupingError
+
 
 def kdtree_neighbours(positions: Float[np.ndarray, "n 2"], query: np.ndarray, *, k: int) -> np.ndarray:
     """Indices of the `k` nearest positions of each query point, nearest first, as upstream orders them.
@@ -140,7 +142,7 @@ def jax_neighbours(positions: Float[np.ndarray, "n 2"], seeds: np.ndarray, *, k:
     seeds = np.asarray(seeds, np.int64)
     n = positions.shape[0]
     if not 0 < k < n:
-        raise ValueError(f"jax_neighbours: k must be in [1, n-1] = [1, {n - 1}], got {k}")
+        raise GroupingError(f"jax_neighbours: k must be in [1, n-1] = [1, {n - 1}], got {k}")
     lo = positions.min(axis=0)
     span = np.maximum(positions.max(axis=0) - lo, 1e-9)
     h = float(np.sqrt(span[0] * span[1] * (k + 1) / n)) or 1.0
