@@ -47,7 +47,7 @@ def _add_input_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="ptycho-jax", description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark.")
     parser.add_argument("--version", action="version", version=f"ptycho-jax {__version__}")
@@ -143,7 +143,8 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from ._report import chain_report, make_provenance, write_report
+    from ._report import chain_report, make_provenance
+    from ._report_files import write_report
 
     # input, 4 chain stages, rendering; a streamed run reports two passes per chunk, count unknown
     progress = Progress(None if args.chunk_groups else 6, quiet=args.quiet)
@@ -202,22 +203,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._compile_cache import enable_compile_cache
 
     enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 turns it off
-    from ._errors import BackendUnavailableError, PtychoInputError
+    from ._cli_guard import run_guarded
 
-    try:
-        if args.command == "simulate":
-            return int(_cmd_simulate(args))
-        if args.command == "report":
-            return int(_cmd_report(args))
-        if args.command == "crosscheck":
-            from crosscheck.cli import run as run_crosscheck
+    return run_guarded(lambda: _dispatch(parser, args), verbose=args.verbose)
 
-            return int(run_crosscheck(args))
-        if args.command == "bench":
-            return _cmd_bench(args)
-    except (PtychoInputError, BackendUnavailableError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"ptycho-jax: error: {e}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+
+def _dispatch(parser: argparse.ArgumentParser, args) -> int:
+    """Run the command `args` names (errors and warnings are shaped by `_cli_guard.run_guarded`)."""
+    from ._cli_guard import preflight
+
+    preflight(args)  # --out: a folder / a file we can write, checked before any work
+    if args.command == "simulate":
+        return int(_cmd_simulate(args))
+    if args.command == "report":
+        return int(_cmd_report(args))
+    if args.command == "crosscheck":
+        from crosscheck.cli import run as run_crosscheck
+
+        return int(run_crosscheck(args))
+    if args.command == "bench":
+        return _cmd_bench(args)
     parser.error(f"unknown command {args.command!r}")
     return int(ExitCode.USAGE)
 

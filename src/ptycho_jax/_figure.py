@@ -1,15 +1,13 @@
 """The report PNG: per-stage histograms (log counts) and the stage-mean chain (specs/report.md)."""
 
 import io
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._report import IntensityReport
+from ._report import RATIO_TRANSITIONS, STAGE_LABELS, IntensityReport
 
 
-def render_figure(report: "IntensityReport", *, dpi: int = 100) -> bytes:
+def render_figure(report: IntensityReport, *, dpi: int = 100) -> bytes:
     """Render the report figure as PNG bytes (matplotlib, Agg canvas; no pyplot, no global state).
 
     Top row: one panel per stage with the histogram of its finite entries (64 equal bins, log
@@ -26,8 +24,6 @@ def render_figure(report: "IntensityReport", *, dpi: int = 100) -> bytes:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from ._report import RATIO_TRANSITIONS, STAGE_LABELS
 
     stages = report.stages
     ncols = max(1, len(stages))
@@ -87,7 +83,7 @@ def render_figure(report: "IntensityReport", *, dpi: int = 100) -> bytes:
         xs = np.arange(len(names))
         ys = [means[n] for n in names]
         ax.plot(xs, ys, marker="o", color="tab:blue")
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=True):
             ax.annotate(
                 f"{y:.6g}",
                 (x, y),

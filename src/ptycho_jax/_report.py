@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import pathlib
@@ -14,15 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from jaxtyping import ArrayLike, Shaped
 
-from ._atomic import write_files_atomically
 from ._errors import PtychoInputError
 from ._stats import array_stats, check_stats
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._pipeline import ChainResult
     from ._rawdata import RawData
 
-logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Fixed vocabulary (intensity-report.md §3.1, §3.2) and SEED boilerplate lines (§5, "SEED n").
@@ -897,8 +895,6 @@ def make_provenance(
     Returns:
         `{package, version, git_sha, input_path, input_sha256, variant, parameters, ...extra}`.
     """
-    from . import __version__
-
     prov: dict[str, Any] = {
         "package": "ptycho_jax",
         "version": __version__,
@@ -911,37 +907,3 @@ def make_provenance(
     prov.update(extra)
     _check_plain(prov, where="make_provenance")
     return prov
-
-
-def write_report(
-    report: IntensityReport, out_dir: str | os.PathLike, *, figure: bool = True
-) -> dict[str, pathlib.Path]:
-    """Write intensity_stats.md, intensity_stats.json and (optionally) intensity_stats.png.
-
-    Everything is rendered in memory first, then written to temporary files in `out_dir` and
-    renamed into place, so no partial file is ever visible.
-
-    Args:
-        report: The report.
-        out_dir: Output directory (created if missing).
-        figure: Also render the PNG (per-stage histograms and the stage-mean chain).
-
-    Returns:
-        `{"markdown": path, "json": path}` plus `"figure": path` when written.
-    """
-    out = pathlib.Path(out_dir)
-    fig_name = FIGURE_NAME if figure else None
-    markdown = report.to_markdown(figure_name=fig_name).encode("utf-8")
-    payload = report.to_json(figure_name=fig_name).encode("utf-8")
-    files = [(out / MARKDOWN_NAME, markdown), (out / JSON_NAME, payload)]
-    if figure:
-        from ._figure import render_figure
-
-        files.append((out / FIGURE_NAME, render_figure(report)))
-    out.mkdir(parents=True, exist_ok=True)
-    write_files_atomically(files)
-    paths = {"markdown": out / MARKDOWN_NAME, "json": out / JSON_NAME}
-    if figure:
-        paths["figure"] = out / FIGURE_NAME
-    logger.info("intensity report written to %s", out)
-    return paths
