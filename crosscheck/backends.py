@@ -168,32 +168,21 @@ class JaxBackend:
 
     name = "jax"
 
-    def __init__(self):
+    def __init__(self, *, mesh=None, chunk_groups: int | None = None):
         self._memo = _Memo()
+        self._path = {"mesh": mesh, "chunk_groups": chunk_groups}  # run_chain's mesh / stream path
 
     def _chain(self, raw, params, nn_indices):
         import ptycho_jax as pj
 
         nn = None if nn_indices is None else np.asarray(nn_indices)
         key = (_params_key(params), None if nn is None else _digest(nn))
-        return self._memo.get(key, raw, lambda: pj.run_chain(raw, params, nn_indices=nn))
+        return self._memo.get(key, raw, lambda: pj.run_chain(raw, params, nn_indices=nn, **self._path))
 
     def grouping(self, raw, params):
         import ptycho_jax as pj
 
-        nn = pj.select_groups(
-            raw.positions(),
-            gridsize=params.gridsize,
-            K=params.K,
-            nsamples=params.n_groups,
-            seed=params.seed,
-            sequential=params.sequential,
-            oversample=params.oversample,
-            neighbor_pool_size=params.neighbor_pool_size,
-            engine=params.engine,
-            variant=params.variant,
-        )
-        return {"nn_indices": np.asarray(nn)}
+        return {"nn_indices": np.asarray(pj.select_groups(raw.positions(), params))}
 
     def grouped(self, raw, params, *, nn_indices=None):
         g = self._chain(raw, params, nn_indices).grouped
@@ -214,13 +203,10 @@ class JaxBackend:
         for key, where in (("Y", "upstream"), ("Y_member", "member")):
             g = pj.group(
                 raw,
-                N=_N(raw, params),
-                gridsize=params.gridsize,
-                K=params.K,
-                nsamples=len(nn),
-                nn_indices=nn,
-                variant=params.variant,
-                patch_positions=where,
+                dataclasses.replace(
+                    params, N=_N(raw, params), n_groups=len(nn), patch_positions=where
+                ),
+                nn_indices=np.asarray(nn),
             )
             if g.Y is None:
                 raise StageUnsupported("jax: no patches (the input has neither Y nor objectGuess)")

@@ -1,6 +1,7 @@
 """pytest plugin: `assert_backends_match` and the `crosscheck_match` fixture (specs/crosscheck.md §8).
 
-Registered through the `pytest11` entry point `crosscheck = "crosscheck.pytest_plugin"`, so a
+Import `assert_backends_match` from here (or `crosscheck`), or load the fixture with
+`pytest -p crosscheck.pytest_plugin` / `pytest_plugins = ["crosscheck.pytest_plugin"]`, so a
 ported backend's own test suite can write::
 
     def test_my_port(crosscheck_match):
@@ -44,26 +45,37 @@ def assert_backends_match(
     tolerances: Any = None,
     *,
     params: Any = None,
+    stages: Any = None,
+    allow_missing: Any = (),
+    allow_incomplete: bool = False,
     **param_overrides: Any,
 ):
-    """Cross-check `port` against `reference` on `input`; raise AssertionError when a stage differs.
+    """Cross-check `port` against `reference` on `input`; raise AssertionError unless the verdict is PASS.
 
     Args:
-        port, reference: backends or specs (`"jax"`, `"tf"`, `"golden:DIR"`, `"module:attr"`, ...).
+        port, reference: backends or specs (`"jax"`, `"tf"`, `"golden:DIR"`,
+            `"package.module:Attribute"`, ...).
         input: a `ptycho_jax.RawData`, a RawData NPZ path, or a golden case folder (its
             `input_rawdata.npz` and recorded parameters are used).
         tolerances: None, a `ToleranceTable`, a mapping merged over the shipped table, or a TOML path.
         params: `ptycho_jax.ChainParams`; default: the golden recording's parameters when known,
-            else `ChainParams()` defaults; `param_overrides` are applied on top.
+            else `ChainParams()` defaults; `param_overrides` are applied on top (a value that
+            contradicts a recording raises `HarnessInputError`).
+        stages: the stages required (names or "a,b"); default every stage.
+        allow_missing: `stage` / `stage.array` names whose absence is a documented exception.
+        allow_incomplete: accept INCOMPLETE (something required was not compared); FAIL still
+            raises. Default False: INCOMPLETE raises like FAIL.
 
     Returns:
-        The `CrosscheckResult` when every compared stage is within tolerance.
+        The `CrosscheckResult` (verdict PASS, or INCOMPLETE with `allow_incomplete`).
 
     Raises:
-        AssertionError: with the verdict table and one diagnosis line per failing array.
+        AssertionError: with the verdict line, the table, one line per failing array and one per
+            required array not compared.
     """
     import ptycho_jax as pj
 
+    from .compare import Verdict
     from .run import format_failure, run_crosscheck
 
     raw, defaults = _raw_and_defaults(input, reference)
@@ -73,9 +85,18 @@ def assert_backends_match(
     if param_overrides:
         params = dataclasses.replace(params, **param_overrides)
     result = run_crosscheck(
-        raw, port=port, reference=reference, params=params, tolerances=tolerances
+        raw,
+        port=port,
+        reference=reference,
+        params=params,
+        tolerances=tolerances,
+        stages=stages,
+        allow_missing=allow_missing,
     )
-    if not result.passed:
+    ok = result.verdict == Verdict.PASS or (
+        allow_incomplete and result.verdict == Verdict.INCOMPLETE
+    )
+    if not ok:
         raise AssertionError("\n" + format_failure(result))
     return result
 
