@@ -18,6 +18,7 @@ from ptycho_jax._cli_chain import (
     CHAIN_FLAGS,
     add_chain_arguments,
     chain_params,
+    chain_path,
     given_chain_values,
     scenario_defaults,
 )
@@ -140,6 +141,22 @@ def _params(args: argparse.Namespace, defaults: dict[str, Any]):
     return dataclasses.replace(params, seed=None) if args.unseeded else params
 
 
+def _port(args: argparse.Namespace) -> Any:
+    """The port backend; --devices / --chunk-groups put the jax port on the mesh / stream path."""
+    import ptycho_jax as pj
+
+    from .backends import JaxBackend, resolve_backend
+
+    if args.devices is None and args.chunk_groups is None:
+        return resolve_backend(args.port)
+    if args.port != "jax":
+        raise pj.PtychoInputError(
+            "crosscheck --devices/--chunk-groups: expected --port jax (the mesh and stream paths "
+            f"are the JAX chain's), got {args.port!r}"
+        )
+    return JaxBackend(**chain_path(args.devices, args.chunk_groups))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the cross-check described by `args`, write the outputs, return the exit code.
 
@@ -158,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         allow = check_names(args.allow_missing, what="--allow-missing")
         table = ToleranceTable.load(args.tolerances)
         reference = resolve_backend(args.reference)
-        port = resolve_backend(args.port)
+        port = _port(args)
         recorded = {}
         for side, b in (("port", port), ("reference", reference)):
             rec = recorded_params(b)

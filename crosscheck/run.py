@@ -851,6 +851,8 @@ def _verdict(s: StageResult) -> str:
 def _worst(s: StageResult) -> ArrayDelta | None:
     """The worst *compared* array: failing before passing, then by max ulp (never a missing one)."""
     pool = list(s.compared)
+    if s.n_required_compared == 0:
+        pool = [a for a in pool if a.status != "invariants"]  # one side's groups alone
     if not pool:
         return None
     return max(
@@ -947,6 +949,8 @@ def format_failure(result: CrosscheckResult) -> str:
             lines += [f"- {s.name}: {n}" for n in s.notes]
         for n, w in s.uncompared:
             lines.append(f"- {s.name}/{n}: NOT COMPARED — {w}")
+        if s.verdict == Verdict.INCOMPLETE:
+            lines += [f"- {s.name}: note: {n}" for n in s.notes if "did you mean" in n]
     for n in result.notes:
         lines.append(f"- note: {n}")
     return "\n".join(lines).rstrip("\n")
@@ -1085,14 +1089,13 @@ def render_png(result: CrosscheckResult) -> bytes:
 def write_outputs(result: CrosscheckResult, out_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
     """Write `crosscheck.md`, `crosscheck.json` and `crosscheck.png` into `out_dir` (atomically).
 
-    Everything is rendered in memory first; each file is written under a temporary name and
-    renamed into place.
+    Everything is rendered in memory first (a rendering error writes nothing, not even the
+    folder); each file is written under a temporary name and renamed into place.
 
     Returns:
         `{"markdown": path, "json": path, "png": path}`.
     """
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": out / "crosscheck.md",
         "json": out / "crosscheck.json",

@@ -9,8 +9,8 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from _crosscheck_stubs import PARAMS, Stub, record, replaced, without
+
 from crosscheck import cli
 from crosscheck.compare import Verdict
 from crosscheck.errors import HarnessInputError

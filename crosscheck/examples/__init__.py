@@ -1,0 +1,1 @@
+"""Worked examples of cross-check backends (specs/writing-a-backend.md)."""
