@@ -622,7 +622,7 @@ def _render(terms: list[tuple[str, float]], const: float) -> str:
     den = [(n, -e) for n, e in terms if e < 0]
 
     def atom(n):
-        return n if len(n) <= 2 or n.isalnum() else f"({n})"
+        return n if n.isidentifier() else f"({n})"
 
     def power(group):
         return "·".join(atom(n) + _SUP.get(e, "") if e != 0.5 else f"√{atom(n)}" for n, e in group)
@@ -643,8 +643,8 @@ def _render(terms: list[tuple[str, float]], const: float) -> str:
     c = {2.0: "2", 0.5: "1/2", 4.0: "4", 0.25: "1/4"}.get(const, f"{const:g}")
     if not body:
         return c
-    if const == 0.5 and "/" not in body:
-        return f"{body}/2"
+    if const in (0.5, 0.25) and "/" not in body:
+        return f"{body}/{int(1 / const)}"
     return f"{c}·{body}"
 
 
@@ -683,25 +683,27 @@ def _scale_candidates(ctx: DiagnosisContext):
     """(label, value, rel tolerance, complexity, meaning) for every candidate factor."""
     out: list[tuple[str, float, float, float, str]] = []
     simple = "double-scaling / wrong-scale family"
-    fixed: list[tuple[str, float]] = [
-        ("2", 2.0),
-        ("1/2", 0.5),
-        ("√2", math.sqrt(2)),
-        ("1/√2", 1 / math.sqrt(2)),
-        ("4 = N²/(N/2)²", 4.0),
-        ("1/4 = (N/2)²/N²", 0.25),
+    target = f"{simple}, or an N² vs (N/2)² normalisation target"
+    channels = f"sum vs mean over the C channels of a group ({simple})"
+    fixed: list[tuple[str, float, str]] = [
+        ("2", 2.0, target),
+        ("1/2", 0.5, target),
+        ("√2", math.sqrt(2), simple),
+        ("1/√2", 1 / math.sqrt(2), simple),
+        ("4 = N²/(N/2)²", 4.0, target),
+        ("1/4 = (N/2)²/N²", 0.25, target),
     ]
     if ctx.C and ctx.C > 1:
         fixed += [
-            ("C", ctx.C),
-            ("1/C", 1 / ctx.C),
-            ("√C", math.sqrt(ctx.C)),
-            ("1/√C", 1 / math.sqrt(ctx.C)),
+            ("C", ctx.C, channels),
+            ("1/C", 1 / ctx.C, channels),
+            ("√C", math.sqrt(ctx.C), channels),
+            ("1/√C", 1 / math.sqrt(ctx.C), channels),
         ]
     if ctx.N:
-        fixed += [("N/2", ctx.N / 2), ("2/N", 2 / ctx.N)]
-    for label, v in fixed:
-        out.append((label, float(v), 1e-3, 1.0, simple))
+        fixed += [("N/2", ctx.N / 2, simple), ("2/N", 2 / ctx.N, simple)]
+    for label, v, meaning in fixed:
+        out.append((label, float(v), 1e-3, 1.0, meaning))
     for label, ratio in ctx.scale_ratios.items():
         if ratio and math.isfinite(ratio) and ratio > 0:
             out.append((label, ratio, 1e-3, 1.0, simple))
@@ -720,10 +722,14 @@ def _scale_candidates(ctx: DiagnosisContext):
     if ctx.N:
         atoms.setdefault("N", float(ctx.N))
     exps = (1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
-    consts = (1.0, 2.0, 0.5)
+    consts = (1.0, 2.0, 0.5, 4.0, 0.25)
 
     def cost(terms, c):
-        return len(terms) + (0.5 if c != 1 else 0) + 0.25 * sum(abs(e) != 1 for _, e in terms)
+        return (
+            len(terms)
+            + {1.0: 0, 2.0: 0.5, 0.5: 0.5}.get(c, 0.75)
+            + 0.25 * sum(abs(e) != 1 for _, e in terms)
+        )
 
     names = sorted(atoms)
     for n in names:
@@ -734,6 +740,8 @@ def _scale_candidates(ctx: DiagnosisContext):
                 tol = 1e-3 if (c == 1 and n in ("s", "C", "nphotons")) else 3e-5
                 out.append((_render(terms, c), v, tol, 1 + cost(terms, c), _meaning(terms, c)))
     for n1, n2 in itertools.combinations(names, 2):
+        if {n1, n2} == {"gain", "E_grouped"}:  # gain = (N/2)/√E_grouped by definition
+            continue
         for e1 in exps:
             for e2 in exps:
                 for c in consts:
@@ -747,13 +755,15 @@ def _scale_matches(f: float, ctx: DiagnosisContext) -> list[tuple[str, str]]:
     """Labels (and meanings) of the candidates equal to `f`, simplest first."""
     hits = []
     for label, v, tol, cplx, meaning in _scale_candidates(ctx):
+        if cplx > 1 and abs(v - 1) < 1e-3:  # "C/4" with C = 4 says nothing
+            continue
         if v > 0 and f > 0 and abs(f / v - 1) <= tol:
             hits.append((cplx, abs(f / v - 1), label, meaning, v))
     hits.sort(key=lambda t: (t[0], t[1]))
     seen, values, out = set(), [], []
-    for _, _, label, meaning, v in hits:
-        # one label per value: "√C·s²/2" is s² again when C = 4
-        if label in seen or any(abs(v / w - 1) <= 1e-12 for w in values):
+    for cplx, _, label, meaning, v in hits:
+        # one compound label per value: "√C·s²/2" is s² again when C = 4
+        if label in seen or (cplx > 1 and any(abs(v / w - 1) <= 1e-12 for w in values)):
             continue
         seen.add(label)
         values.append(v)
@@ -833,6 +843,11 @@ def _unclassified(ctx: DiagnosisContext, m: "_Matcher | None" = None, extra: str
                 "unshifted RMS difference (low-passed frames)"
             )
     msg = f"unclassified ({_metrics(ctx)})" if _metrics(ctx) else "unclassified"
+    if ctx.max_ulp is not None and 0 < ctx.max_ulp <= 16:
+        msg += (
+            f": within {ctx.max_ulp:.3g} ulp — rounding or reduction order (a reordered or "
+            "differently rounded sum; an upstream stage's reordering changes it too)"
+        )
     if measured:
         msg += ": no class fits; " + "; ".join(measured)
     return Diagnosis("unclassified", msg + extra)

@@ -1,19 +1,26 @@
 """Mutation matrix: a correct backend broken in one stage must be caught, with the right class named.
 
-Runs on a small synthetic scan (`crosscheck.synthetic.synthetic_raw`: 64 positions, N = 32, gridsize 2) so every cross-check takes a
-fraction of a second; the reference and the unbroken port share one TF backend instance (its
-per-instance memo makes every repeated stage free).
+Two families, both on a small synthetic scan (`crosscheck.synthetic.synthetic_raw`: 64 positions,
+N = 32, gridsize 2) so every cross-check takes about a second:
+
+* output mutations of the TF reference (a stage's returned arrays rewritten; the reference and
+  the unbroken port share one TF backend instance, whose memo makes repeated stages free);
+* code-path mutations of the JAX port (`MutatedJax`: one `ptycho_jax` function replaced while the
+  port runs, so the error flows into every later stage as in a real port), against the unmutated
+  JAX backend — the classes of what real ports get wrong (specs/crosscheck.md §6).
 """
 
+import contextlib
+import dataclasses
 import math
+import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
 import ptycho_jax as pj
-from crosscheck.backends import TFBackend
+from crosscheck.backends import JaxBackend
 from crosscheck.run import format_failure, run_crosscheck
 from crosscheck.synthetic import synthetic_raw
 
@@ -50,6 +57,9 @@ def raw():
 
 @pytest.fixture(scope="module")
 def tf_backend():
+    pytest.importorskip("tensorflow")
+    from crosscheck.backends import TFBackend
+
     return TFBackend()
 
 
@@ -156,8 +166,8 @@ MUTATIONS = {
         "normalize",
         _set("normalize_gain", lambda g: np.float64(g)),
         "normalize_gain",
-        "float_truncation",
-        ["float64"],
+        "dtype_only",
+        ["dtype only: port float64 vs reference float32", "values equal"],
     ),
 }
 
@@ -240,3 +250,457 @@ def test_scale_family_names_the_dataset_ratio(raw, tf_backend):
     assert (
         "closed-form/dataset training scale" in d.diagnosis and "wrong-scale family" in d.diagnosis
     )
+
+
+# =============================================================================================
+# Mutations of the JAX port's own code path
+#
+# A `MutatedJax` backend runs the JAX port with one of its functions replaced (a formula changed
+# inside a stage), so the error flows into every later stage as in a real port; the unmutated
+# JAX backend is the reference. Each case names the class and the words (factor expression,
+# estimated offset, dtypes) the diagnosis must carry for the arrays where the error shows.
+
+
+def _replace_everywhere(original, replacement) -> list[tuple[object, str, object]]:
+    """Point every `ptycho_jax` module attribute bound to `original` at `replacement`.
+
+    Returns the (module, name, original) triples to restore. A target bound nowhere raises, so a
+    renamed internal fails the test loudly instead of leaving the port unmutated.
+    """
+    undo = []
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not (mod_name == "ptycho_jax" or mod_name.startswith("ptycho_jax.")):
+            continue
+        for attr, value in list(vars(mod).items()):
+            if value is original:
+                setattr(mod, attr, replacement)
+                undo.append((mod, attr, original))
+    if not undo:
+        raise AssertionError(f"mutation target {original!r} is bound nowhere in ptycho_jax")
+    return undo
+
+
+@contextlib.contextmanager
+def _mutated(mutation):
+    undo = []
+    try:
+        for target, replacement in mutation():
+            if isinstance(target, tuple):  # (owner, attribute): a method
+                owner, attr = target
+                undo.append((owner, attr, getattr(owner, attr)))
+                setattr(owner, attr, replacement)
+            else:
+                undo += _replace_everywhere(target, replacement)
+        yield
+    finally:
+        for owner, attr, value in reversed(undo):
+            setattr(owner, attr, value)
+
+
+def _under_mutation(method):
+    def run(self, *args, **kwargs):
+        with _mutated(self.mutation):
+            return method(self, *args, **kwargs)
+
+    run.__name__ = method.__name__
+    return run
+
+
+class MutatedJax(JaxBackend):
+    """The JAX backend with functions of `ptycho_jax` replaced while its stages run.
+
+    `mutation()` returns `[(target, replacement), ...]`: a target is a function (rebound in every
+    `ptycho_jax` module that imported it) or an `(owner, attribute)` pair.
+    """
+
+    def __init__(self, label: str, mutation):
+        super().__init__()
+        self.name = f"jax+{label}"
+        self.mutation = mutation
+
+    grouping = _under_mutation(JaxBackend.grouping)
+    grouped = _under_mutation(JaxBackend.grouped)
+    normalize = _under_mutation(JaxBackend.normalize)
+    patches = _under_mutation(JaxBackend.patches)
+    intensity_scales = _under_mutation(JaxBackend.intensity_scales)
+    scaler = _under_mutation(JaxBackend.scaler)
+    container = _under_mutation(JaxBackend.container)
+
+
+@pytest.fixture(scope="module")
+def raw_varied():
+    """The synthetic scan with per-frame brightness from 0.4 to 1.6 (raw and grouped frame
+    energies then differ clearly, as on real data)."""
+    r = synthetic_raw()
+    gain = np.linspace(0.4, 1.6, r.diff3d.shape[0]).astype(np.float32)[np.random.RandomState(5).permutation(r.diff3d.shape[0])]
+    return dataclasses.replace(r, diff3d=(np.asarray(r.diff3d) * gain[:, None, None]).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def jax_reference():
+    return JaxBackend()
+
+
+PARAMS_G3 = pj.ChainParams(N=N, gridsize=3, K=9, n_groups=8, seed=3, nphotons=1e6)
+
+
+def _frame_energy(d) -> float:
+    d = np.asarray(d, np.float64)
+    return float(np.mean(np.sum(d * d, axis=(1, 2))))
+
+
+def _port_normalize(energy, target):
+    """A port's `normalize_data` with its own energy and target: gain = √(target(N) / energy(D))."""
+
+    def normalize_data(diffraction, N, *, variant="main", **_):
+        d = np.asarray(diffraction, np.float32)
+        gain = np.float32(math.sqrt(target(N) / energy(d)))
+        return jnp.asarray(gain * d), jnp.asarray(gain)
+
+    return normalize_data
+
+
+def _m_inverted_scaler(raw):
+    # IntensityScaler computes x·s (its inverse) where upstream has x/s
+    return [((pj.IntensityScaler, "__call__"), lambda self, x: self.inverse(x))]
+
+
+def _m_energy_over_channels(raw):
+    # the energy summed over the C channels of a group instead of per frame: gain off by 1/√C
+    e = lambda d: float(np.mean(np.sum(d.astype(np.float64) ** 2, axis=(1, 2, 3))))  # noqa: E731
+    return [(pj.normalize_data, _port_normalize(e, lambda n: (n / 2) ** 2))]
+
+
+def _m_target_N2(raw):
+    # the normalisation target N² where upstream has (N/2)²
+    return [(pj.normalize_data, _port_normalize(_grouped_energy, lambda n: float(n) ** 2))]
+
+
+def _grouped_energy(d):
+    return float(np.mean(np.sum(d.astype(np.float64) ** 2, axis=(1, 2))))
+
+
+def _m_torch_normalisation(raw):
+    # ptycho_torch's rule: target N² over the mean energy of the raw frames (not the grouped ones)
+    e_raw = _frame_energy(raw.diff3d)
+    return [(pj.normalize_data, _port_normalize(lambda d: e_raw, lambda n: float(n) ** 2))]
+
+
+def _m_unrooted_nphotons(raw):
+    # the closed-form training scale with nphotons where upstream has √nphotons
+    return [
+        (
+            pj.closed_form_intensity_scale_f32,
+            lambda N, nphotons: float(np.float32(nphotons) / np.float32(N / 2)),
+        )
+    ]
+
+
+def _patches_at(offset: float):
+    def mutation(raw):
+        orig = pj.extract_group_patches
+
+        def extract_group_patches(obj, centres_flat, *, N, C):
+            return orig(obj, np.asarray(centres_flat) + np.float32(offset), N=N, C=C)
+
+        return [(orig, extract_group_patches)]
+
+    return mutation
+
+
+def _m_channel_first_group(raw):
+    # the port's public `group` hands its patches channel-first (B, C, N, N), as torch ports do
+    # (the chain's container, built from the same patches channel-last, is left as it is: a
+    # channel-first Y there stops the chain, which `test_channel_first_chain_fails_stages` shows)
+    import equinox as eqx
+
+    orig = pj.group
+
+    def group(*args, **kwargs):
+        g = orig(*args, **kwargs)
+        return eqx.tree_at(lambda t: t.Y, g, jnp.moveaxis(g.Y, -1, 1))
+
+    return [(orig, group)]
+
+
+def _gather(columns=None, *, transpose=False):
+    def mutation(raw):
+        from ptycho_jax import _grouping
+
+        orig = _grouping.gather_frames
+
+        def gather_frames(diff3d, nn):
+            d = jnp.swapaxes(diff3d, 1, 2) if transpose else diff3d
+            return orig(d, nn if columns is None else nn[:, columns])
+
+        return [(orig, gather_frames)]
+
+    return mutation
+
+
+def _m_drop_last_member(raw):
+    # the port builds every group from its first C−1 members
+    from ptycho_jax import _grouping
+
+    orig = _grouping.grouped_from_indices
+    return [(orig, lambda raw, nn, **kw: orig(raw, np.asarray(nn)[:, :-1], **kw))]
+
+
+def _coordinates(transform):
+    def mutation(raw):
+        orig = pj.group_coordinates
+
+        def group_coordinates(x, y, nn_indices, **kw):
+            return transform(orig, x, y, nn_indices, **kw)
+
+        return [(orig, group_coordinates)]
+
+    return mutation
+
+
+def _xy_swapped(orig, x, y, nn, **kw):
+    return orig(y, x, nn, **kw)
+
+
+def _relative_unnegated(orig, x, y, nn, **kw):
+    # relative = member − centre where upstream has −(member − centre)
+    members, centre, relative = orig(x, y, nn, **kw)
+    return members, centre, -relative
+
+
+def _coords_float32(orig, x, y, nn, **kw):
+    return tuple(np.asarray(a, np.float32) for a in orig(x, y, nn, **kw))
+
+
+def _m_int64_groups(raw):
+    # the port's groups are int64 (same values) from selection on
+    from ptycho_jax import _grouping
+
+    sel, check = pj.select_groups, _grouping._check_nn_indices
+    return [
+        (sel, lambda *a, **k: np.asarray(sel(*a, **k)).astype(np.int64)),
+        (check, lambda *a, **k: np.asarray(check(*a, **k)).astype(np.int64)),
+    ]
+
+
+def _m_offset_normalize(raw):
+    # normalize adds a small constant to the frames: neither a scale nor a shift explains it
+    orig = pj.normalize_data
+
+    def normalize_data(diffraction, N, **kw):
+        X, gain = orig(diffraction, N, **kw)
+        return X + jnp.float32(0.01) * jnp.max(X), gain
+
+    return [(orig, normalize_data)]
+
+
+CODE_MUTATIONS = {
+    # name: (mutation, params, [(stage, array, class, words in the diagnosis), ...])
+    "inverted_scaler": (
+        _m_inverted_scaler,
+        PARAMS,
+        [
+            ("scaler", "main_head.scaler_out", "scale_factor", ["3906.25", "s²", "inverted scaler"]),
+            ("scaler", "main_head.scaler_inv_out", "scale_factor", ["s²", "inverted scaler"]),
+            ("scaler", "seed_era.scaler_out", "scale_factor", ["s²", "s = 31.25"]),
+        ],
+    ),
+    "energy_summed_over_channels": (
+        _m_energy_over_channels,
+        PARAMS_G3,
+        [
+            ("normalize", "X_full", "scale_factor", ["0.333333", "1/√C"]),
+            ("normalize", "normalize_gain", "scale_factor", ["1/√C"]),
+            ("container", "X", "scale_factor", ["1/√C"]),
+            ("intensity_scales", "seed_era_dataset_derived_scale_normalized_X", "scale_factor", ["√C"]),
+            ("intensity_scales", "normalized_X_mean_sum_sq_over_HWC", "scale_factor", ["1/C", "sum vs mean over the C channels"]),
+        ],
+    ),
+    "target_N_squared": (
+        _m_target_N2,
+        PARAMS,
+        [
+            ("normalize", "X_full", "scale_factor", ["constant scale factor 2 ", "double-scaling"]),
+            ("intensity_scales", "normalized_X_mean_sum_sq_over_HWC", "scale_factor", ["4 = N²/(N/2)²", "normalisation target"]),
+            ("intensity_scales", "seed_era_dataset_derived_scale_normalized_X", "scale_factor", ["1/2"]),
+        ],
+    ),
+    "torch_raw_energy_normalisation": (
+        _m_torch_normalisation,
+        PARAMS,
+        [
+            ("normalize", "X_full", "scale_factor", ["2·√(E_grouped/E_raw)", "raw vs grouped energy", "E_raw = ", "E_grouped = "]),
+            ("normalize", "normalize_gain", "scale_factor", ["2·√(E_grouped/E_raw)"]),
+            ("container", "X", "scale_factor", ["2·√(E_grouped/E_raw)"]),
+            ("intensity_scales", "seed_era_dataset_derived_scale_normalized_X", "scale_factor", ["1/2·√(E_raw/E_grouped)"]),
+            ("intensity_scales", "normalized_X_mean_sum_sq_over_HWC", "scale_factor", ["4·E_grouped/E_raw"]),
+        ],
+    ),
+    "nphotons_not_rooted": (
+        _m_unrooted_nphotons,
+        PARAMS,
+        [
+            ("intensity_scales", "main_head_train_pinn_calculate_intensity_scale", "scale_factor", ["1000", "√nphotons", "nphotons = 1e+06"]),
+        ],
+    ),
+    "half_pixel_patch_convention": (
+        _patches_at(0.5),
+        PARAMS,
+        [
+            ("patches", "Y", "subpixel_shift", ["-0.50 rows, -0.50 cols", "half-pixel"]),
+            ("patches", "Y_member", "subpixel_shift", ["half-pixel"]),
+            ("container", "Y_complex", "subpixel_shift", ["-0.50 rows, -0.50 cols"]),
+            ("container", "Y_I", "unclassified", ["best-fit shift -0.4", "best-fit scale factor"]),
+        ],
+    ),
+    "patch_centres_one_pixel_off": (
+        _patches_at(-1.0),
+        PARAMS,
+        [
+            ("patches", "Y", "pixel_shift", ["+1 rows, +1 cols"]),
+            ("container", "Y_I", "pixel_shift", ["+1 rows, +1 cols"]),
+        ],
+    ),
+    "int64_groups": (
+        _m_int64_groups,
+        PARAMS,
+        [
+            ("grouping", "nn_indices", "dtype_only", ["dtype only: port int64 vs reference int32, values equal"]),
+            ("container", "nn_indices", "dtype_only", ["dtype only: port int64 vs reference int32, values equal"]),
+        ],
+    ),
+    "coordinates_float32": (
+        _coordinates(_coords_float32),
+        PARAMS,
+        [
+            ("grouped", "coords_nn", "dtype_only", ["dtype only: port float32 vs reference float64", "values equal after rounding to float32"]),
+            ("grouped", "coords_offsets", "dtype_only", ["float32 vs reference float64"]),
+            ("container", "global_offsets", "dtype_only", ["float32 vs reference float64"]),
+        ],
+    ),
+    "transposed_frames": (
+        _gather(transpose=True),
+        PARAMS,
+        [
+            ("grouped", "diffraction", "layout", ["transposed frames"]),
+            ("normalize", "X_full", "layout", ["transposed frames"]),
+            ("container", "X", "layout", ["transposed frames"]),
+        ],
+    ),
+    "channel_first_patches": (
+        _m_channel_first_group,
+        PARAMS,
+        [
+            ("patches", "Y", "layout", ["channel-first (B, C, N, N)", "[0, 3, 1, 2]"]),
+            ("patches", "Y_member", "layout", ["channel-first"]),
+        ],
+    ),
+    "xy_swapped_coordinates": (
+        _coordinates(_xy_swapped),
+        PARAMS,
+        [
+            ("grouped", "coords_nn", "xy_swap", ["x↔y"]),
+            ("grouped", "coords_relative", "xy_swap", ["x↔y"]),
+            ("container", "coords_nominal", "xy_swap", ["x↔y"]),
+            ("container", "global_offsets", "xy_swap", ["x↔y"]),
+        ],
+    ),
+    "relative_offsets_unnegated": (
+        _coordinates(_relative_unnegated),
+        PARAMS,
+        [
+            ("grouped", "coords_relative", "sign_flip", ["relative offsets"]),
+            ("container", "local_offsets", "sign_flip", ["relative offsets"]),
+            ("patches", "Y", "mirrored_patches", ["per-member"]),
+            ("container", "Y_complex", "mirrored_patches", ["per-member"]),
+        ],
+    ),
+    "channels_reversed": (
+        _gather(columns=[3, 2, 1, 0]),
+        PARAMS,
+        [
+            ("grouped", "diffraction", "channel_permutation", ["[3, 2, 1, 0]"]),
+            ("normalize", "X_full", "channel_permutation", ["[3, 2, 1, 0]"]),
+            ("container", "X", "channel_permutation", ["[3, 2, 1, 0]"]),
+        ],
+    ),
+    "channel_duplicated": (
+        _gather(columns=[0, 1, 2, 2]),
+        PARAMS,
+        [
+            ("grouped", "diffraction", "channels_duplicated", ["reference channel 2 appears as port channels [2, 3]", "[3] missing"]),
+        ],
+    ),
+    "last_member_dropped": (
+        _m_drop_last_member,
+        PARAMS,
+        [
+            ("grouped", "diffraction", "channels_dropped", ["3 of the reference's 4", "[3] missing"]),
+            ("grouped", "coords_nn", "channels_dropped", ["[3] missing"]),
+            ("container", "nn_indices", "channels_dropped", ["[3] missing"]),
+            ("container", "X", "shape_mismatch", ["(16, 32, 32, 3)"]),
+        ],
+    ),
+    "offset_in_normalize": (
+        _m_offset_normalize,
+        PARAMS,
+        [
+            ("normalize", "X_full", "unclassified", ["no class fits", "best-fit scale factor", "relative residual", "best-fit shift"]),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CODE_MUTATIONS))
+def test_port_code_mutation_is_named(name, raw_varied, jax_reference):
+    mutation, params, expected = CODE_MUTATIONS[name]
+    port = MutatedJax(name, lambda: mutation(raw_varied))
+    res = run_crosscheck(raw_varied, port=port, reference=jax_reference, params=params)
+    text = format_failure(res)
+    assert not res.passed, text
+    for stage, array, kind, words in expected:
+        deltas = {a.name: a for a in res.stage(stage).arrays}
+        assert array in deltas, (stage, array, text)
+        d = deltas[array]
+        assert not d.passed, (stage, array, text)
+        assert d.diagnosis_class == kind, (stage, array, d.diagnosis)
+        for w in words:
+            assert w in d.diagnosis, (stage, array, w, d.diagnosis)
+        assert "unclassified" not in d.diagnosis or kind == "unclassified", d.diagnosis
+
+
+def test_mutations_restore_the_port(raw_varied, jax_reference):
+    """After every mutation the plain JAX port equals the reference again (nothing leaks)."""
+    res = run_crosscheck(raw_varied, port=JaxBackend(), reference=jax_reference, params=PARAMS)
+    assert res.passed, format_failure(res)
+
+
+def test_torch_factor_is_the_energy_ratio(raw_varied):
+    """The torch-port factor named above is 2·√(E_grouped/E_raw), with E over different frames."""
+    nn = pj.select_groups(raw_varied.positions(), gridsize=2, K=4, nsamples=16, seed=3)
+    g = pj.group(
+        raw_varied, N=N, gridsize=2, K=4, nsamples=16, nn_indices=nn, patch_positions="member"
+    )
+    e_raw = _frame_energy(raw_varied.diff3d)
+    e_grouped = _grouped_energy(np.asarray(g.diffraction))
+    port = _port_normalize(lambda d: e_raw, lambda n: float(n) ** 2)(np.asarray(g.diffraction), N)[1]
+    f = float(port) / float(g.normalize_gain)
+    assert f == pytest.approx(2 * math.sqrt(e_grouped / e_raw), rel=1e-6)
+    assert abs(e_grouped / e_raw - 1) > 0.01  # the varied brightness makes the energies differ
+
+
+def test_channel_first_chain_fails_stages(raw_varied, jax_reference):
+    """Channel-first patches inside the chain: the container refuses them, and every stage
+    that needs the chain fails with the port's own message (never a pass)."""
+    orig = pj.extract_group_patches
+
+    def mutation():
+        return [(orig, lambda *a, **k: jnp.moveaxis(orig(*a, **k), -1, 1))]
+
+    port = MutatedJax("channel-first-Y", mutation)
+    res = run_crosscheck(raw_varied, port=port, reference=jax_reference, params=PARAMS)
+    assert not res.passed
+    text = format_failure(res)
+    for stage in ("grouped", "normalize", "container"):
+        assert not res.stage(stage).passed, text
+    assert "channel mismatch" in text
