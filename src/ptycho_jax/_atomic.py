@@ -25,6 +25,7 @@ def write_files_atomically(files: Sequence[tuple[str | os.PathLike, bytes]]) -> 
     mode = 0o666 & ~_umask()
     temps: list[tuple[str, pathlib.Path]] = []
     created: list[pathlib.Path] = []
+    path = None
     try:
         for path, data in files:
             path = pathlib.Path(path)
@@ -41,18 +42,26 @@ def write_files_atomically(files: Sequence[tuple[str | os.PathLike, bytes]]) -> 
             os.replace(tmp, path)
             if not existed:
                 created.append(path)
-    except BaseException:
-        for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        for path in created:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+    except BaseException as e:
+        _clean_up(temps, created)
+        if isinstance(e, OSError) and e.filename is None and path is not None:
+            # a failed write (a full disk) names no file: say which one, keep the errno and type
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+
+
+def _clean_up(temps: list[tuple[str, pathlib.Path]], created: list[pathlib.Path]) -> None:
+    """Remove the temporary files and the targets this call created."""
+    for tmp, _ in temps:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    for path in created:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray], *, compressed: bool = False) -> bytes:

@@ -214,6 +214,10 @@ class RawData:
             fh = open(path, "rb")
         except FileNotFoundError:
             raise RawDataError(f"RawData file {path!r}: expected an existing .npz file, got no such file") from None
+        except IsADirectoryError:
+            raise RawDataError(f"RawData file {path!r}: expected a .npz file, got a folder") from None
+        except OSError as e:
+            raise RawDataError(f"RawData file {path!r}: expected a readable .npz file, could not open it ({e.strerror or e})") from None
         with fh:  # our own handle, so a failed parse never leaks the file
             data = _read_npz_entries(fh, path)
         metadata = None

@@ -103,7 +103,11 @@ def check_patch_extent(
         which = np.flatnonzero(outside)
         span_w = float(c[:, 0].max() - c[:, 0].min()) + N
         span_h = float(c[:, 1].max() - c[:, 1].min()) + N
-        smaller = f"; it is smaller than the {span_w:.6g}x{span_h:.6g} pixel area the patches cover" if span_w > W or span_h > H else ""
+        smaller = (
+            f"; the object is smaller than the scanned area ({span_h:.6g}x{span_w:.6g} pixels under the patches)"
+            if span_w > W and span_h > H
+            else ""
+        )
         raise ObjectExtentError(
             f"{where}: objectGuess: expected every object patch to overlap the {H}x{W} object "
             f"(rows 0..{H - 1}, columns 0..{W - 1}){smaller}, but {len(which)} of {len(c)} patches lie wholly "
