@@ -142,11 +142,11 @@ def recover_gain(out: np.ndarray, frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames, np.float32)
     i = int(np.argmax(np.abs(frames)))
     q = np.float32(out.flat[i] / frames.flat[i])
-    cands = [q]
-    for _ in range(3):
-        cands = cands + [np.nextafter(cands[0], np.float32(np.inf)), np.nextafter(cands[-1], 0)]
-        cands = sorted({np.float32(c) for c in cands})
-    for c in sorted(cands, key=lambda c: abs(float(c) - float(q))):
+    up, down = [q], [q]
+    for _ in range(3):  # q and its neighbours up to 3 float32 steps away, nearest first
+        up.append(np.nextafter(up[-1], np.float32(np.inf)))
+        down.append(np.nextafter(down[-1], np.float32(-np.inf)))
+    for c in [q] + [v for pair in zip(up[1:], down[1:], strict=True) for v in pair]:
         if np.array_equal(np.float32(c) * frames, out):
             return np.float32(c)
     raise RuntimeError("normalize_data output is not a float32 scalar times the frames")

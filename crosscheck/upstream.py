@@ -248,7 +248,7 @@ class _WorkerBackend:
 
     def _run(self, op: str, raw: Any, params: Any, nn_indices: Any) -> dict[str, np.ndarray]:
         nn = None if nn_indices is None else np.asarray(nn_indices)
-        key = (id(raw), _params_key(params), None if nn is None else _digest(nn))
+        key = (op, id(raw), _params_key(params), None if nn is None else _digest(nn))
         if key in self._runs:
             return self._runs[key]
         nn_path = None
@@ -266,7 +266,7 @@ class _WorkerBackend:
         res = self._load(out_path)
         self._runs[key] = res
         if nn is None and "grouping.nn_indices" in res:  # the same run answers its own groups
-            self._runs[key[:2] + (_digest(res["grouping.nn_indices"]),)] = res
+            self._runs[key[:3] + (_digest(res["grouping.nn_indices"]),)] = res
         return res
 
     @staticmethod
