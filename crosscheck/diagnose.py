@@ -21,6 +21,7 @@ Large arrays are classified on an evenly spaced sample of their leading axis (at
 import dataclasses
 import itertools
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -271,6 +272,8 @@ class _Matcher:
         return self.dist(transformed, self.r if ref is None else ref) <= self.thr
 
     def explains(self, transformed: np.ndarray, ref: np.ndarray | None = None) -> bool:
+        if not self.d0 > 0:  # nothing differs where both are finite: no transform explains it
+            return False
         d = self.dist(transformed, self.r if ref is None else ref)
         return d <= self.thr and d <= 0.25 * self.d0
 
@@ -385,7 +388,7 @@ def _axis_names(shape: tuple[int, ...]) -> list[str]:
 
 def _layout_mismatch(p: np.ndarray, r: np.ndarray, close_rtol: float) -> Diagnosis | None:
     """Port = reference with its axes reordered (a unique permutation), for different shapes."""
-    if p.ndim != r.ndim or p.ndim > 6 or sorted(p.shape) != sorted(r.shape):
+    if p.ndim != r.ndim or p.ndim > 6 or sorted(p.shape) != sorted(r.shape) or not r.size:
         return None
     rows = _sample_rows(r)
     hits = []
@@ -860,7 +863,9 @@ def diagnose(name: str, port, ref, *, context: DiagnosisContext | None = None) -
     """
     ctx = context or DiagnosisContext()
     try:
-        return _diagnose(str(name), port, ref, ctx)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _diagnose(str(name), port, ref, ctx)
     except Exception as e:  # noqa: BLE001 - a diagnosis must never crash the report
         return Diagnosis(
             "unclassified",
@@ -893,7 +898,7 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
         lay = _layout_mismatch(p, r, ctx.close_rtol)
         if lay is not None:
             return Diagnosis(lay.kind, lay.message + dtype_note)
-        if p.ndim == r.ndim and p.ndim >= 2 and p.shape[:-1] == r.shape[:-1]:
+        if p.ndim == r.ndim and p.ndim >= 2 and p.shape[:-1] == r.shape[:-1] and p.size and r.size:
             rows = _sample_rows(r)
             ps, rs = _sample(p, rows), _sample(r, rows)
             m = _Matcher(ps, rs, ctx.close_rtol)
@@ -929,6 +934,15 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                     f"{label} removed: the reference has {int(lost.sum())} {label} where "
                     f"the port is finite (first at {_first_index(lost)})",
                 )
+    if p_inexact and r_inexact:
+        with np.errstate(invalid="ignore"):
+            flipped = np.isinf(p) & np.isinf(r) & (np.real(p) != np.real(r))
+        if np.any(flipped):
+            return Diagnosis(
+                "inf_introduced",
+                f"Inf of the opposite sign: {int(flipped.sum())} places where port and reference "
+                f"are ±Inf with different signs (first at {_first_index(flipped)})",
+            )
     if p.size == 0:
         return Diagnosis(
             "dtype_only" if p.dtype != r.dtype else "unclassified",
@@ -966,7 +980,7 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                 return Diagnosis(
                     "dtype_only",
                     f"dtype only: port {p.dtype} vs reference {r.dtype}, {how} "
-                    "(float32↔float64 width change, float32 precision kept)",
+                    f"(a width change; {np.dtype(narrow)} precision kept)",
                 )
             else:
                 dtype_note = (
@@ -987,6 +1001,16 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
 
     def done(dg: Diagnosis) -> Diagnosis:
         return Diagnosis(dg.kind, dg.message + dtype_note + sampled)
+
+    if not m.d0 > 0 and p.dtype == r.dtype:
+        return done(
+            Diagnosis(
+                "unclassified",
+                "unclassified: the values are equal wherever both are finite, and NaN/Inf sit at "
+                f"the same places ({_metrics(ctx) or 'no metrics'}); the tolerance rule or a "
+                "non-numeric detail (e.g. signed zeros) makes them differ",
+            )
+        )
 
     # integer arrays (indices)
     if not p_inexact and not r_inexact:
@@ -1090,6 +1114,17 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
             and not (r.size == 1 and abs(f - 1) < 1e-4)
         ):
             return done(_scale_diagnosis(f, ctx))
+
+    if bs is not None and isinstance(bs[0], complex) and _scale_explains(m, bs[0], r.dtype):
+        f = bs[0]
+        return done(
+            Diagnosis(
+                "scale_factor",
+                f"constant complex factor {abs(f):.6g}·exp({np.angle(f):+.4g}i) (a phase of "
+                f"{math.degrees(np.angle(f)):+.4g}°: conjugation/phase convention, or a complex "
+                "scale)",
+            )
+        )
 
     # sub-pixel shift of image frames
     sh = estimate_shift(m.p, m.r)
