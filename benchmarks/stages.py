@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ptycho_jax._cli_chain import chain_path
+
 from .machine import tf_module
 from .plan import DENSITY, SEED, STAGES, Case, K
 
@@ -161,7 +163,7 @@ class Inputs:
         from ptycho_jax._grouping import select_groups
 
         c = self.case
-        return select_groups(self.get("positions"), gridsize=c.gridsize, K=c.K, nsamples=c.B, seed=c.seed)
+        return select_groups(self.get("positions"), c.params())
 
     def _make_seeds(self):
         c = self.case
@@ -207,9 +209,9 @@ class Inputs:
         return group_patch_centres(offsets, relative, nn_coords, positions="upstream")
 
     def _make_grouped(self):
-        from ptycho_jax._grouping import grouped_from_indices
+        from ptycho_jax import group
 
-        return grouped_from_indices(self.get("raw"), self.get("nn"), N=self.case.N)
+        return group(self.get("raw"), self.case.params(), nn_indices=self.get("nn"))
 
     def _make_tf_grouped(self):
         import crosscheck.tf_reference as ref
@@ -262,11 +264,12 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
 
     if stage == "selection":
         pos = inp.get("positions")
-        kw = {"gridsize": c.gridsize, "K": c.K, "nsamples": c.B, "seed": c.seed}
-        out["jax"] = Impl(lambda: select_groups(pos, **kw), 1.0, "engine='scipy' (cKDTree + legacy RandomState, upstream's groups)")
+        params = c.params()
+        out["jax"] = Impl(lambda: select_groups(pos, params), 1.0, f"engine={params.engine!r}")
         if "jax-engine" in want:
-            out["jax-engine"] = Impl(lambda: select_groups(pos, engine="jax", **kw), 1.0, "engine='jax' (jax_neighbours + jax.random draws)")
+            out["jax-engine"] = Impl(lambda: select_groups(pos, params, engine="jax"), 1.0, "engine='jax' (jax_neighbours + jax.random draws)")
         if rg is not None:
+            kw = {"gridsize": c.gridsize, "K": c.K, "nsamples": c.B, "seed": c.seed}
             out["tf-ref"] = Impl(lambda: rg.select_groups(pos, **kw), 1.0, "crosscheck.grouping.select_groups")
         return out
     if stage == "neighbours":
@@ -280,22 +283,14 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
         return out
     if stage == "end_to_end":
         params = c.params()
-        if c.devices or c.chunk_groups:
-            from ptycho_jax._sharding import run_chain_scaled
+        path = chain_path(c.devices, c.chunk_groups)
+        where = f"run_chain (devices={c.devices}, chunk_groups={c.chunk_groups})" if c.devices or c.chunk_groups else "run_chain"
 
-            path = f"run_chain_scaled (devices={c.devices}, chunk_groups={c.chunk_groups})"
+        def jax_chain():
+            r = run_chain(raw, params, **path)
+            return r.grouped, r.container, r.scaler
 
-            def jax_chain():
-                r = run_chain_scaled(raw, params, devices=c.devices, chunk_groups=c.chunk_groups)
-                return r.grouped, r.container, r.scaler
-        else:
-            path = "run_chain"
-
-            def jax_chain():
-                r = run_chain(raw, params)
-                return r.grouped, r.container, r.scaler
-
-        out["jax"] = Impl(jax_chain, 1.0, f"{path} from host RawData (selection, transfers, patches from objectGuess)", (raw.objectGuess,))
+        out["jax"] = Impl(jax_chain, 1.0, f"{where} from host RawData (selection, transfers, patches from objectGuess)", (raw.objectGuess,))
         if ref is not None:
             note = "crosscheck selection + tf_reference stages"
             out["tf-ref"] = Impl(lambda: _tf_chain(raw, N=N, gridsize=c.gridsize, K=c.K, B=c.B, nphotons=c.nphotons, seed=c.seed), 1.0, note, (raw.objectGuess, raw.probeGuess))

@@ -7,7 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 
+import ptycho_jax as pj
 from benchmarks import cli, machine, plan, stages
+from ptycho_jax._cli_chain import given_chain_values
 from ptycho_jax._errors import PtychoInputError
 from ptycho_jax._patches import extract_patches
 
@@ -109,3 +111,23 @@ def test_bad_impls_are_rejected(tmp_path):
         cli.run(_args("--tiny", "--impls", "tf-ref", "--out", str(tmp_path)))
     with pytest.raises(PtychoInputError, match="--impls"):
         cli.run(_args("--tiny", "--impls", "jax,torch", "--out", str(tmp_path)))
+
+
+def test_chain_flags_set_every_case():
+    base = plan.build_plan("tiny", device="cpu")
+    assert plan.apply_chain_values(base, {}) == base
+    args = _args("--tiny", "--N", "8", "--gridsize", "1", "--n-groups", "8", "--K", "5", "--seed", "7", "--nphotons", "1e6", "--variant", "seed", "--chunk-groups", "4")
+    tiny, positions = plan.apply_chain_values(base, given_chain_values(args), devices=args.devices, chunk_groups=args.chunk_groups)
+    assert (tiny.N, tiny.gridsize, tiny.B, tiny.K, tiny.seed, tiny.nphotons, tiny.chunk_groups) == (8, 1, 8, 5, 7, 1e6, 4)
+    assert tiny.params() == pj.ChainParams(N=8, gridsize=1, K=5, n_groups=8, seed=7, nphotons=1e6, variant="seed")
+    assert positions.N == 16 and positions.B == 8  # positions-only cases have no frames to resize
+    more = plan.apply_chain_values(base, {"n_groups": 200})[0]
+    assert more.M >= 200 and more.B == 200  # enough positions for the groups asked for
+
+
+def test_ptycho_jax_bench_forwards_to_python_m_benchmarks(capfd):
+    from ptycho_jax._cli import main
+
+    assert main(["bench", "--help"]) == 0
+    out = capfd.readouterr().out
+    assert out.startswith("usage: python -m benchmarks") and "chain parameters" in out and "--n-groups" in out

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ._cli_chain import add_chain_arguments, chain_params, scenario_defaults
+from ._cli_chain import add_chain_arguments, chain_params, chain_path, scenario_defaults
 
 DEFAULT_SCENARIO = "gs2_ideal"
 
@@ -78,11 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_crosscheck(p)
 
-    sub.add_parser(
+    sub.add_parser(  # its arguments are `python -m benchmarks`'s (main() passes them on unparsed)
         "bench",
-        help="the benchmark suite of the source repository: runs `python -m benchmarks ARGS` there",
+        help="the benchmark suite of the source repository: `python -m benchmarks ARGS` (see its --help)",
         add_help=False,
-    ).add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of `python -m benchmarks` (see its --help)")
+    )
     return parser
 
 
@@ -110,13 +110,9 @@ def _chain_params(args, raw, scenario):
 
 
 def _run_chain(raw, params, args, progress):
-    if args.devices or args.chunk_groups:
-        from ._sharding import run_chain_scaled
-
-        return run_chain_scaled(raw, params, devices=args.devices, chunk_groups=args.chunk_groups, progress=progress)
     from ._pipeline import run_chain
 
-    return run_chain(raw, params, progress=progress)
+    return run_chain(raw, params, progress=progress, **chain_path(args.devices, args.chunk_groups))
 
 
 def _cmd_simulate(args) -> int:
@@ -196,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptycho-jax` console script; returns the exit code."""
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":  # everything after `bench` is for `python -m benchmarks`
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:  # no subcommand: the main job, the report on the default scenario
         args = parser.parse_args([*argv, "report"])
     _setup_logging(args.verbose, args.quiet)

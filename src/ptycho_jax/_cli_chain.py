@@ -111,3 +111,14 @@ def scenario_defaults(scenario: Any) -> dict[str, Any]:
         "n_groups": scenario.inference_groups,
         "nphotons": scenario.nphotons,
     }
+
+
+def chain_path(devices: int | None, chunk_groups: int | None) -> dict[str, Any]:
+    """The `run_chain` keywords that `--devices` and `--chunk-groups` select (mesh path, stream path).
+
+    Neither given: one device. `--devices D`: the chain on a mesh of the first D devices.
+    `--chunk-groups M`: streamed M groups at a time (each chunk on that mesh when D is given too).
+    """
+    from ._mesh import make_mesh
+
+    return {"mesh": None if devices is None else make_mesh(devices), "chunk_groups": chunk_groups}
