@@ -5,13 +5,18 @@ Every route by which a run could go uncompared is here, each with small stub bac
 """
 
 import json
+import pathlib
+import shutil
 import textwrap
 
+import _golden
 import numpy as np
 import pytest
 from _crosscheck_stubs import PARAMS, Stub, record, replaced, without
 
+import ptycho_jax as pj
 from crosscheck import cli
+from crosscheck.backends import GoldenBackend
 from crosscheck.compare import Verdict
 from crosscheck.errors import HarnessInputError
 from crosscheck.pytest_plugin import assert_backends_match
@@ -295,3 +300,127 @@ def test_cli_bad_stage_names_exit_2_and_write_nothing(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters from the reference: a golden recording's parameters are used, even with --input
+
+
+def _golden_dir(case: str, tmp_path_factory, source: str = "full") -> tuple[pathlib.Path, list[str]]:
+    """The case folder of ../shared/golden (source "full", when present), else one rebuilt from
+    the trimmed copy in tests/data/golden.
+
+    The trimmed copy keeps only the heads of the patches, no container Y_I/Y_phi and the scaler
+    run on one frame (the harness feeds four), so a run on it allows those absences (documented
+    exceptions) and compares everything else.
+    """
+    if source == "full" and _golden.shared_available():
+        return _golden.SHARED / case, []
+    g = _golden.load_case(case, "trimmed")
+    d = tmp_path_factory.mktemp(f"trimmed_{case}")
+    stage = {i: {k.split("/", 1)[1]: v for k, v in g.arrays.items() if k.startswith(f"stage{i}/")} for i in (1, 2, 3, 4)}
+    for k in ("Y", "Y_from_sim_patches"):
+        stage[1].pop(k, None)
+    for i, stem in enumerate(("grouping", "normalize", "container", "intensity"), start=1):
+        np.savez(d / f"stage{i}_{stem}.npz", **stage[i])
+    shutil.copy(_golden.DATA / "input_rawdata.npz", d / "input_rawdata.npz")
+    p = g.params  # gridsize, n_groups, sequential; the rest as recorded in every shared case
+    (d / "params.json").write_text(
+        json.dumps(
+            {
+                "case_params": {
+                    "K": 4,
+                    "gridsize": p["gridsize"],
+                    "n_groups": p["n_groups"],
+                    "group_seed": None if p["sequential"] else 42,
+                    "sequential_sampling": p["sequential"],
+                },
+                "sim": {"N": 64, "nphotons": 1e9},
+                "params_cfg_after": {"enable_oversampling": False, "N": 64, "nphotons": 1e9},
+            }
+        )
+    )
+    return d, ["patches", "container.Y_I", "container.Y_phi", "scaler"]
+
+
+@pytest.mark.parametrize("source", _golden.SOURCES)
+@pytest.mark.parametrize("case", _golden.CASES)
+def test_golden_reference_supplies_its_parameters_even_with_input(case, source, tmp_path_factory, capsys):
+    """The issue's false pass: `--input <golden>/input_rawdata.npz --reference golden:<golden>`
+    without the recording's flags grouped with default parameters, skipped 6 of 7 stages and
+    printed PASS. Now the recording's parameters are used and every required array compared."""
+    d, allowed = _golden_dir(case, tmp_path_factory, source)
+    out = tmp_path_factory.mktemp(f"out_{case}")
+    argv = ["--input", str(d / "input_rawdata.npz"), "--reference", f"golden:{d}", "--port", "jax"]
+    argv += [x for name in allowed for x in ("--allow-missing", name)]
+    rc = cli.main(argv + ["--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    payload = json.loads((out / "crosscheck.json").read_text())
+    rec = GoldenBackend(d).recorded_params()
+    assert payload["verdict"] == "PASS"
+    for k in ("gridsize", "K", "n_groups", "sequential", "N", "nphotons", "oversample"):
+        assert payload["params"][k] == rec[k], k
+    assert payload["params"]["gridsize"] == _golden.MANIFEST["cases"][case]["params"]["gridsize"]
+    c = payload["counts"]
+    n_excepted = 0 if not allowed else 2 + 2 + 6
+    assert (c["required"], c["compared"], c["uncompared"], c["excepted"]) == (
+        N_REQUIRED,
+        N_REQUIRED - n_excepted,
+        0,
+        n_excepted,
+    )
+
+
+def test_recorded_parameters_cover_oversampling_and_pool_size(tmp_path):
+    np.savez(tmp_path / "stage1_grouping.npz", nn_indices=np.zeros((2, 4), np.int64))
+    (tmp_path / "params.json").write_text(
+        json.dumps(
+            {
+                "case_params": {"K": 6, "gridsize": 2, "n_groups": 900, "group_seed": 7,
+                                "enable_oversampling": True, "neighbor_pool_size": 8,
+                                "variant": "seed", "sim": None},
+                "sim": {"N": 32, "nphotons": 1e6},
+                "params_cfg_after": {"enable_oversampling": False, "N": 64, "nphotons": 1e9},
+            }
+        )
+    )
+    rec = GoldenBackend(tmp_path).recorded_params()
+    assert rec == {"gridsize": 2, "K": 6, "n_groups": 900, "seed": 7, "oversample": True,
+                   "neighbor_pool_size": 8, "N": 32, "nphotons": 1e6, "variant": "seed"}
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    params = cli._params(parser.parse_args(["--out", "x"]), rec)
+    assert (params.oversample, params.neighbor_pool_size, params.variant, params.n_groups) == (True, 8, "seed", 900)
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--gridsize", "1"], ["--gridsize 1 contradicts", "recorded with gridsize=2"]),
+        (["--n-groups", "10"], ["--n-groups 10 contradicts", "recorded with n_groups=64"]),
+        (["--nphotons", "1e6"], ["--nphotons 1000000.0 contradicts", "nphotons=1000000000.0"]),
+        (["--no-oversample", "--seed", "1"], ["--seed 1 contradicts", "seed=42"]),
+        (["--unseeded"], ["--unseeded contradicts", "seed=42"]),
+    ],
+)
+def test_flag_contradicting_the_recording_is_exit_2_naming_both(flags, words, tmp_path_factory, capsys):
+    d, _ = _golden_dir("gs2_ideal", tmp_path_factory)
+    out = tmp_path_factory.mktemp("contradiction") / "out"
+    rc = cli.main(["--input", str(d / "input_rawdata.npz"), "--reference", f"golden:{d}", *flags, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for w in words:
+        assert w in err, err
+    assert not out.exists()
+
+
+def test_run_crosscheck_refuses_parameters_or_input_the_recording_contradicts(tmp_path_factory, raw):
+    d, _ = _golden_dir("gs2_ideal", tmp_path_factory)
+    golden_raw = pj.RawData.from_npz(d / "input_rawdata.npz")
+    with pytest.raises(HarnessInputError, match=r"gridsize: recorded 2, asked for 1"):
+        run_crosscheck(golden_raw, port="jax", reference=f"golden:{d}", params=pj.ChainParams(gridsize=1, n_groups=64, seed=42))
+    with pytest.raises(HarnessInputError, match="coordinates differ"):
+        run_crosscheck(raw, port="jax", reference=f"golden:{d}", params=pj.ChainParams(N=64, gridsize=2, n_groups=64, seed=42))
