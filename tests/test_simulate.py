@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ptycho_jax as pj
-from ptycho_jax import _simulate
+from ptycho_jax import _poisson, _simulate
 
 DATA = pathlib.Path(__file__).parent / "data" / "sim"
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "golden"
@@ -335,7 +335,7 @@ def test_poisson_sampler_moments(rate):
     n = 200_000
     with jax.enable_x64(True):
         c = np.asarray(
-            jax.jit(_simulate._poisson_counts)(jr.key(11), jnp.full((n,), rate, jnp.float32))
+            jax.jit(_poisson.poisson_counts)(jr.key(11), jnp.full((n,), rate, jnp.float32))
         )
     assert c.dtype == np.float32
     c = c.astype(np.float64)
@@ -345,6 +345,28 @@ def test_poisson_sampler_moments(rate):
     assert np.all(c == np.round(c)) or rate > 2**24
     assert abs(c.mean() - rate) / math.sqrt(rate / n) < 5
     assert abs(c.var() / rate - 1) < 5 * math.sqrt(2 / n)
+
+
+# The sampler's draws are a pure function of key and rates: this digest pins them (it was computed
+# with the earlier single-module sampler, so the compile-time rework changed no number). The rates
+# cover inversion (< 10) and PTRS up to 3e8; 4,099 entries reach every redraw buffer.
+_POISSON_DIGEST = "7f898edd5dd6085bca4ba55c3862a399560d5e1c8400a057201e729f016b833e"
+
+
+def test_poisson_draws_pinned():
+    r = np.concatenate([np.linspace(0, 12, 2048), np.geomspace(10, 3e8, 2051)]).astype(np.float32)
+    with jax.enable_x64(True):
+        c = np.asarray(jax.jit(_poisson.poisson_counts)(jr.key(2024), jnp.asarray(r)))
+    assert c.dtype == np.float32 and c.shape == r.shape
+    assert hashlib.sha256(c.tobytes()).hexdigest() == _POISSON_DIGEST
+
+
+@pytest.mark.parametrize("cap", [1, 3, 16, 40])
+def test_compact_equals_nonzero(cap):
+    pending = np.random.RandomState(cap).rand(40) < 0.3
+    got = np.asarray(_poisson._compact(jnp.asarray(pending), cap))
+    want = np.asarray(jnp.nonzero(jnp.asarray(pending), size=cap, fill_value=40)[0])
+    np.testing.assert_array_equal(got, want)
 
 
 # --- scenarios and errors ---------------------------------------------------------------------

@@ -19,10 +19,11 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal.windows
 from jax.typing import ArrayLike
-from jaxtyping import Array, Bool, Complex64, Float32, Float64, PRNGKeyArray
+from jaxtyping import Array, Complex64, Float32, Float64, PRNGKeyArray
 
 from ._errors import PtychoInputError
 from ._patches import _check_centres, _check_object, _extract_kernel
+from ._poisson import poisson_counts
 from ._rawdata import RawData
 
 logger = logging.getLogger(__name__)
@@ -419,118 +420,6 @@ def _patches_and_energy(
     return patches, energy
 
 
-# Rates below: inversion; at and above: PTRS (the split TensorFlow's and JAX's samplers use).
-_SMALL_RATE = 10.0
-# Inversion terms: P(count >= 48 | rate < 10) < 1e-16, below a float64 uniform's resolution.
-_SMALL_TERMS = 48
-# Nested PTRS redraw buffers, M/4 then M/32 (about 14.5 % of PTRS candidates are rejected).
-_PTRS_SHRINK = (4, 8)
-_LOG_FACTORIAL_SMALL = np.array([math.lgamma(i + 1.0) for i in range(10)])  # log k!, k = 0..9
-
-
-def _log_factorial(k: Float64[Array, " M"]) -> Float64[Array, " M"]:
-    """`log k!` of integral k: a table below 10, Stirling's series to 1/k⁷ above (error < 1e-12)."""
-    table = jnp.asarray(_LOG_FACTORIAL_SMALL)[jnp.clip(k, 0.0, 9.0).astype(jnp.int32)]
-    x = jnp.maximum(k, 10.0)
-    inv2 = 1.0 / (x * x)
-    series = (1.0 / 12 - (1.0 / 360 - (1.0 / 1260 - inv2 / 1680) * inv2) * inv2) / x
-    stirling = (x + 0.5) * jnp.log(x) - x + 0.5 * math.log(2 * math.pi) + series
-    return jnp.where(k < 10.0, table, stirling)
-
-
-def _poisson_small(u: Float64[Array, " M"], lam: Float64[Array, " M"]) -> Float64[Array, " M"]:
-    """Poisson(lam) for lam < 10 by inversion: the number of CDF terms below the uniform `u`."""
-    p = jnp.exp(-lam)
-    cdf = p
-    k = (cdf < u).astype(jnp.float64)
-    for j in range(1, _SMALL_TERMS):  # unrolled: one fused elementwise kernel
-        p = p * (lam * (1.0 / j))
-        cdf = cdf + p
-        k = k + (cdf < u).astype(jnp.float64)
-    return k
-
-
-def _ptrs_round(
-    key: PRNGKeyArray, mu: Float64[Array, " M"]
-) -> tuple[Float64[Array, " M"], Bool[Array, " M"]]:
-    """One candidate of Hörmann's transformed rejection (PTRS) for Poisson(mu), mu >= 10, and its acceptance."""
-    ku, kv = jr.split(key)
-    u = jr.uniform(ku, mu.shape, jnp.float64) - 0.5
-    v = jr.uniform(kv, mu.shape, jnp.float64)
-    b = 0.931 + 2.53 * jnp.sqrt(mu)
-    a = -0.059 + 0.02483 * b
-    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
-    v_r = 0.9277 - 3.6224 / (b - 2.0)
-    us = 0.5 - jnp.abs(u)
-    k = jnp.floor((2.0 * a / us + b) * u + mu + 0.43)
-    quick = (us >= 0.07) & (v <= v_r)
-    reject = (k < 0) | ((us < 0.013) & (v > us))
-    log_target = -mu + k * jnp.log(mu) - _log_factorial(k)
-    slow = jnp.log(v * inv_alpha / (a / (us * us) + b)) <= log_target
-    return k, quick | (~reject & slow)
-
-
-def _ptrs_resolve(key, mu, k, done, shrinks: tuple[int, ...]):
-    """Finish PTRS for every entry not yet `done`: redraw them in a compacted buffer, recursively.
-
-    The not-done entries are gathered (`nonzero`) into a buffer `shrinks[0]` times smaller, which
-    gets one round and is resolved the same way with `shrinks[1:]`, then scattered back; a loop
-    repeats this while entries remain (only when the buffer overflowed). With no shrinks left, full
-    rounds loop on the (by then small) array. Each entry keeps its first accepted candidate, so the
-    draws are exact whatever the buffer sizes.
-    """
-    M = mu.shape[0]
-    if not shrinks:
-
-        def body(carry):
-            key, k, done = carry
-            key, sub = jr.split(key)
-            kk, accept = _ptrs_round(sub, mu)
-            accept = accept & ~done
-            return key, jnp.where(accept, kk, k), done | accept
-
-    else:
-        cap = max(1, M // shrinks[0])
-
-        def body(carry):
-            key, k, done = carry
-            key, sub_round, sub_rest = jr.split(key, 3)
-            (idx,) = jnp.nonzero(~done, size=cap, fill_value=M)
-            valid = idx < M
-            mu_b = mu.at[idx].get(mode="fill", fill_value=100.0)
-            kk, accept = _ptrs_round(sub_round, mu_b)
-            k_b, _ = _ptrs_resolve(sub_rest, mu_b, kk, accept | ~valid, shrinks[1:])
-            dest = jnp.where(valid, idx, M)  # padding slots write out of range: dropped
-            return key, k.at[dest].set(k_b, mode="drop"), done.at[dest].set(True, mode="drop")
-
-    key, k, done = jax.lax.while_loop(lambda c: ~jnp.all(c[2]), body, (key, k, done))
-    return k, done
-
-
-def _poisson_large(key: PRNGKeyArray, mu: Float64[Array, " M"]) -> Float64[Array, " M"]:
-    """Poisson(mu) for mu >= 10 by PTRS in float64.
-
-    `jax.random.poisson` runs PTRS in float32, which inflates the variance above rates of ~1e7
-    (1.5x at 1e8); the brightest sim_lines pixels reach ~2.4e8. A first round covers every entry;
-    the ~10-15 % rejected are redrawn in compacted buffers (`_ptrs_resolve`).
-    """
-    key, sub = jr.split(key)
-    k, done = _ptrs_round(sub, mu)
-    return _ptrs_resolve(key, mu, k, done, _PTRS_SHRINK)[0]
-
-
-def _poisson_counts(key: PRNGKeyArray, rate: Float32[Array, "*s"]) -> Float32[Array, "*s"]:
-    """Exact Poisson(rate) photon counts, returned as float32 like upstream's float32 samples; needs x64."""
-    lam = rate.reshape(-1).astype(jnp.float64)
-    small = lam < _SMALL_RATE
-    k_small, k_large = jr.split(key)
-    c_small = _poisson_small(
-        jr.uniform(k_small, lam.shape, jnp.float64), jnp.where(small, lam, 0.0)
-    )
-    c_large = _poisson_large(k_large, jnp.where(small, 100.0, lam))
-    return jnp.where(small, c_small, c_large).astype(jnp.float32).reshape(rate.shape)
-
-
 @ft.partial(jax.jit, static_argnames=("noise",))
 def _diffract(
     patches: Complex64[Array, "n N N"],
@@ -550,7 +439,7 @@ def _diffract(
     intensity = (far.real * far.real + far.imag * far.imag) / float(N * N)
     amplitude = jnp.sqrt(jnp.fft.fftshift(intensity, axes=(-2, -1)))
     if noise:
-        amplitude = jnp.sqrt(_poisson_counts(key, amplitude * amplitude))
+        amplitude = jnp.sqrt(poisson_counts(key, amplitude * amplitude))
     return amplitude / scale
 
 
