@@ -242,3 +242,94 @@ def test_resolve_backend_messages():
         resolve_backend("module:pkg:Cls")
     with pytest.raises(pj.BackendUnavailableError, match=r"expected package.module:Attribute"):
         resolve_backend(":Backend")
+
+
+# ---------------------------------------------------------------------------------------------
+# adapter declarations: name maps and axis layouts are converted before comparing
+
+
+def _channel_first(outs):
+    """The recorded outputs as a channel-first port with its own names would return them."""
+    cf = {k: dict(v) for k, v in outs.items()}
+    cf["grouped"]["frames"] = np.moveaxis(cf["grouped"].pop("diffraction"), -1, 1)
+    cf["grouped"]["coords_nn"] = cf["grouped"]["coords_nn"][:, 0].transpose(0, 2, 1)  # (B, C, xy)
+    n = cf["normalize"]
+    cf["normalize"] = {"X": np.moveaxis(n["X_full"], -1, 1), "gain": n["normalize_gain"]}
+    return cf
+
+
+def test_name_maps_and_layouts_are_applied(raw, outs):
+    cf = _channel_first(outs)
+    decl = {
+        "array_names": {"grouped": {"frames": "diffraction"}, "normalize": {"X": "X_full", "gain": "normalize_gain"}},
+        "layouts": {"images": "B C H W", "coords_nn": "B C xy"},
+    }
+    undeclared = run(raw, Stub(cf, "cf"), Stub(outs), stages="grouped,normalize")
+    assert undeclared.verdict == Verdict.FAIL  # coords_nn compared in the wrong layout
+    assert {n for n, _ in undeclared.stage("normalize").uncompared} == {"X_full", "normalize_gain"}
+    res = run(raw, Stub(cf, "cf", **decl), Stub(outs), stages="grouped,normalize")
+    assert res.verdict == Verdict.PASS, format_failure(res)
+    x = {a.name: a for a in res.stage("normalize").arrays}["X_full"]
+    assert x.shape_port == x.shape_ref == (16, 32, 32, 4) and x.max_ulp == 0
+    # the reference may declare the same (both sides are converted)
+    res = run(raw, Stub(outs), Stub(cf, "cf", **decl), stages="grouped,normalize")
+    assert res.verdict == Verdict.PASS
+
+
+def test_scaler_input_is_handed_over_in_the_backends_layout(raw, outs):
+    from _crosscheck_stubs import scaler
+
+    seen = []
+
+    class ChannelFirstScaler(Stub):
+        def scaler(self, x, *, scale, trainable=True):
+            seen.append(np.shape(x))
+            out = scaler(np.moveaxis(x, 1, -1), scale=scale)  # compute in ours, return theirs
+            return {k: (np.moveaxis(v, -1, 1) if np.ndim(v) == 4 else v) for k, v in out.items()}
+
+    port = ChannelFirstScaler(outs, "cf-scaler", layouts={"images": "B C H W"})
+    res = run(raw, port, Stub(outs), stages="scaler")
+    assert res.verdict == Verdict.PASS, format_failure(res)
+    assert seen == [(4, 4, 32, 32)] * 2
+
+
+def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
+    """The backend of specs/writing-a-backend.md, run as the guide runs it."""
+    out = tmp_path / "out"
+    rc, stdout, err = _main(
+        tmp_path, capsys, "--input", str(npz), *CHAIN,
+        "--port", "crosscheck.examples.numpy_port:NumpyPort", "--reference", "jax", "--out", str(out),
+    )
+    assert rc == 0, stdout + err
+    payload = json.loads((out / "crosscheck.json").read_text())
+    assert payload["verdict"] == "PASS"
+    verdicts = {s["name"]: s["verdict"] for s in payload["stages"]}
+    assert verdicts == {
+        "grouping": "EXCEPTED",
+        "grouped": "PASS",
+        "normalize": "PASS",
+        "patches": "EXCEPTED",
+        "intensity_scales": "PASS",
+        "scaler": "PASS",
+        "container": "EXCEPTED",
+    }
+    c = payload["counts"]
+    assert (c["required"], c["compared"], c["excepted"], c["failed"]) == (37, 21, 16, 0)
+    assert "| normalize | PASS | 2/2 | X_full | 0 |" in stdout
+    # the seed variant is declared not computed by the example (not_computed(params))
+    rc, stdout, _ = _main(
+        tmp_path, capsys, "--input", str(npz), *CHAIN, "--variant", "seed",
+        "--port", "crosscheck.examples.numpy_port:NumpyPort", "--reference", "jax", "--out", str(tmp_path / "seed"),
+    )
+    assert rc == 0 and "| normalize | EXCEPTED |" in stdout
+    # without its declarations the same port is INCOMPLETE, never PASS
+    rc, stdout, _ = _main(
+        tmp_path, capsys, "--input", str(npz), *CHAIN, "--port", "crosscheck.examples.numpy_port:NumpyPort",
+        "--reference", "jax", "--stages", "grouped,patches", "--out", str(tmp_path / "p"),
+    )
+    assert rc == 0  # patches is declared not computed
+    rc, stdout, _ = _main(
+        tmp_path, capsys, "--input", str(npz), *CHAIN, "--port", "crosscheck.examples.numpy_port:NumpyPort",
+        "--reference", "jax", "--out", str(tmp_path / "q"), "--allow-missing", "patches",
+    )
+    assert rc == 0

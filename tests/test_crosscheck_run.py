@@ -13,6 +13,8 @@ pytest.importorskip("tensorflow")
 import ptycho_jax as pj
 from crosscheck import cli
 from crosscheck.backends import GoldenBackend, TFBackend, resolve_backend
+from crosscheck.compare import Verdict
+from crosscheck.errors import HarnessInputError
 from crosscheck.pytest_plugin import (
     assert_backends_match,
     crosscheck_match,  # noqa: F401 - the plugin's fixture
@@ -95,20 +97,27 @@ def recorded(tmp_path_factory, raw, tf_backend):
 
 def test_jax_matches_recorded_golden_layout(raw, recorded):
     res = run_crosscheck(raw, port="jax", reference=f"golden:{recorded}", params=PARAMS)
-    assert res.passed
+    assert res.passed and res.verdict == Verdict.PASS
     assert all(s.skipped is None for s in res.stages), [(s.name, s.skipped) for s in res.stages]
-    # recordings answer only what they recorded: other groups or parameters are skipped, not failed
+    assert res.counts()["uncompared"] == 0 and res.counts()["excepted"] == 0
+    # a recording answers only what it recorded: other parameters are refused up front (exit 2),
+    # never a cascade of skipped stages
     other = pj.ChainParams(**{**PARAMS.to_dict(), "seed": 4})
-    res = run_crosscheck(raw, port="jax", reference=f"golden:{recorded}", params=other)
-    assert res.stage("grouping").skipped is None  # the port's groups, compared by the invariants
-    assert "invariants" in " ".join(res.stage("grouping").notes)
+    with pytest.raises(HarnessInputError, match="seed: recorded 3, asked for 4"):
+        run_crosscheck(raw, port="jax", reference=f"golden:{recorded}", params=other)
+    # variant seed: the recording holds the seed copy of X_full but not its gain, the container
+    # or the X-derived scales; the golden backend declares those absences (counted exceptions)
     seed = run_crosscheck(
         raw,
         port="jax",
         reference=f"golden:{recorded}",
         params=pj.ChainParams(**{**PARAMS.to_dict(), "variant": "seed"}),
     )
-    assert seed.passed and seed.stage("container").skipped
+    assert seed.passed and seed.stage("container").verdict == Verdict.EXCEPTED
+    assert dict(seed.stage("normalize").excepted) == {
+        "normalize_gain": f"declared not computed by reference 'golden:{recorded}'"
+    }
+    assert seed.counts()["excepted"] == 1 + 10 + 3
 
 
 def test_outputs_are_written(raw, tf_backend, tmp_path):
@@ -138,7 +147,7 @@ def test_outputs_are_written(raw, tf_backend, tmp_path):
     assert "| normalize | FAIL |" in md and "constant scale factor 2" in md
     assert md.count("## Intensity Statistics — ") == 2
     payload = json.loads(paths["json"].read_text())
-    assert payload["passed"] is False
+    assert payload["passed"] is False and payload["verdict"] == "FAIL"
     stages = {s["name"]: s for s in payload["stages"]}
     assert list(stages) == [
         "grouping",
@@ -262,7 +271,7 @@ def test_assert_backends_match(raw, tf_backend, crosscheck_match):  # noqa: F811
 
 def test_resolve_backend_errors(tmp_path):
     with pytest.raises(pj.BackendUnavailableError, match="expected jax, tf"):
-        resolve_backend("torch")
+        resolve_backend("torchvision")
     with pytest.raises(pj.BackendUnavailableError, match="has no attribute"):
         resolve_backend("crosscheck.backends:NoSuchThing")
     with pytest.raises(pj.BackendUnavailableError, match="stage1_grouping.npz"):

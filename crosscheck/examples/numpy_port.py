@@ -118,7 +118,7 @@ class NumpyPort:
 
     def scaler(self, x, *, scale, trainable=True):
         x = np.asarray(x, np.float32)  # (B, C, H, W): the harness converted it to our layout
-        log_s = np.float32(np.log(scale))
-        s = np.exp(log_s)
+        log_s = np.float32(math.log(scale))  # float64 log, one float32 variable (as upstream)
+        s = np.float32(math.exp(float(log_s)))  # C expf = float64 exp rounded; not np.exp(float32)
         scaled = x / s
         return {"log_s": log_s, "scaled": scaled, "unscaled": s * scaled}
