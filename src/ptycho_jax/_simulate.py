@@ -344,7 +344,7 @@ def normalize_probe(probe: ArrayLike, *, probe_scale: float) -> Complex64[np.nda
 def _load_custom_probe(path: str, N: int) -> np.ndarray:
     """`probeGuess` of an NPZ file as complex64 (simulation.md §4.3)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Scenario.probe_path: expected an existing NPZ file, got {path!r}")
+        raise _err("Scenario.probe_path", "an existing NPZ file", path)
     with np.load(path, allow_pickle=False) as npz:
         if "probeGuess" not in npz.files:
             raise PtychoInputError(
