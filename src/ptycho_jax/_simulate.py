@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +195,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(Scenario))
 _FLOAT_FIELDS = ("buffer", "split_fraction", "nphotons", "probe_scale", "default_probe_scale")
 
 
-def get_scenario(name: str, **overrides) -> Scenario:
+def get_scenario(name: str, **overrides: Any) -> Scenario:
     """The preset scenario `name`, with `overrides` applied by `dataclasses.replace` (validated again).
 
     Example: `get_scenario("gs2_ideal", nphotons=1e4, sim_seed=7)`.
