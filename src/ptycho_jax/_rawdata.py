@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ class RawData:
     ycoords_start: np.ndarray
     diff3d: np.ndarray
     probeGuess: np.ndarray
-    scan_index: np.ndarray
+    scan_index: np.ndarray | None = None  # None: zeros, as upstream
     objectGuess: np.ndarray | None = None
     Y: np.ndarray | None = None
     norm_Y_I: float | None = None
@@ -159,6 +160,7 @@ class RawData:
                 y = y[..., None]
             if y.shape != (m, n, n, 1) or y.dtype != np.complex64:
                 raise RawDataError(f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}")
+            _check_finite("Y", y)
             set_("Y", y)
 
     # -- derived sizes -------------------------------------------------------------------------
@@ -176,7 +178,7 @@ class RawData:
             return np.stack([self.xcoords_start, self.ycoords_start], axis=1)
         return np.stack([self.xcoords, self.ycoords], axis=1)
 
-    def subset(self, indices) -> "RawData":
+    def subset(self, indices: np.ndarray | Sequence[int]) -> "RawData":
         """A RawData holding the positions `indices` (in that order); probe, object and metadata shared."""
         idx = np.asarray(indices)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
