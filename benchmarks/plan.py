@@ -15,6 +15,7 @@ STAGES = (
     "gather_coords",
     "normalize",
     "gather_normalize",
+    "group_normalize",
     "intensity_scale",
     "scaler",
     "container",
@@ -23,11 +24,12 @@ STAGES = (
 )
 """Stages in report order (specs/benchmarks.md §2 says what each one times)."""
 CHAIN_STAGES = tuple(s for s in STAGES if s not in ("selection", "neighbours"))
-IMPLS = ("jax", "jax-engine", "tf-ref", "upstream-np", "ckdtree")
+IMPLS = ("jax", "jax-engine", "tf-ref", "upstream-np", "ckdtree", "upstream")
 """jax: the port (jitted, warm); jax-engine: selection with the JAX neighbour engine (cell list); tf-ref:
 crosscheck.tf_reference (+ crosscheck.grouping); upstream-np: upstream's algorithm in NumPy/SciPy;
-ckdtree: SciPy's cKDTree (upstream's neighbour search)."""
-BASELINE_OF = {"tf-ref": "jax", "upstream-np": "jax", "ckdtree": "jax", "jax-engine": "jax"}
+ckdtree: SciPy's cKDTree (upstream's neighbour search); upstream: the real upstream PtychoPINN in its own
+environment (a subprocess; group_normalize, container and patches of the main case, benchmarks/upstream.py)."""
+BASELINE_OF = {"tf-ref": "jax", "upstream-np": "jax", "ckdtree": "jax", "jax-engine": "jax", "upstream": "jax"}
 
 DENSITY = 512 / (369.0 * 181.0)
 """Scan positions per object pixel in gs2_ideal's test half (512 positions over 369 x 181 px):
@@ -192,7 +194,8 @@ def stage_bytes(stage: str, d: dict[str, int]) -> int:
         "h2d": 2 * R,
         "gather_coords": 2 * S + coords,
         "normalize": 2 * S,
-        "gather_normalize": 4 * S,  # gather + energy in one pass (R S, W S), then scale (R S, W S)
+        "gather_normalize": 2 * S,  # read each grouped frame once, write X once (fused gather + normalize)
+        "group_normalize": d["M"] * 16 + 3 * S + coords,  # positions; read frames once, write diffraction and X
         "intensity_scale": R + 2 * S,  # raw frames, grouped diffraction, X, each read once
         "scaler": 4 * S,  # forward then inverse
         "container": 5 * S,  # read complex Y (2S) and X (S); write Y_I, Y_phi
@@ -204,7 +207,7 @@ def stage_bytes(stage: str, d: dict[str, int]) -> int:
 _PEAK_FACTOR = {  # rough upper estimates of a call's output + temporaries, in units of S
     ("jax", "gather_coords"): 1, ("tf-ref", "gather_coords"): 2,
     ("jax", "normalize"): 1, ("tf-ref", "normalize"): 6,
-    ("jax", "gather_normalize"): 2, ("tf-ref", "gather_normalize"): 8,
+    ("jax", "gather_normalize"): 2, ("tf-ref", "gather_normalize"): 8, ("jax", "group_normalize"): 3,
     ("jax", "intensity_scale"): 1, ("tf-ref", "intensity_scale"): 5,
     ("jax", "scaler"): 3, ("tf-ref", "scaler"): 2,
     ("jax", "container"): 3, ("tf-ref", "container"): 6,
@@ -223,6 +226,7 @@ STAGE_INPUTS = {  # the inputs each implementation of a stage reads (built befor
     ("jax", "gather_coords"): ("diff3d_dev", "nn_dev"), ("tf-ref", "gather_coords"): (),
     ("jax", "normalize"): ("D_dev",), ("tf-ref", "normalize"): ("D_np",),
     ("jax", "gather_normalize"): ("diff3d_dev", "nn_dev"), ("tf-ref", "gather_normalize"): (),
+    ("jax", "group_normalize"): (),
     ("jax", "intensity_scale"): ("diff3d_dev", "D_dev", "X_dev"), ("tf-ref", "intensity_scale"): ("D_np", "X_np"),
     ("jax", "scaler"): ("X_dev",), ("tf-ref", "scaler"): ("X_np",),
     ("jax", "container"): ("grouped",), ("tf-ref", "container"): ("tf_grouped", "X_np"),

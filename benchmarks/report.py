@@ -46,9 +46,28 @@ def evaluate_targets(result: BenchResult) -> list[dict[str, Any]]:
         r = _ratio(result, big, "patches", "upstream-np")
         if r:
             add(f"object patches vs upstream whole-canvas ({big})", r["median"], ">= 1000x", r["median"] >= 1000, f"upstream/JAX median {r['median']:.0f} (min {r['min']:.0f}, max {r['max']:.0f}); upstream timed on a subset, scaled per patch")
+        for stage, label, goal in (("group_normalize", "group + normalize", 5.0), ("container", "container", 5.0), ("patches", "object patches", 1000.0)):
+            r = _ratio(result, big, stage, "upstream")
+            if r:
+                add(f"{label} vs real upstream ({big})", r["median"], f">= {goal:g}x", r["median"] >= goal, f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(_fig(result, big, stage, 'upstream')['median_s'])}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})")
+        r = _ratio(result, big, "scaler", "tf-ref")
+        if r:
+            add(f"scaler vs TF reference ({big})", r["median"], ">= 1x (no slower)", r["median"] >= 1, f"TF/JAX pair ratios median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f})")
+        floors = [f for f in result.figures if f["case"] == big and f["impl"] == "jax" and f.get("floor_multiple")]
+        if floors:
+            over = [f for f in floors if f["floor_multiple"] > 2]
+            worst = max(floors, key=lambda f: f["floor_multiple"])
+            detail = ", ".join(f"{f['stage']} {f['floor_multiple']:.1f}x" for f in floors)
+            add(f"every stage within 2x of its copy floor ({big})", worst["floor_multiple"], "<= 2x each", not over, f"JAX median / same-run copy of the stage's bytes: {detail}")
         m = _fig(result, big, "end_to_end", "jax")
         if m and m["memory_ratio"] is not None:
             add(f"peak host memory / arrays produced ({big}, JAX end to end)", m["memory_ratio"], "<= 2x", m["memory_ratio"] <= 2, f"peak RSS growth {fmt_bytes(m['peak_rss_growth_bytes'])} for {fmt_bytes(m['produced_bytes'])} of arrays returned (ratio {m['memory_ratio']:.2f})")
+    comp = getattr(result, "compile", None) or {}
+    rep = comp.get("default_report")
+    if rep and rep.get("ok"):
+        add("default report: compile time (new process, no cache)", rep["compile_s"], "<= 3 s", rep["compile_s"] <= 3.0, f"{rep['compile_s']:.2f} s compiling {rep['programs']} programs of {rep['wall_uncached_s']:.1f} s wall; largest: " + ", ".join(f"{n} {t:.2f} s" for n, t in rep["top"][:4]))
+        ratio = rep["wall_warm_s"] / rep["wall_cold_s"]
+        add("default report: second run / first (persistent cache)", ratio, "<= 0.5", ratio <= 0.5, f"first {rep['wall_cold_s']:.1f} s (empty cache), second {rep['wall_warm_s']:.1f} s (cache hit; {rep['compile_warm_s']:.2f} s compiling)")
     pos = [c["name"] for c in result.cases if c["family"] == "positions"]
     at = "positions-1e5" if "positions-1e5" in pos else (pos[-1] if pos else None)
     if at:
@@ -83,6 +102,7 @@ def to_markdown(result: BenchResult) -> str:
         f"(in place {bw['in_place']['gbps']:.1f}, into a fresh buffer {bw['fresh']['gbps']:.1f})"
         + (f", {result.copy_bandwidth['end']['gbps']:.1f} GB/s at the end" if "end" in result.copy_bandwidth else "")
         + "; the `GB/s (of copy)` column divides the byte model of specs/benchmarks.md by the median time",
+        "- Floor: every round of a stage also times a plain copy (jitted `x + 1`) moving the stage's byte model; `jax / copy floor` is the JAX median over that copy's median (1× = memory bound).",
         "- Times: median [min – max] over warm calls; ratios: other / jax, taken pair by pair in the same round.",
         "",
     ]  # fmt: skip
@@ -91,6 +111,21 @@ def to_markdown(result: BenchResult) -> str:
         for t in result.targets:
             lines.append(f"| {t['target']} | {t['detail']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |")
         lines.append("")
+    rep = (getattr(result, "compile", None) or {}).get("default_report")
+    if rep:
+        lines += ["## Compile time (apart from run time)", ""]
+        if rep.get("ok"):
+            lines += [
+                f"The default report (`ptycho-jax`, gs2_ideal) in a new process: {rep['compile_s']:.2f} s of XLA compilation over "
+                f"{rep['programs']} programs (plus {rep['trace_s']:.2f} s tracing, {rep['lower_s']:.2f} s lowering) in {rep['wall_uncached_s']:.1f} s wall "
+                f"without the persistent cache; with it, {rep['wall_cold_s']:.1f} s the first run (empty cache) and {rep['wall_warm_s']:.1f} s the second "
+                f"({rep['compile_warm_s']:.2f} s still compiled, {rep['cache_retrieval_warm_s']:.2f} s loading from the cache).",
+                "",
+                "| program | compile |",
+                "| --- | --- |",
+            ] + [f"| `{n}` | {fmt_s(t)} |" for n, t in rep["top"]] + [""]
+        else:
+            lines += [f"Not measured: {rep.get('error')}", ""]
     names = [c["name"] for c in result.cases]
     main = next((n for n in ("large", "medium") if n in names), None)
     if main is not None:
@@ -125,7 +160,7 @@ def _figures_table(result: BenchResult, cases: Sequence[dict]) -> list[str]:
     figures = [f for f in result.figures if f["case"] in keep]
     impls_present = [i for i in IMPLS if any(f["impl"] == i for f in figures)]
     others = [i for i in impls_present if i != "jax"]
-    head = ["case", "stage", *impls_present, *[f"{o} / jax" for o in others], "jax GB/s (of copy)", "jax compile", "jax peak RSS +"]
+    head = ["case", "stage", *impls_present, *[f"{o} / jax" for o in others], "jax GB/s (of copy)", "jax / copy floor", "jax compile", "jax peak RSS +"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for case in cases:
         for stage in STAGES:
@@ -146,6 +181,8 @@ def _figures_table(result: BenchResult, cases: Sequence[dict]) -> list[str]:
                 row.append(f"{j['gbps']:.2f} ({100 * frac:.0f}%{over})" if frac is not None else f"{j['gbps']:.2f}")
             else:
                 row.append("")
+            fm = j.get("floor_multiple") if j else None
+            row.append(f"{fm:.2f}× (floor {fmt_s(j['floor_s'])})" if fm else "")
             row.append(("~0" if j["compile_s"] == 0 else fmt_s(j["compile_s"])) if j and j["compile_s"] is not None else "")
             row.append(fmt_bytes(j["peak_rss_growth_bytes"]) if j else "")
             lines.append("| " + " | ".join(row) + " |")
@@ -181,7 +218,7 @@ def render_plot(result: BenchResult) -> bytes | None:
     cols = 3
     rows = math.ceil(len(panels) / cols)
     fig = MplFigure(figsize=(4.2 * cols, 3.3 * rows), layout="constrained")
-    styles = {"jax": ("C0", "o"), "jax-engine": ("C4", "v"), "tf-ref": ("C1", "s"), "upstream-np": ("C3", "^"), "ckdtree": ("C2", "D")}
+    styles = {"jax": ("C0", "o"), "jax-engine": ("C4", "v"), "tf-ref": ("C1", "s"), "upstream-np": ("C3", "^"), "ckdtree": ("C2", "D"), "upstream": ("C5", "P")}
     for k, (stage, xkey, kind) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         for impl in IMPLS:

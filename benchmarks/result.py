@@ -26,6 +26,7 @@ class BenchResult:
     errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     targets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    compile: dict[str, Any] = dataclasses.field(default_factory=dict)  # compile time apart (benchmarks/compile_time.py)
     started: str = ""
     wall_s: float = 0.0
 

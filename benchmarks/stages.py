@@ -318,6 +318,14 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
         out["jax"] = Impl(lambda: normalize_data(gather_frames(diff_dev, nn_dev), N), 1.0, "gather_frames then normalize_data")
         if ref is not None:
             out["tf-ref"] = Impl(lambda: ref.normalize_data(ref.gather_diffraction(raw.diff3d, nn), N), 1.0, "")
+    elif stage == "group_normalize":
+        import dataclasses
+
+        from ptycho_jax import group
+
+        bare = dataclasses.replace(raw, objectGuess=None, Y=None) if hasattr(raw, "Y") else dataclasses.replace(raw, objectGuess=None)
+        params = c.params()
+        out["jax"] = Impl(lambda: group(bare, params), 1.0, "group() from host RawData without objectGuess: selection, gather, coordinates, normalize (as upstream's generate_grouped_data)")
     elif stage == "intensity_scale":
         diff_dev, D, X = inp.get("diff3d_dev"), inp.get("D_dev"), inp.get("X_dev")
         out["jax"] = Impl(lambda: all_intensity_scales(raw_diff3d=diff_dev, grouped_diffraction=D, X=X, N=N, nphotons=c.nphotons), 1.0, "all_intensity_scales (9 quantities)")

@@ -94,6 +94,24 @@ def run_suite(
             "memory cuts see includes the pool"
         )
 
+    if preset != "tiny":
+        from .compile_time import measure_default_report
+
+        t0 = time.perf_counter()
+        progress("compile time: the default report in new processes (no cache, empty cache, filled cache) ...")
+        result.compile["default_report"] = measure_default_report()
+        rep = result.compile["default_report"]
+        if rep.get("ok"):
+            progress(f"compile time: {rep['compile_s']:.2f} s over {rep['programs']} programs; wall {rep['wall_cold_s']:.1f} s first, {rep['wall_warm_s']:.1f} s second ({time.perf_counter() - t0:.0f} s)")
+        else:
+            progress(f"compile time: failed: {rep.get('error')}")
+    else:
+        result.notes.append("compile time of the default report: not measured in the tiny preset")
+    names = [c.name for c in plan]
+    upstream_case = next((n for n in ("large", "medium") if n in names), None)
+    if "upstream" in impls and upstream_case is None:
+        result.notes.append("upstream: the real upstream runs on the large (full) or medium (quick) case only; none in this plan")
+
     def cut(case, stage, impl, reason):
         result.cuts.append({"case": case.name, "stage": stage, "impl": impl, "reason": reason})
         progress(f"{case.name}: {stage}: {impl} cut: {reason}")
@@ -160,6 +178,8 @@ def run_suite(
                 result.notes.extend(notes)
                 if stage == "patches" and "upstream-np" in allowed:
                     result.checks.append(_check_patches(inp, min(2, case.upstream_subset)))
+            if "upstream" in impls and case.name == upstream_case:
+                _add_upstream(result, case, inp, repeats=repeats or case.repeats, progress=progress)
             del inp
             gc.collect()
             if checkpoint is not None:
@@ -171,6 +191,28 @@ def run_suite(
     result.targets = evaluate_targets(result)
     result.wall_s = time.perf_counter() - t_start
     return result
+
+
+def _add_upstream(result: BenchResult, case: Case, inp: Inputs, *, repeats: int, progress: Callable[[str], None]) -> None:
+    """Time the real upstream on `case` in its own environment and set it beside the port's figures."""
+    from .upstream import time_upstream, upstream_figures
+
+    t0 = time.perf_counter()
+    progress(f"{case.name}: real upstream (its own environment, a subprocess) ...")
+    reply = time_upstream(inp, repeats=repeats, patch_groups=case.upstream_subset)
+    if not reply.get("ok"):
+        for stage in ("group_normalize", "container", "patches"):
+            result.cuts.append({"case": case.name, "stage": stage, "impl": "upstream", "reason": f"unavailable: {reply.get('error')}"})
+        progress(f"{case.name}: upstream unavailable: {reply.get('error')}")
+        return
+    figs, ratios = upstream_figures(case, reply, result.figures)
+    result.figures.extend(figs)
+    result.ratios.extend(ratios)
+    chk = reply.get("patches_check")
+    if chk:
+        result.checks.append({"case": case.name, "what": "real upstream get_image_patches vs jax Y", "patches": chk["groups"], "max_abs_diff": chk["max_abs_diff"], "max_abs": chk["max_abs"]})
+    result.notes.append(f"upstream: real PtychoPINN ({reply.get('versions')}), import {reply.get('import_s', 0):.1f} s, whole run {time.perf_counter() - t0:.0f} s; ratios upstream/jax are of medians (separate processes)")
+    progress(f"{case.name}: upstream: " + ", ".join(f"{f['stage']} {f['median_s']:.3g} s" for f in figs))
 
 
 def _device_scope(device):

@@ -30,6 +30,8 @@ class Figure:
     peak_rss_growth_bytes: int | None = None
     device_peak_bytes: int | None = None
     produced_bytes: int | None = None
+    floor_s: float | None = None
+    floor_scale: float = 1.0
     note: str = ""
 
     @property
@@ -49,7 +51,10 @@ class Figure:
             "fraction_of_copy_bandwidth": (gbps / copy_gbps) if (gbps and copy_gbps) else None,
             "peak_rss_growth_bytes": self.peak_rss_growth_bytes, "produced_bytes": self.produced_bytes,
             "memory_ratio": (self.peak_rss_growth_bytes / self.produced_bytes) if (self.peak_rss_growth_bytes is not None and self.produced_bytes) else None,
-            "device_peak_bytes": self.device_peak_bytes, "note": self.note,
+            "device_peak_bytes": self.device_peak_bytes,
+            "floor_s": self.floor_s, "floor_scale": self.floor_scale,
+            "floor_multiple": (med / self.floor_s) if (self.floor_s and med > 0) else None,
+            "note": self.note,
         }  # fmt: skip
 
 
@@ -57,6 +62,27 @@ def _block(x):
     import jax
 
     return jax.block_until_ready(x)
+
+
+FLOOR_MAX_BYTES = 512 * 2**20
+"""Largest plain copy timed for a floor (bytes read + written); bigger floors scale it linearly."""
+
+
+def make_floor(nbytes: int, device) -> tuple[Callable[[], Any], float]:
+    """A plain copy moving `nbytes` (half read, half written; jitted `x + 1` into a fresh buffer).
+
+    Returns `(call, scale)`: the copy moves `nbytes / scale` bytes; multiply its time by `scale`.
+    Above `FLOOR_MAX_BYTES` a smaller copy is timed and scaled (streaming copies scale linearly).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    moved = max(8, min(int(nbytes), FLOOR_MAX_BYTES))
+    n = moved // 8  # float32 elements read, and as many written
+    x = jax.device_put(jnp.zeros(n, jnp.float32), device)
+    fn = jax.jit(lambda v: v + 1.0)
+    fn(x).block_until_ready()
+    return (lambda: fn(x)), nbytes / (8 * n)
 
 
 def clear_jax_caches():
@@ -81,6 +107,8 @@ def measure_stage(
 
     After the first warm round, only as many rounds as fit `budget_s` are run (at least one).
     Memory: peak RSS growth over the warm calls; the bytes of the arrays the last call returned.
+    The floor: every round also times a plain copy of the stage's byte model (`stage_bytes`), so
+    each figure is stated as a multiple of the memory-traffic floor measured in the same run.
     """
     order = [i for i in IMPLS if i in calls]
     firsts: dict[str, float] = {}
@@ -116,11 +144,18 @@ def measure_stage(
         firsts[impl] = one(impl, warm=False)
         scaled = f" (scaled x{calls[impl].scale:.0f} from a subset)" if calls[impl].scale != 1.0 else ""
         progress(f"{case.name}: {stage}: {impl} first call {fmt_s(firsts[impl])}{scaled}")
+    d = case.dims()
+    nbytes = stage_bytes(stage, d)
+    floor_fn, floor_scale = make_floor(nbytes, device)
+    floor_times: list[float] = []
     rounds = 0
     t_round = time.perf_counter()
     while rounds < repeats:
         for impl in order:
             times[impl].append(one(impl, warm=True))
+        t0 = time.perf_counter()
+        _block(floor_fn())
+        floor_times.append((time.perf_counter() - t0) * floor_scale)
         rounds += 1
         if rounds == 1:
             per_round = time.perf_counter() - t_round
@@ -128,12 +163,12 @@ def measure_stage(
             if fit < repeats:
                 notes.append(f"{case.name}/{stage}: {fit} warm round(s) instead of {repeats} ({fmt_s(per_round)} per round, budget {budget_s:.0f} s per figure)")
                 repeats = fit
-    d = case.dims()
-    nbytes = stage_bytes(stage, d)
+    del floor_fn
+    floor_s = statistics.median(floor_times)
     figs = [
         Figure(case=case.name, stage=stage, impl=i, dims=d, times_s=times[i], first_s=firsts[i], scale=calls[i].scale,
                bytes=nbytes, peak_rss_growth_bytes=growth[i], device_peak_bytes=dev_peak[i], produced_bytes=produced[i],
-               note=calls[i].note)
+               floor_s=floor_s, floor_scale=floor_scale, note=calls[i].note)
         for i in order
     ]  # fmt: skip
     ratios = []
