@@ -442,13 +442,15 @@ class GoldenBackend:
 
     def not_computed(self, params: Any) -> tuple[str, ...]:
         """What this recording does not hold for `params` (documented, not INCOMPLETE):
-        variant `seed`: the seed copy's gain, the container and the X-derived scales (recorded
-        for `main` only); member patch positions: the container (recorded with upstream's)."""
+        variant `seed`: the seed copy's gain, the container, the X-derived scales and the scaler
+        runs (recorded for `main` only: their input is the main container's X); member patch
+        positions: the container (recorded with upstream's)."""
         out = []
         if getattr(params, "variant", "main") != "main":
             out += [
                 "normalize.normalize_gain",
                 "container",
+                "scaler",
                 "intensity_scales.seed_era_dataset_derived_scale_normalized_X",
                 "intensity_scales.container_norm_Y_I_diffsim_scale_nphotons",
                 "intensity_scales.normalized_X_mean_sum_sq_over_HWC",

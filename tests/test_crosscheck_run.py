@@ -105,8 +105,9 @@ def test_jax_matches_recorded_golden_layout(raw, recorded):
     other = pj.ChainParams(**{**PARAMS.to_dict(), "seed": 4})
     with pytest.raises(HarnessInputError, match="seed: recorded 3, asked for 4"):
         run_crosscheck(raw, port="jax", reference=f"golden:{recorded}", params=other)
-    # variant seed: the recording holds the seed copy of X_full but not its gain, the container
-    # or the X-derived scales; the golden backend declares those absences (counted exceptions)
+    # variant seed: the recording holds the seed copy of X_full but not its gain, the container,
+    # the X-derived scales or scaler runs on the seed X; the golden backend declares those
+    # absences (counted exceptions)
     seed = run_crosscheck(
         raw,
         port="jax",
@@ -117,7 +118,8 @@ def test_jax_matches_recorded_golden_layout(raw, recorded):
     assert dict(seed.stage("normalize").excepted) == {
         "normalize_gain": f"declared not computed by reference 'golden:{recorded}'"
     }
-    assert seed.counts()["excepted"] == 1 + 10 + 3
+    assert seed.stage("scaler").verdict == Verdict.EXCEPTED
+    assert seed.counts()["excepted"] == 1 + 10 + 3 + 6
 
 
 def test_outputs_are_written(raw, tf_backend, tmp_path):
