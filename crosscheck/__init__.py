@@ -1,7 +1,7 @@
 """Cross-check a port of the PtychoPINN data chain against a reference, stage by stage (specs/crosscheck.md).
 
 Public names are loaded lazily (so `import crosscheck.pytest_plugin` stays cheap):
-`run_crosscheck`, `write_outputs`, `resolve_backend`, `Backend`, `StageUnsupported`,
+`run_crosscheck`, `write_outputs`, `Verdict`, `EXIT_CODES`, `HarnessInputError`, `resolve_backend`, `Backend`, `StageUnsupported`,
 `ToleranceTable`, `Tolerance`, `ArrayDelta`, `StageResult`, `CrosscheckResult`, `diagnose`,
 `assert_backends_match`.
 """
@@ -10,6 +10,10 @@ import importlib
 
 _EXPORTS = {
     "run_crosscheck": "run",
+    "EXIT_CODES": "run",
+    "Verdict": "compare",
+    "HarnessInputError": "errors",
+    "OutputError": "errors",
     "write_outputs": "run",
     "format_failure": "run",
     "resolve_backend": "backends",
