@@ -166,6 +166,9 @@ class UpstreamWorker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if proc is not None and proc.stdout is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdout.close()
         if getattr(self, "tmp", None) is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 

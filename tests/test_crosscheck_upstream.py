@@ -6,35 +6,23 @@ the shared goldens. Without them these tests skip with the reason, except under
 """
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
+from _upstream import GOLDEN, ROOT, require_upstream
 
 import ptycho_jax as pj
 from crosscheck import upstream as up
 from crosscheck.backends import REQUIRED, STAGES, GoldenBackend, resolve_backend
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
+# upstream's printing arrives as UpstreamOutput warnings (stage notes in the harness)
+pytestmark = pytest.mark.filterwarnings("ignore::crosscheck.upstream.UpstreamOutput")
+
 CASES = ("gs1_ideal", "gs2_ideal", "gs2_sequential")
 UPSTREAM_NOISE = ("neighbor-sampled", "DEBUG:", "INFO:", "loader:", "PtychoDataContainer")
-
-
-def require_upstream() -> None:
-    """Skip (locally) or fail (CI: PTYCHO_REQUIRE_UPSTREAM=1) when upstream cannot run here."""
-    why = up.availability()
-    if why is None and not (GOLDEN / "gs2_ideal" / "stage1_grouping.npz").is_file():
-        why = f"no shared goldens at {GOLDEN}"
-    if why is None:
-        return
-    if os.environ.get("PTYCHO_REQUIRE_UPSTREAM") == "1":
-        pytest.fail(f"PTYCHO_REQUIRE_UPSTREAM=1 but {why}")
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
