@@ -6,17 +6,17 @@ import jax
 import jaxtyping
 import numpy as np
 import pytest
+from _compile_count import count_compiles
 
 import ptycho_jax as pj
-from _compile_count import count_compiles
 
 DATA = pathlib.Path(__file__).parent / "data" / "sim"
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "golden"
 CASES = ("gs1_ideal", "gs2_ideal", "gs2_sequential")
 POSITIONS = {"upstream": "Y", "member": "Y_from_sim_patches"}
-# A value outside an argument's annotation is rejected by our check or, when the jaxtyping pytest
-# hook is on, by the type checker first; either names the argument.
-TYPE_ERRORS = (pj.PtychoInputError, jaxtyping.TypeCheckError)
+# A value outside an argument's annotation is rejected at the call by the runtime type check
+# (jaxtyping + beartype, on for every test run through pyproject's addopts), which names it.
+TYPE_ERRORS = jaxtyping.TypeCheckError
 
 
 @pytest.fixture(scope="module")
