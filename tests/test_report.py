@@ -59,7 +59,7 @@ def _scalars(case: str) -> dict:
 def _check_reproduces(report: pj.IntensityReport, case: str) -> None:
     md, want_md = report.to_markdown(), _read(case, "intensity_stats.md")
     got_lines, want_lines = md.split("\n"), want_md.split("\n")
-    for i, (g, w) in enumerate(zip(got_lines, want_lines), start=1):
+    for i, (g, w) in enumerate(zip(got_lines, want_lines, strict=False), start=1):
         assert g == w, f"{case}: Markdown line {i}: got {g!r}, want {w!r}"
     assert len(got_lines) == len(want_lines)
     assert md.encode("utf-8") == (DATA / case / "intensity_stats.md").read_bytes()
