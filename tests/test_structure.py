@@ -28,7 +28,10 @@ CHAIN_FLAGS = [
 
 
 def _library_modules() -> list[str]:
-    return ["ptycho_jax", *sorted(f"ptycho_jax.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__")]
+    return [
+        "ptycho_jax",
+        *sorted(f"ptycho_jax.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"),
+    ]
 
 
 # --- the library is free of the harness and the benchmarks --------------------------------------
@@ -41,7 +44,9 @@ def test_library_modules_import_without_crosscheck_or_benchmarks():
         "    importlib.import_module(name)\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('crosscheck', 'benchmarks'))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1]) == []
 
@@ -50,7 +55,9 @@ def test_benchmarks_are_not_in_the_library_and_no_pytest_plugin_is_installed():
     assert not (SRC / "_bench.py").exists()
     assert (ROOT / "benchmarks" / "__main__.py").is_file()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert "pytest11" not in pyproject  # no plugin that loads into every pytest run of the environment
+    assert (
+        "pytest11" not in pyproject
+    )  # no plugin that loads into every pytest run of the environment
 
 
 def _import_edges(path: pathlib.Path, modules: set[str]) -> set[str]:
@@ -66,7 +73,11 @@ def _import_edges(path: pathlib.Path, modules: set[str]) -> set[str]:
                 base = f"ptycho_jax.{node.module}"
             if base not in modules:
                 continue
-            subs = {f"{base}.{a.name}" for a in node.names} & modules if base == "ptycho_jax" else set()
+            subs = (
+                {f"{base}.{a.name}" for a in node.names} & modules
+                if base == "ptycho_jax"
+                else set()
+            )
             out |= subs or {base}
     return out - {this}
 
@@ -100,7 +111,10 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_library_import_graph_has_no_cycle():
     modules = set(_library_modules())
-    files = {("ptycho_jax" if p.stem == "__init__" else f"ptycho_jax.{p.stem}"): p for p in SRC.glob("*.py")}
+    files = {
+        ("ptycho_jax" if p.stem == "__init__" else f"ptycho_jax.{p.stem}"): p
+        for p in SRC.glob("*.py")
+    }
     graph = {name: _import_edges(path, modules) for name, path in files.items()}
     assert graph["ptycho_jax"]  # the package imports its modules: the graph is not empty
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
@@ -111,7 +125,10 @@ def test_library_import_graph_has_no_cycle():
 
 def _chain_group(parser: argparse.ArgumentParser) -> list[tuple]:
     (group,) = [g for g in parser._action_groups if g.title == _cli_chain.CHAIN_GROUP_TITLE]
-    return [(tuple(a.option_strings), a.dest, a.default, a.type, a.choices, type(a).__name__) for a in group._group_actions]
+    return [
+        (tuple(a.option_strings), a.dest, a.default, a.type, a.choices, type(a).__name__)
+        for a in group._group_actions
+    ]
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -148,8 +165,17 @@ def test_chain_params_resolution_flag_then_defaults_then_chain_params():
     parser = argparse.ArgumentParser()
     _cli_chain.add_chain_arguments(parser)
     defaults = {"gridsize": 1, "K": 7, "n_groups": 9, "nphotons": 1e6, "not_a_field": 3}
-    p = _cli_chain.chain_params(parser.parse_args(["--K", "5", "--no-sequential", "--variant", "seed"]), defaults)
-    assert (p.gridsize, p.K, p.n_groups, p.nphotons, p.sequential, p.variant) == (1, 5, 9, 1e6, False, "seed")
+    p = _cli_chain.chain_params(
+        parser.parse_args(["--K", "5", "--no-sequential", "--variant", "seed"]), defaults
+    )
+    assert (p.gridsize, p.K, p.n_groups, p.nphotons, p.sequential, p.variant) == (
+        1,
+        5,
+        9,
+        1e6,
+        False,
+        "seed",
+    )
     assert p.seed == pj.ChainParams().seed and p.engine == pj.ChainParams().engine
     assert _cli_chain.chain_params(parser.parse_args([])) == pj.ChainParams()
 
@@ -162,13 +188,30 @@ def _oversampling_input(tmp_path) -> pathlib.Path:
     return path
 
 
-OVERSAMPLE = ["--gridsize", "2", "--K", "6", "--n-groups", "30", "--oversample", "--neighbor-pool-size", "6", "--seed", "3"]
+OVERSAMPLE = [
+    "--gridsize",
+    "2",
+    "--K",
+    "6",
+    "--n-groups",
+    "30",
+    "--oversample",
+    "--neighbor-pool-size",
+    "6",
+    "--seed",
+    "3",
+]
 
 
 def test_oversampling_runs_from_report(tmp_path):
     data = _oversampling_input(tmp_path)
     out = tmp_path / "report"
-    assert _cli.main(["-q", "report", "--input", str(data), *OVERSAMPLE, "--no-figure", "--out", str(out)]) == 0
+    assert (
+        _cli.main(
+            ["-q", "report", "--input", str(data), *OVERSAMPLE, "--no-figure", "--out", str(out)]
+        )
+        == 0
+    )
     payload = json.loads((out / "intensity_stats.json").read_text())
     params = payload["provenance"]["parameters"]
     assert (params["oversample"], params["neighbor_pool_size"], params["n_groups"]) == (True, 6, 30)
@@ -179,7 +222,19 @@ def test_oversampling_runs_from_crosscheck(tmp_path, capsys):
     pytest.importorskip("tensorflow")
     data = _oversampling_input(tmp_path)
     out = tmp_path / "xc"
-    code = _cli.main(["-q", "crosscheck", "--input", str(data), "--reference", "tf", *OVERSAMPLE, "--out", str(out)])
+    code = _cli.main(
+        [
+            "-q",
+            "crosscheck",
+            "--input",
+            str(data),
+            "--reference",
+            "tf",
+            *OVERSAMPLE,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr()
     assert (out / "crosscheck.json").is_file()
     doc = json.loads((out / "crosscheck.json").read_text())
@@ -206,7 +261,9 @@ def _exception_class(module, name: str):
 
     from ptycho_jax import _errors
 
-    obj = getattr(module, name, None) or getattr(_errors, name, None) or getattr(builtins, name, None)
+    obj = (
+        getattr(module, name, None) or getattr(_errors, name, None) or getattr(builtins, name, None)
+    )
     if inspect.isfunction(obj):
         obj = typing.get_type_hints(obj).get("return")
     return obj
@@ -232,8 +289,16 @@ def test_public_functions_are_annotated():
         obj = getattr(pj, name)
         funcs = [(name, obj)] if inspect.isfunction(obj) else []
         if inspect.isclass(obj) and obj.__module__.startswith("ptycho_jax"):
-            funcs += [(f"{name}.{m}", f) for m, f in vars(obj).items() if not m.startswith("_") and inspect.isfunction(f)]
-            funcs += [(f"{name}.{m}", f.__func__) for m, f in vars(obj).items() if isinstance(f, (classmethod, staticmethod))]
+            funcs += [
+                (f"{name}.{m}", f)
+                for m, f in vars(obj).items()
+                if not m.startswith("_") and inspect.isfunction(f)
+            ]
+            funcs += [
+                (f"{name}.{m}", f.__func__)
+                for m, f in vars(obj).items()
+                if isinstance(f, (classmethod, staticmethod))
+            ]
         for qual, f in funcs:
             if not f.__module__.startswith("ptycho_jax"):
                 continue
@@ -241,7 +306,9 @@ def test_public_functions_are_annotated():
             params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
             unannotated = [p.name for p in params if p.annotation is inspect.Parameter.empty]
             if unannotated or sig.return_annotation is inspect.Signature.empty:
-                missing.append(f"{qual}({', '.join(unannotated)}){' -> ?' if sig.return_annotation is inspect.Signature.empty else ''}")
+                missing.append(
+                    f"{qual}({', '.join(unannotated)}){' -> ?' if sig.return_annotation is inspect.Signature.empty else ''}"
+                )
     assert missing == []
 
 
@@ -259,5 +326,11 @@ def test_runtime_type_checking_is_on_in_the_test_run():
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff_is_clean(command):
-    out = subprocess.run([sys.executable, "-m", "ruff", *command, *LINTED], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, *LINTED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]

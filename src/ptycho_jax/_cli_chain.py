@@ -34,15 +34,35 @@ CHAIN_FLAGS: tuple[ChainFlag, ...] = (
     ChainFlag("--K", "K", "neighbour count (upstream neighbor_count)", int),
     ChainFlag("--n-groups", "n_groups", "number of groups B (upstream nsamples)", int),
     ChainFlag("--seed", "seed", "grouping seed (legacy NumPy RandomState)", int),
-    ChainFlag("--sequential", "sequential", "sequential seeds (upstream sequential_sampling)", switch=True),
-    ChainFlag("--oversample", "oversample", "K-choose-C oversampling (upstream enable_oversampling)", switch=True),
-    ChainFlag("--neighbor-pool-size", "neighbor_pool_size", "neighbour pool of the oversampled groups", int),
+    ChainFlag(
+        "--sequential", "sequential", "sequential seeds (upstream sequential_sampling)", switch=True
+    ),
+    ChainFlag(
+        "--oversample",
+        "oversample",
+        "K-choose-C oversampling (upstream enable_oversampling)",
+        switch=True,
+    ),
+    ChainFlag(
+        "--neighbor-pool-size",
+        "neighbor_pool_size",
+        "neighbour pool of the oversampled groups",
+        int,
+    ),
     ChainFlag("--nphotons", "nphotons", "photon budget", float),
     ChainFlag("--variant", "variant", "upstream variant: main line or the seed-report branch"),
     ChainFlag("--engine", "engine", "neighbour engine: scipy (upstream's groups) or jax"),
-    ChainFlag("--patch-positions", "patch_positions", "object patch centres: upstream (mirrored for C > 1) or member"),
-    ChainFlag("--devices", "devices", "shard the group axis over this many devices (mesh path)", int),
-    ChainFlag("--chunk-groups", "chunk_groups", "stream groups in chunks of this size (stream path)", int),
+    ChainFlag(
+        "--patch-positions",
+        "patch_positions",
+        "object patch centres: upstream (mirrored for C > 1) or member",
+    ),
+    ChainFlag(
+        "--devices", "devices", "shard the group axis over this many devices (mesh path)", int
+    ),
+    ChainFlag(
+        "--chunk-groups", "chunk_groups", "stream groups in chunks of this size (stream path)", int
+    ),
 )
 """The chain flags in help order."""
 
@@ -88,7 +108,9 @@ def given_chain_values(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def chain_params(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> ChainParams:
+def chain_params(
+    args: argparse.Namespace, defaults: Mapping[str, Any] | None = None
+) -> ChainParams:
     """The `ChainParams` of the parsed chain flags: a flag given, else `defaults[field]`, else ChainParams' default.
 
     Args:
