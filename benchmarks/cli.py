@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-gib", type=float, help="host memory budget for the size cuts (default 24, capped at 80%% of available)")
     parser.add_argument("--time-budget-s", type=float, help="stop starting new cases after this many seconds (the rest is cut)")
     parser.add_argument("--figure-budget-s", type=float, help="max seconds of warm rounds per figure (default 120 full, 60 otherwise)")
+    parser.add_argument("--cases", help="comma-separated case names of the preset to run (default: all), e.g. large")
+    parser.add_argument("--no-compile-time", action="store_true", help="skip the default report's compile-time measurement (three new processes)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--json", action="store_true", help="print the JSON document instead of the Markdown table")
     parser.add_argument("--render", type=pathlib.Path, metavar="JSON", help="measure nothing: re-render the Markdown and PNG of a results JSON (into --out if given, else beside it)")
@@ -74,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
 
     given = given_chain_values(args)
     plan = apply_chain_values(build_plan(preset, device=args.device), given, devices=args.devices, chunk_groups=args.chunk_groups)
+    if getattr(args, "cases", None):
+        wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
+        names = [c.name for c in plan]
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise PtychoInputError(f"bench --cases: expected names among {names}, got {missing}")
+        plan = [c for c in plan if c.name in wanted]
     command = "python -m benchmarks " + " ".join(_argv_of(args))
     stem = args.stem or args.device + ("" if preset == "full" else f"-{preset}")
 
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         plan, device=device, preset=preset, command=command.strip(), impls=impls, repeats=args.repeats,
         budget_gib=args.budget_gib, time_budget_s=args.time_budget_s, progress=progress, checkpoint=checkpoint,
         figure_budget_s=args.figure_budget_s or (120.0 if preset == "full" else 60.0),
+        compile_time=not getattr(args, "no_compile_time", False),
     )  # fmt: skip
     files = write_outputs(result, args.out, stem=stem, plot=not args.no_plot)
     print(json.dumps(result.to_json(), indent=1, default=json_default) if args.json else to_markdown(result))
@@ -110,11 +120,11 @@ def _render_only(args: argparse.Namespace) -> int:
 
 def _argv_of(args: argparse.Namespace) -> list[str]:
     out = []
-    for flag in ("quick", "tiny", "no_plot", "json"):
+    for flag in ("quick", "tiny", "no_plot", "json", "no_compile_time"):
         if getattr(args, flag, False):
             out.append("--" + flag.replace("_", "-"))
     out += ["--device", args.device, "--out", str(args.out)]
-    for key in ("stem", "repeats", "budget_gib", "time_budget_s"):
+    for key in ("stem", "repeats", "budget_gib", "time_budget_s", "cases"):
         val = getattr(args, key, None)
         if val is not None:
             out += ["--" + key.replace("_", "-"), str(val)]

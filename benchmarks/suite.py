@@ -54,6 +54,7 @@ def run_suite(
     figure_budget_s: float = 60.0,
     progress: Callable[[str], None] = lambda msg: None,
     checkpoint: Callable[[BenchResult], None] | None = None,
+    compile_time: bool = True,
 ) -> BenchResult:
     """Run every case of `plan` on `device`; cut (and record why) what does not fit memory or time."""
     t_start = time.perf_counter()
@@ -94,7 +95,7 @@ def run_suite(
             "memory cuts see includes the pool"
         )
 
-    if preset != "tiny":
+    if preset != "tiny" and compile_time:
         from .compile_time import measure_default_report
 
         t0 = time.perf_counter()
@@ -106,7 +107,7 @@ def run_suite(
         else:
             progress(f"compile time: failed: {rep.get('error')}")
     else:
-        result.notes.append("compile time of the default report: not measured in the tiny preset")
+        result.notes.append("compile time of the default report: not measured (tiny preset or --no-compile-time)")
     names = [c.name for c in plan]
     upstream_case = next((n for n in ("large", "medium") if n in names), None)
     if "upstream" in impls and upstream_case is None:
