@@ -1,4 +1,4 @@
-"""One process of the two-process `run_chain_sharded` test (tests/test_distributed.py launches two).
+"""One process of the two-process `run_chain(..., mesh=...)` test (tests/test_distributed.py launches two).
 
 Usage: python distributed_worker.py DATA_DIR OUT_DIR --process-id I --num-processes P --port PORT
 [--local-devices L] [--variant main|seed] [--groups B]
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         params = pj.ChainParams(gridsize=args.gridsize, n_groups=args.groups, seed=42, variant=variant, patch_positions="member")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            result = pj.run_chain_sharded(raw, params, mesh=mesh)
+            result = pj.run_chain(raw, params, mesh=mesh)
         g, c = result.grouped, result.container
         arrays = {
             "diffraction": to_host(g.diffraction),

@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
+from test_rawdata import make_raw
 
 import ptycho_jax as pj
-from ptycho_jax._container import _split_patches
-from test_rawdata import make_raw
+from ptycho_jax._container import split_patches
 
 
 @pytest.mark.parametrize("imag", [0.0, -0.0])
 def test_phase_of_real_patches_matches_numpy_bitwise(imag):
     re = np.array([1, -1, 0.0, -0.0, 2.5, -3, 1e-30, -1e-30], np.float32)
     y = np.array([complex(v, imag) for v in re], np.complex64)
-    amp, phase = _split_patches(y)
+    amp, phase = split_patches(y)
     assert np.asarray(phase).tobytes() == np.angle(y).tobytes()  # signs of zero and ±π included
     assert np.asarray(amp).tobytes() == np.abs(y).tobytes()
 
@@ -20,14 +20,14 @@ def test_phase_of_real_patches_matches_numpy_bitwise(imag):
 def test_phase_of_complex_patches():
     rng = np.random.default_rng(0)
     y = (rng.normal(size=(3, 4, 4, 2)) + 1j * rng.normal(size=(3, 4, 4, 2))).astype(np.complex64)
-    amp, phase = _split_patches(y)
+    amp, phase = split_patches(y)
     np.testing.assert_allclose(np.asarray(phase), np.angle(y), rtol=3e-7, atol=1e-7)  # XLA atan2: ≤ 1 ulp
     np.testing.assert_allclose(np.asarray(amp), np.abs(y), rtol=2e-7)
 
 
 def test_container_without_patches_and_probe_check():
     raw = make_raw(m=20, n=8, objectGuess=None)
-    g = pj.group(raw, N=8, gridsize=2, nsamples=4, seed=0)
+    g = pj.group(raw, N=8, gridsize=2, n_groups=4, seed=0)
     c = pj.make_container(g, raw.probeGuess)
     np.testing.assert_array_equal(np.asarray(c.Y_I), np.ones((4, 8, 8, 4), np.float32))
     np.testing.assert_array_equal(np.asarray(c.Y_phi), np.zeros((4, 8, 8, 4), np.float32))

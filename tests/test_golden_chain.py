@@ -5,9 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
+from _golden import CASES, SOURCES, load_case, max_ulp, shared_available
 
 import ptycho_jax as pj
-from _golden import CASES, SOURCES, load_case, max_ulp, shared_available
 
 COORDS = ("coords_nn", "coords_offsets", "coords_relative", "coords_start_nn", "coords_start_offsets", "coords_start_relative")
 
@@ -23,7 +23,7 @@ def _group(g, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pj.MirroredPatchWarning)
         return pj.group(
-            g.raw, N=64, gridsize=p["gridsize"], K=4, nsamples=p["n_groups"], seed=42, sequential=p["sequential"], **kw
+            g.raw, N=64, gridsize=p["gridsize"], K=4, n_groups=p["n_groups"], seed=42, sequential=p["sequential"], **kw
         )
 
 
@@ -71,7 +71,7 @@ def test_normalize_seed_matches_loader_copy(golden):
 def test_injected_indices_reproduce_stages(golden):
     g, _ = golden
     nn = g.stage("stage1/nn_indices")
-    grouped = pj.group(g.raw, N=64, gridsize=g.params["gridsize"], nsamples=len(nn), nn_indices=nn, patch_positions="member")
+    grouped = pj.group(g.raw, N=64, gridsize=g.params["gridsize"], n_groups=len(nn), nn_indices=nn, patch_positions="member")
     np.testing.assert_array_equal(np.asarray(grouped.diffraction), g.stage("stage1/diffraction"))
     assert max_ulp(grouped.X_full, g.stage("stage2/X_full")) <= 1
 
@@ -83,7 +83,7 @@ def test_object_patches(golden, positions, key):
     nn = g.stage("stage1/nn_indices")[: ref.shape[0]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        grouped = pj.group(g.raw, N=64, gridsize=g.params["gridsize"], nsamples=len(nn), nn_indices=nn, patch_positions=positions)
+        grouped = pj.group(g.raw, N=64, gridsize=g.params["gridsize"], n_groups=len(nn), nn_indices=nn, patch_positions=positions)
     mirrored = [w for w in caught if issubclass(w.category, pj.MirroredPatchWarning)]
     assert len(mirrored) == (1 if positions == "upstream" and g.params["gridsize"] > 1 else 0)
     got = np.asarray(grouped.Y)

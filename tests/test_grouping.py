@@ -5,11 +5,11 @@ import warnings
 import jax.random as jr
 import numpy as np
 import pytest
-
-import ptycho_jax as pj
 from _compile_count import count_compiles
 from _invariants import invariant_violations
 from test_rawdata import make_raw
+
+import ptycho_jax as pj
 
 # Most tests here cut patches at upstream's (mirrored) positions; the warning has its own test.
 pytestmark = pytest.mark.filterwarnings("ignore::ptycho_jax.MirroredPatchWarning")
@@ -28,7 +28,7 @@ def grid_raw(side=6, n=8, spacing=5.0, duplicate=False) -> pj.RawData:
 
 def test_standard_groups_are_k_nearest_excluding_seed():
     raw = make_raw(m=40, n=8)
-    g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=10, seed=3)
+    g = pj.group(raw, N=8, gridsize=2, K=4, n_groups=10, seed=3)
     assert g.nn_indices.dtype == np.int32 and g.nn_indices.shape == (10, 4)
     assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
 
@@ -36,16 +36,16 @@ def test_standard_groups_are_k_nearest_excluding_seed():
 def test_seed_reproducible_and_independent_of_global_rng():
     raw = make_raw(m=40, n=8)
     np.random.seed(0)
-    a = pj.group(raw, N=8, gridsize=2, nsamples=10, seed=7).nn_indices
+    a = pj.group(raw, N=8, gridsize=2, n_groups=10, seed=7).nn_indices
     state = np.random.get_state()[1].copy()
-    b = pj.group(raw, N=8, gridsize=2, nsamples=10, seed=7).nn_indices
+    b = pj.group(raw, N=8, gridsize=2, n_groups=10, seed=7).nn_indices
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # the global RNG is never touched
 
 
 def test_gridsize1_all_positions_in_order_when_nsamples_exceeds_n():
     raw = make_raw(m=12, n=8)
-    g = pj.group(raw, N=8, gridsize=1, nsamples=50, seed=1)
+    g = pj.group(raw, N=8, gridsize=1, n_groups=50, seed=1)
     np.testing.assert_array_equal(g.nn_indices[:, 0], np.arange(12))
     assert g.nn_indices.dtype == np.int64
     np.testing.assert_array_equal(g.coords_relative, np.zeros_like(g.coords_relative))
@@ -54,8 +54,8 @@ def test_gridsize1_all_positions_in_order_when_nsamples_exceeds_n():
 
 def test_sequential_uses_first_seeds_and_ignores_seed():
     raw = make_raw(m=30, n=8)
-    a = pj.group(raw, N=8, gridsize=2, nsamples=8, sequential=True, seed=1).nn_indices
-    b = pj.group(raw, N=8, gridsize=2, nsamples=8, sequential=True, seed=99).nn_indices
+    a = pj.group(raw, N=8, gridsize=2, n_groups=8, sequential=True, seed=1).nn_indices
+    b = pj.group(raw, N=8, gridsize=2, n_groups=8, sequential=True, seed=99).nn_indices
     np.testing.assert_array_equal(a, b)
     # Replay upstream's rule: RandomState(0), seeds 0..7, choice among the 4 nearest others.
     from scipy.spatial import cKDTree
@@ -91,16 +91,16 @@ def test_duplicate_positions_warn_and_keep_upstream_result():
     raw = grid_raw(duplicate=True)
     with pytest.warns(pj.DuplicatePositionWarning, match="same position"):
         for s in range(20):
-            pj.group(raw, N=8, gridsize=2, nsamples=36, seed=s)
+            pj.group(raw, N=8, gridsize=2, n_groups=36, seed=s)
 
 
 def test_oversampling_requires_opt_in_and_draws_combinations():
     raw = make_raw(m=10, n=8)
     with pytest.raises(pj.GroupingError, match="oversample=True"):
-        pj.group(raw, N=8, gridsize=2, nsamples=25, seed=0)
+        pj.group(raw, N=8, gridsize=2, n_groups=25, seed=0)
     with pytest.raises(pj.GroupingError, match="neighbor_pool_size=3 must be >= C=4"):
-        pj.group(raw, N=8, gridsize=2, nsamples=25, seed=0, oversample=True, neighbor_pool_size=3)
-    g = pj.group(raw, N=8, gridsize=2, nsamples=25, seed=0, oversample=True, neighbor_pool_size=6)
+        pj.group(raw, N=8, gridsize=2, n_groups=25, seed=0, oversample=True, neighbor_pool_size=3)
+    g = pj.group(raw, N=8, gridsize=2, n_groups=25, seed=0, oversample=True, neighbor_pool_size=6)
     assert g.nn_indices.shape == (25, 4) and g.nn_indices.dtype == np.int64
     assert all(len(set(r)) == 4 for r in g.nn_indices.tolist())
 
@@ -111,7 +111,7 @@ def test_oversampling_requires_opt_in_and_draws_combinations():
         (dict(gridsize=0), r"gridsize must be an int >= 1, got 0"),
         (dict(N=0), r"N must be an int >= 1, got 0"),
         (dict(N=16), r"N=16 does not match the frame size 8"),
-        (dict(nsamples=0), r"nsamples must be an int >= 1, got 0"),
+        (dict(n_groups=0), r"n_groups must be an int >= 1, got 0"),
         (dict(K=3), r"K=3 neighbours must be >= C=gridsize²=4"),
         (dict(gridsize=3), r"only n=6 positions but C=gridsize²=9"),
         (dict(nn_indices=np.array([[0, 1, 2, 6]])), r"nn_indices must lie in \[0, 6\), got values in \[0, 6\]"),
@@ -124,15 +124,15 @@ def test_oversampling_requires_opt_in_and_draws_combinations():
 )
 def test_group_errors(kwargs, match):
     raw = make_raw(m=6, n=8)
-    args = dict(N=8, gridsize=2, K=4, nsamples=3, seed=0) | kwargs
-    with pytest.raises((pj.GroupingError, ValueError), match=match):
+    args = dict(N=8, gridsize=2, K=4, n_groups=3, seed=0) | kwargs
+    with pytest.raises(pj.PtychoInputError, match=match):
         pj.group(raw, **args)
 
 
 def test_all_zero_frames_fail_normalisation_clearly():
     raw = make_raw(m=6, n=8, diff3d=np.zeros((6, 8, 8), np.float32))
     with pytest.raises(pj.NormalizationError, match="zero total energy"):
-        pj.group(raw, N=8, gridsize=1, nsamples=3, seed=0)
+        pj.group(raw, N=8, gridsize=1, n_groups=3, seed=0)
     with pytest.raises(pj.NormalizationError, match="all frames are 0"):
         pj.dataset_intensity_scale(raw.diff3d, 1e9)
 
@@ -152,32 +152,32 @@ def test_normalize_errors():
 def test_mirrored_patch_warning_names_the_quirk():
     raw = make_raw(m=20, n=8)
     with pytest.warns(pj.MirroredPatchWarning, match="mirror"):
-        pj.group(raw, N=8, gridsize=2, nsamples=4, seed=0)
+        pj.group(raw, N=8, gridsize=2, n_groups=4, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pj.group(raw, N=8, gridsize=2, nsamples=4, seed=0, patch_positions="member")
+        pj.group(raw, N=8, gridsize=2, n_groups=4, seed=0, patch_positions="member")
 
 
 def test_jax_engine_invariants_on_grid_with_ties():
     raw = grid_raw(side=8)
-    g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=30, engine="jax", key=jr.key(0))
+    g = pj.group(raw, N=8, gridsize=2, K=4, n_groups=30, engine="jax", seed=None, key=jr.key(0))
     assert g.nn_indices.shape == (30, 4)
     assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
     with pytest.raises(pj.GroupingError, match="explicit `key` or `seed`"):
-        pj.group(raw, N=8, gridsize=2, nsamples=5, engine="jax")
+        pj.group(raw, N=8, gridsize=2, n_groups=5, engine="jax", seed=None)
 
 
 def test_scipy_engine_invariants_on_grid_with_ties():
     raw = grid_raw(side=8)
-    g = pj.group(raw, N=8, gridsize=2, K=4, nsamples=40, seed=5)
+    g = pj.group(raw, N=8, gridsize=2, K=4, n_groups=40, seed=5)
     assert invariant_violations(raw.positions(), g.nn_indices, K=4) == []
 
 
 def test_second_call_does_not_recompile():
     raw = make_raw(m=30, n=8)
-    pj.group(raw, N=8, gridsize=2, nsamples=6, seed=0, patch_positions="member")
+    pj.group(raw, N=8, gridsize=2, n_groups=6, seed=0, patch_positions="member")
     with count_compiles() as compiles:
-        pj.group(raw, N=8, gridsize=2, nsamples=6, seed=1, patch_positions="member")
+        pj.group(raw, N=8, gridsize=2, n_groups=6, seed=1, patch_positions="member")
     assert compiles() == 0
 
 

@@ -20,7 +20,7 @@ import pytest
 from _golden import DATA, load_case, max_ulp
 
 import ptycho_jax as pj
-from ptycho_jax._sharding import _balanced_blocks, _plan_exchange, _tail_padded_blocks
+from ptycho_jax._mesh import balanced_blocks, plan_exchange, tail_padded_blocks
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEVICES = 8
@@ -109,13 +109,13 @@ def eight_device_report() -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", pj.MirroredPatchWarning)
             ref = pj.run_chain(raw, params)
-            sharded = pj.run_chain_sharded(raw, params, mesh=mesh)
+            sharded = pj.run_chain(raw, params, mesh=mesh)
             entry = {"sharded": chain_deltas(sharded, ref), "layout": _layout(sharded)}
             if golden:
                 entry["golden"] = golden_deltas(sharded, golden)
             if streamed:
                 chunk = -(-groups // 7)
-                entry["streamed"] = chain_deltas(pj.run_chain_streamed(raw, params, chunk_groups=chunk, mesh=mesh), ref)
+                entry["streamed"] = chain_deltas(pj.run_chain(raw, params, chunk_groups=chunk, mesh=mesh), ref)
         report[name] = entry
     return report
 
@@ -173,7 +173,7 @@ def _simulate_ring(nn, groups, frames, plan, M):
     got = np.full((groups.padded, nn.shape[1]), -2, np.int64)
     for r in range(D):
         buffer = []
-        for k, send in zip(rounds, plan.sends):
+        for k, send in zip(rounds, plan.sends, strict=True):
             o = (r - k) % D
             buffer.append(frame_ids[o][send[o]])
         buffer.append(np.array([-1]))
@@ -190,8 +190,8 @@ def test_exchange_plan_delivers_each_member_frame(D, M, B, C, layout):
         nn = (np.arange(B)[:, None] + np.arange(C)[None, :]) % M
     else:
         nn = rng.integers(0, M, size=(B, C))
-    groups, frames = _tail_padded_blocks(B, D), _balanced_blocks(M, D)
-    plan = _plan_exchange(nn, groups, frames)
+    groups, frames = tail_padded_blocks(B, D), balanced_blocks(M, D)
+    plan = plan_exchange(nn, groups, frames)
     got = _simulate_ring(nn, groups, frames, plan, M)
     np.testing.assert_array_equal(got[:B], nn)
     assert (got[B:] == -1).all()  # padding groups read the zero row
@@ -204,11 +204,11 @@ def test_exchange_plan_delivers_each_member_frame(D, M, B, C, layout):
 
 
 def test_blocks():
-    g = _tail_padded_blocks(61, 8)
+    g = tail_padded_blocks(61, 8)
     assert g.size == 8 and g.padded == 64 and g.counts.tolist() == [8] * 7 + [5] and g.valid().sum() == 61
-    f = _balanced_blocks(10, 4)
+    f = balanced_blocks(10, 4)
     assert f.starts.tolist() == [0, 2, 5, 7] and f.counts.tolist() == [2, 3, 2, 3] and f.size == 3
-    assert _balanced_blocks(3, 8).counts.sum() == 3
+    assert balanced_blocks(3, 8).counts.sum() == 3
 
 
 def test_process_frame_range_single_process():
@@ -236,22 +236,22 @@ def test_wrong_mesh_is_rejected():
     raw = pj.RawData.from_npz(DATA / "input_rawdata.npz")
     bad = jax.sharding.Mesh(np.asarray(jax.devices()[:1], dtype=object), ("batch",))
     with pytest.raises(pj.PtychoInputError, match="expected one axis named 'groups'"):
-        pj.run_chain_sharded(raw, pj.ChainParams(n_groups=8), mesh=bad)
+        pj.run_chain(raw, pj.ChainParams(n_groups=8), mesh=bad)
     with pytest.raises(pj.PtychoInputError, match="expected a jax.sharding.Mesh"):
-        pj.group_sharded(raw, mesh="cpu", N=64, gridsize=1, nsamples=4)
+        pj.group(raw, mesh="cpu", N=64, gridsize=1, n_groups=4)
 
 
 def test_group_and_normalize_sharded_on_available_devices():
     """In-process (usually one device): the public pieces agree with `group` / `normalize_data`."""
     raw = pj.RawData.from_npz(DATA / "input_rawdata.npz")
     mesh = pj.make_mesh()
-    kw = {"N": 64, "gridsize": 2, "nsamples": 13, "seed": 7, "patch_positions": "member"}
-    got, ref = pj.group_sharded(raw, mesh=mesh, **kw), pj.group(raw, **kw)
+    kw = {"N": 64, "gridsize": 2, "n_groups": 13, "seed": 7, "patch_positions": "member"}
+    got, ref = pj.group(raw, mesh=mesh, **kw), pj.group(raw, **kw)
     for k in ("diffraction", "Y", "coords_relative", "coords_start_offsets", "nn_indices"):
         assert np.asarray(getattr(got, k)).tobytes() == np.asarray(getattr(ref, k)).tobytes(), k
     assert max_ulp(np.asarray(got.X_full), np.asarray(ref.X_full)) <= 1
     for variant in ("main", "seed"):
-        X, gain = pj.normalize_data_sharded(ref.diffraction, 64, mesh=mesh, variant=variant)
+        X, gain = pj.normalize_data(ref.diffraction, 64, mesh=mesh, variant=variant)
         X_ref, gain_ref = pj.normalize_data(ref.diffraction, 64, variant=variant)
         assert max_ulp(np.asarray(X), np.asarray(X_ref)) <= 1 and max_ulp(np.asarray(gain), np.asarray(gain_ref)) <= 1
 
@@ -268,7 +268,7 @@ def test_group_and_normalize_sharded_on_available_devices():
 )
 def test_normalize_data_sharded_errors(x, N, match):
     with pytest.raises(pj.NormalizationError, match=match):
-        pj.normalize_data_sharded(x, N, mesh=pj.make_mesh(1))
+        pj.normalize_data(x, N, mesh=pj.make_mesh(1))
 
 
 if __name__ == "__main__":  # the 8-device run: python tests/test_sharding.py OUT.json (with XLA_FLAGS set)

@@ -12,7 +12,7 @@ from _golden import DATA, max_ulp
 from test_sharding import BIT_EQUAL, WITHIN_ULP, chain_deltas
 
 import ptycho_jax as pj
-from ptycho_jax import _sharding
+from ptycho_jax import _normalize
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +43,17 @@ def test_streamed_in_sevenths_equals_one_shot(raw, gridsize, groups, variant, po
     params = pj.ChainParams(gridsize=gridsize, n_groups=groups, seed=42, variant=variant, patch_positions=positions)
     chunk = -(-groups // 7)
     stages = []
-    before = _sharding._scale_stage._cache_size()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pj.MirroredPatchWarning)
         ref = pj.run_chain(raw, params)
-        got = pj.run_chain_streamed(raw, params, chunk_groups=chunk, progress=stages.append)
+        before = _normalize.scale_on_mesh._cache_size()  # the one-shot chain compiles its own (one chunk of B)
+        got = pj.run_chain(raw, params, chunk_groups=chunk, progress=stages.append)
     _assert_equal_chain(chain_deltas(got, ref))
     n = -(-groups // chunk)
     assert n == 7
     assert stages == ["grouping", *(f"energy pass {i}/7" for i in range(1, 8)), *(f"scale pass {i}/7" for i in range(1, 8)), "intensity_scale", "scaler"]
     # Every chunk is padded to one size: the seven chunks share one compilation.
-    assert _sharding._scale_stage._cache_size() - before <= 1
+    assert _normalize.scale_on_mesh._cache_size() - before <= 1
     assert got.grouped.X_full.shape == (groups, 64, 64, gridsize**2)
 
 
@@ -63,18 +63,18 @@ def test_chunk_larger_than_dataset_and_raw_Y(raw):
     sim = pj.RawData(**{k: getattr(raw, k) for k in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "diff3d", "probeGuess", "scan_index")}, Y=Y)
     params = pj.ChainParams(gridsize=2, n_groups=16, seed=3)
     ref = pj.run_chain(sim, params)
-    got = pj.run_chain_streamed(sim, params, chunk_groups=1000)
+    got = pj.run_chain(sim, params, chunk_groups=1000)
     _assert_equal_chain(chain_deltas(got, ref))
     assert np.asarray(got.grouped.Y).tobytes() == np.asarray(ref.grouped.Y).tobytes()
 
 
-def test_run_chain_scaled_dispatch(raw):
+def test_run_chain_mesh_and_chunk_options(raw):
     params = pj.ChainParams(gridsize=1, n_groups=10, seed=1, patch_positions="member")
-    one_shot = pj.run_chain_scaled(raw, params)
+    one_shot = pj.run_chain(raw, params)
     ref = pj.run_chain(raw, params)
     assert np.asarray(one_shot.grouped.X_full).tobytes() == np.asarray(ref.grouped.X_full).tobytes()
-    streamed = pj.run_chain_scaled(raw, params, chunk_groups=3, devices=1)
-    sharded = pj.run_chain_scaled(raw, params, devices=1)
+    streamed = pj.run_chain(raw, params, chunk_groups=3, mesh=pj.make_mesh(1))
+    sharded = pj.run_chain(raw, params, mesh=pj.make_mesh(1))
     for got in (streamed, sharded):
         assert max_ulp(np.asarray(got.container.X), np.asarray(ref.container.X)) <= 1
         assert got.grouped.nn_indices.tobytes() == ref.grouped.nn_indices.tobytes()
@@ -83,10 +83,10 @@ def test_run_chain_scaled_dispatch(raw):
 @pytest.mark.parametrize("chunk", [0, -3, 2.5, True])
 def test_bad_chunk_size(raw, chunk):
     with pytest.raises(pj.PtychoInputError, match="chunk_groups: expected an int >= 1"):
-        pj.run_chain_streamed(raw, pj.ChainParams(n_groups=8), chunk_groups=chunk)
+        pj.run_chain(raw, pj.ChainParams(n_groups=8), chunk_groups=chunk)
 
 
 def test_zero_frames_raise(raw):
     dark = pj.RawData(**{k: getattr(raw, k) for k in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "probeGuess", "scan_index")}, diff3d=np.zeros_like(raw.diff3d))
     with pytest.raises(pj.NormalizationError, match="zero total energy"):
-        pj.run_chain_streamed(dark, pj.ChainParams(gridsize=1, n_groups=8, seed=0), chunk_groups=3)
+        pj.run_chain(dark, pj.ChainParams(gridsize=1, n_groups=8, seed=0), chunk_groups=3)

@@ -6,11 +6,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32
 
 from ._errors import PtychoInputError
 from ._grouping import GroupedData
-from ._intensity import scale_nphotons
+from ._intensity import diffsim_norm_Y_I
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets
 
 
@@ -61,7 +62,7 @@ def _real_angle(Y):
 
 
 @jax.jit
-def _split_patches(Y):
+def split_patches(Y):
     # Objects are often real (all sim_lines ones are): skip atan2, the costliest op of the chain
     # on CPU, when no imaginary part is non-zero; both branches give np.angle's values.
     phase = jax.lax.cond(jnp.all(Y.imag == 0), _real_angle, lambda y: jnp.angle(y).astype(jnp.float32), Y)
@@ -69,33 +70,29 @@ def _split_patches(Y):
 
 
 @jax.jit
-def _no_patches(X):
+def no_patches(X):
     return jnp.ones_like(X), jnp.zeros_like(X)
 
 
-def make_container(grouped: GroupedData, probe, *, nphotons: float = 1e9) -> Container:
-    """Build the container from grouped data and the probe, as upstream `loader.load(..., create_split=False)`.
+def check_probe(probe, N: int, where: str) -> np.ndarray:
+    """The probe as NumPy, checked to be (N, N) complex64."""
+    p = np.asarray(probe)
+    if p.shape != (N, N) or p.dtype != np.complex64:
+        raise PtychoInputError(f"{where}: probe must be ({N}, {N}) complex64, got shape {p.shape} dtype {p.dtype}")
+    return p
 
-    `X = X_full`; `coords_nominal = coords_true = float32(coords_start_relative)`; `Y_I = |Y|`,
-    `Y_phi = angle(Y)` (ones/zeros without Y); `norm_Y_I = scale_nphotons(X)`;
-    `global_offsets = coords_offsets`, `local_offsets = coords_relative` (float64).
 
-    Args:
-        grouped: output of `group`.
-        probe: (N, N) complex64 probe guess.
-        nphotons: photon budget for `norm_Y_I`.
+def assemble_container(grouped: GroupedData, *, probe, Y_I, Y_phi, norm_Y_I: np.float32, where: str) -> Container:
+    """The container of `grouped` from its computed fields (`Y_I`, `Y_phi`, `norm_Y_I`); every path builds it here.
+
+    `coords_nominal = coords_true = float32(coords_start_relative)`; `global_offsets = coords_offsets`,
+    `local_offsets = coords_relative` (float64).
     """
     X = grouped.X_full
-    probe_arr = np.asarray(probe)
-    n = X.shape[1]
-    if probe_arr.shape != (n, n) or probe_arr.dtype != np.complex64:
-        raise PtychoInputError(f"make_container: probe must be ({n}, {n}) complex64, got shape {probe_arr.shape} dtype {probe_arr.dtype}")
-    if grouped.Y is None:
-        Y_I, Y_phi = _no_patches(X)
-    else:
-        if grouped.Y.shape != X.shape:
-            raise PtychoInputError(f"make_container: Y shape {grouped.Y.shape} must equal X shape {X.shape} (channel mismatch)")
-        Y_I, Y_phi = _split_patches(grouped.Y)
+    probe = check_probe(probe, X.shape[1], where)
+    for name, a in (("Y_I", Y_I), ("Y_phi", Y_phi)):
+        if a.shape != X.shape:
+            raise PtychoInputError(f"{where}: {name} shape {a.shape} must equal X shape {X.shape} (channel mismatch)")
     coords = jnp.asarray(grouped.coords_start_relative.astype(np.float32))
     return Container(
         X=X,
@@ -103,9 +100,29 @@ def make_container(grouped: GroupedData, probe, *, nphotons: float = 1e9) -> Con
         Y_phi=Y_phi,
         coords_nominal=coords,
         coords_true=coords,
-        probe=jnp.asarray(probe_arr),
-        norm_Y_I=jnp.asarray(np.float32(scale_nphotons(X, nphotons))),
+        probe=jnp.asarray(probe),
+        norm_Y_I=jnp.asarray(np.float32(norm_Y_I)),
         nn_indices=grouped.nn_indices,
         global_offsets=grouped.coords_offsets,
         local_offsets=grouped.coords_relative,
     )
+
+
+def make_container(grouped: GroupedData, probe: ArrayLike, *, nphotons: float = 1e9) -> Container:
+    """Build the container from grouped data and the probe, as upstream `loader.load(..., create_split=False)`.
+
+    `X = X_full`; `Y_I = |Y|`, `Y_phi = angle(Y)` (ones/zeros without Y); `norm_Y_I =
+    diffsim_norm_Y_I(X)`; the rest as `assemble_container`.
+
+    Args:
+        grouped: output of `group`.
+        probe: (N, N) complex64 probe guess.
+        nphotons: photon budget for `norm_Y_I`.
+    """
+    where = "make_container"
+    X = grouped.X_full
+    if grouped.Y is not None and grouped.Y.shape != X.shape:
+        raise PtychoInputError(f"{where}: Y shape {grouped.Y.shape} must equal X shape {X.shape} (channel mismatch)")
+    Y_I, Y_phi = no_patches(X) if grouped.Y is None else split_patches(grouped.Y)
+    norm = np.float32(diffsim_norm_Y_I(X, nphotons))
+    return assemble_container(grouped, probe=probe, Y_I=Y_I, Y_phi=Y_phi, norm_Y_I=norm, where=where)

@@ -13,9 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float64, Int
 
 from ._types import HostCoords, HostGroups, HostOffsets
-
-LOCAL_OFFSET_SIGN = {"main": -1.0, "seed": -1.0}
-"""Sign of the relative offsets per variant ([DOSE] used +1; not implemented)."""
+from ._variants import get_variant
 
 
 def _numpy_order_sum(terms: list[Array]) -> Array:
@@ -41,7 +39,7 @@ def _numpy_order_sum(terms: list[Array]) -> Array:
 
 
 @ft.partial(jax.jit, static_argnames=("sign",))
-def _coordinates_kernel(x: Float64[Array, " n"], y: Float64[Array, " n"], nn: Int[Array, "B C"], *, sign: float):
+def coordinates_kernel(x: Float64[Array, " n"], y: Float64[Array, " n"], nn: Int[Array, "B C"], *, sign: float):
     members = jnp.stack([x[nn], y[nn]], axis=1)[:, None, :, :]  # (B, 1, 2, C)
     c = nn.shape[1]
     total = _numpy_order_sum([members[..., i] for i in range(c)])
@@ -61,14 +59,13 @@ def group_coordinates(
     Args:
         x, y: float64 scan positions (pixels).
         nn_indices: (B, C) indices into `x`/`y`.
-        variant: upstream variant; both implemented ones use the relative sign −1.
+        variant: upstream variant (its `local_offset_sign`; both implemented ones use −1).
 
     Returns:
         `(coords_nn (B,1,2,C), coords_offsets (B,1,2,1), coords_relative (B,1,2,C))`, float64 NumPy,
         axis 2 = [x, y]; relative = −(member − centre).
     """
     with jax.enable_x64(True):
-        out = _coordinates_kernel(
-            jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64), jnp.asarray(nn_indices), sign=LOCAL_OFFSET_SIGN[variant]
-        )
+        sign = get_variant(variant).local_offset_sign
+        out = coordinates_kernel(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64), jnp.asarray(nn_indices), sign=sign)
         return tuple(np.asarray(a) for a in out)

@@ -1,8 +1,9 @@
-"""Grouping scan positions into neighbour groups of C = gridsize² and building the grouped arrays (pipeline.md §3).
+"""Grouping scan positions into neighbour groups of C = gridsize² (pipeline.md §3): selection, the frame gather, `GroupedData`.
 
 Group *selection* (which positions form a group) is host work: upstream draws from NumPy's legacy
 RNG and SciPy's KD-tree, and exact reproduction needs both, with a local `RandomState` instead of
-the global one. Everything after selection — gather, coordinates, normalisation, patches — is jitted.
+the global one. Everything after selection — gather, coordinates, normalisation, patches — is jitted
+and runs in the chain (`_pipeline.group`).
 """
 
 import dataclasses
@@ -10,26 +11,22 @@ import itertools
 import logging
 import math
 import warnings
-from typing import Literal
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float32
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float32, Int, Shaped
 
-from ._coords import group_coordinates
 from ._errors import GroupingError
 from ._neighbours import jax_neighbours, kdtree_neighbours
-from ._normalize import check_variant, normalize_data
-from ._rawdata import RawData
+from ._params import ChainParams
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets, Patches
 
 logger = logging.getLogger(__name__)
-
-Engine = Literal["scipy", "jax"]
-PatchPositions = Literal["upstream", "member"]
 
 
 class DuplicatePositionWarning(UserWarning):
@@ -60,7 +57,7 @@ def _standard_groups(positions, seed_indices, *, C: int, K: int, rng, variant: s
     rows = kdtree_neighbours(positions, seed_indices, k=k)
     groups = np.empty((len(seed_indices), C), np.int32)
     duplicates = 0
-    for i, (s, row) in enumerate(zip(seed_indices, rows)):
+    for i, (s, row) in enumerate(zip(seed_indices, rows, strict=True)):
         if len(row) > K:
             candidates = row[1 : K + 1]
             duplicates += int(row[0] != s)
@@ -79,13 +76,13 @@ def _standard_groups(positions, seed_indices, *, C: int, K: int, rng, variant: s
     return groups
 
 
-def _oversampled_groups(positions, *, C: int, K: int, nsamples: int, sequential: bool, rng) -> np.ndarray:
-    """pipeline.md §3.6: K-choose-C combinations around seeds, then `nsamples` of them."""
+def _oversampled_groups(positions, *, C: int, K: int, n_groups: int, sequential: bool, rng) -> np.ndarray:
+    """pipeline.md §3.6: K-choose-C combinations around seeds, then `n_groups` of them."""
     n = positions.shape[0]
     combos_per_seed = math.comb(K, C)
-    min_seeds = max(1, math.ceil(nsamples / combos_per_seed))
+    min_seeds = max(1, math.ceil(n_groups / combos_per_seed))
     n_seeds = min(2 * min_seeds, n)
-    sequential_seeds = np.arange(min(nsamples, n))
+    sequential_seeds = np.arange(min(n_groups, n))
     if sequential and len(sequential_seeds) >= min_seeds:
         seeds = sequential_seeds[:n_seeds]
     elif n_seeds < n:
@@ -95,7 +92,7 @@ def _oversampled_groups(positions, *, C: int, K: int, nsamples: int, sequential:
     k = min(K + 1, n)
     rows = kdtree_neighbours(positions, np.asarray(seeds), k=k)
     pool: list[tuple[int, ...]] = []
-    for s, row in zip(seeds, rows):
+    for s, row in zip(seeds, rows, strict=True):
         if len(row) == 1:
             candidates = row
         elif len(row) > K:
@@ -105,20 +102,20 @@ def _oversampled_groups(positions, *, C: int, K: int, nsamples: int, sequential:
         available = np.concatenate([[s], candidates]) if len(candidates) < C else candidates[:K]
         for combo in itertools.combinations(available.tolist(), C):
             pool.append(combo)
-            if len(pool) >= 2 * nsamples:
+            if len(pool) >= 2 * n_groups:
                 break
-        if len(pool) >= 2 * nsamples:
+        if len(pool) >= 2 * n_groups:
             break
     if not pool:
         raise GroupingError(f"group: oversampling produced no candidate groups (n={n}, K={K}, C={C})")
-    replace = nsamples > len(pool)
+    replace = n_groups > len(pool)
     if replace:
         warnings.warn(
-            f"group: only {len(pool)} candidate groups for nsamples={nsamples}; drawing with replacement",
+            f"group: only {len(pool)} candidate groups for n_groups={n_groups}; drawing with replacement",
             UserWarning,
             stacklevel=3,
         )
-    picked = rng.choice(len(pool), nsamples, replace=replace)
+    picked = rng.choice(len(pool), n_groups, replace=replace)
     return np.asarray(pool, np.int64)[picked]
 
 
@@ -131,17 +128,11 @@ def _jax_groups(positions, seed_indices, *, C: int, K: int, key) -> np.ndarray:
 
 def select_groups(
     positions: np.ndarray,
+    params: ChainParams | None = None,
     *,
-    gridsize: int,
-    K: int = 4,
-    nsamples: int,
-    seed: int | None = None,
-    sequential: bool = False,
-    oversample: bool = False,
-    neighbor_pool_size: int | None = None,
-    engine: Engine = "scipy",
+    nn_indices: ArrayLike | None = None,
     key: jax.Array | None = None,
-    variant: str = "main",
+    **fields: Any,
 ) -> HostGroups:
     """Choose the (B, C) position indices of each group, as upstream `generate_grouped_data` does.
 
@@ -150,50 +141,61 @@ def select_groups(
     `RandomState(0)` (upstream reseeds with 0 and ignores `seed`). `engine="jax"` is a jitted
     cell-list search for large inputs; its groups satisfy the same invariants but not the same draws.
 
+    Args:
+        positions: (n, 2) float64 `[x, y]` scan positions.
+        params: the chain parameters (gridsize, K, n_groups, seed, sequential, oversample,
+            neighbor_pool_size, engine, variant are read); `fields` replace some of them
+            (`select_groups(p, gridsize=2, n_groups=8)`).
+        nn_indices: inject (B, C) groups: they are checked and returned, nothing is drawn.
+        key: PRNG key for `engine="jax"` (derived from `seed` when omitted).
+
     Returns:
         int32 (B, C) for C > 1 on the standard path, int64 for C = 1 and for oversampling (as upstream).
+
+    Raises:
+        GroupingError: n < C, K < C, bad `nn_indices`, oversampling needed but off, ...
     """
-    n = positions.shape[0]
-    C = gridsize * gridsize
-    k_eff = neighbor_pool_size if neighbor_pool_size is not None else K
-    needs_oversampling = nsamples > n and C > 1
-    if needs_oversampling:
-        if not oversample:
+    p = dataclasses.replace(params or ChainParams(), **fields)
+    n, C = positions.shape[0], p.C
+    if nn_indices is not None:
+        return _check_nn_indices(nn_indices, n, C)
+    B = p.n_groups
+    k_eff = p.neighbor_pool_size if p.neighbor_pool_size is not None else p.K
+    if B > n and C > 1:
+        if not p.oversample:
             raise GroupingError(
-                f"group: nsamples={nsamples} > n={n} positions needs K-choose-C oversampling; pass "
+                f"group: n_groups={B} > n={n} positions needs K-choose-C oversampling; pass "
                 f"oversample=True and neighbor_pool_size >= C={C}"
             )
         if k_eff < C:
             raise GroupingError(f"group: neighbor_pool_size={k_eff} must be >= C={C} for oversampling")
         _validate_counts(n, C, k_eff)
-        if engine != "scipy":
+        if p.engine != "scipy":
             raise GroupingError("group: oversampling is implemented for engine='scipy' only")
-        return _oversampled_groups(positions, C=C, K=k_eff, nsamples=nsamples, sequential=sequential, rng=_legacy_rng(seed))
+        return _oversampled_groups(positions, C=C, K=k_eff, n_groups=B, sequential=p.sequential, rng=_legacy_rng(p.seed))
 
-    _validate_counts(n, C, K)
-    if sequential:
-        seed_indices = np.arange(min(nsamples, n))
+    _validate_counts(n, C, p.K)
+    if p.sequential:
+        seed_indices = np.arange(min(B, n))
         rng = _legacy_rng(0)
     else:
-        rng = _legacy_rng(seed)
-        n_actual = min(nsamples, n)
-        if n_actual < nsamples:
-            logger.warning("group: nsamples=%d capped at the n=%d available positions", nsamples, n)
-        if engine == "jax":
-            key = _key_for(key, seed)
+        rng = _legacy_rng(p.seed)
+        n_actual = min(B, n)
+        if n_actual < B:
+            logger.warning("group: n_groups=%d capped at the n=%d available positions", B, n)
+        if p.engine == "jax":
+            key = _key_for(key, p.seed)
             seed_key, key = jr.split(key)
             seed_indices = np.asarray(jr.permutation(seed_key, n)[:n_actual]) if n_actual < n else np.arange(n)
         else:
             seed_indices = rng.choice(np.arange(n), n_actual, replace=False) if n_actual < n else np.arange(n)
     if C == 1:
         return np.asarray(seed_indices, np.int64).reshape(-1, 1)
-    if engine == "jax":
-        if n <= K:  # upstream's tiny-dataset rule (self kept) has no equivalent worth having
-            raise GroupingError(f"group: engine='jax' needs n > K, got n={n}, K={K}; use engine='scipy'")
-        return _jax_groups(positions, seed_indices, C=C, K=K, key=_key_for(key, seed) if sequential else key)
-    if engine != "scipy":
-        raise GroupingError(f"group: engine must be 'scipy' or 'jax', got {engine!r}")
-    return _standard_groups(positions, seed_indices, C=C, K=K, rng=rng, variant=variant)
+    if p.engine == "jax":
+        if n <= p.K:  # upstream's tiny-dataset rule (self kept) has no equivalent worth having
+            raise GroupingError(f"group: engine='jax' needs n > K, got n={n}, K={p.K}; use engine='scipy'")
+        return _jax_groups(positions, seed_indices, C=C, K=p.K, key=_key_for(key, p.seed) if p.sequential else key)
+    return _standard_groups(positions, seed_indices, C=C, K=p.K, rng=rng, variant=p.variant)
 
 
 def _key_for(key, seed):
@@ -238,14 +240,9 @@ class GroupedData(eqx.Module):
 
 
 @jax.jit
-def gather_frames(diff3d: Float32[Array, "M N N"], nn: jax.Array) -> Amplitudes:
-    """`diffraction[b, :, :, c] = diff3d[nn[b, c]]` (a gather, group axis moved last)."""
+def gather_frames(diff3d: Shaped[Array, "M N N"], nn: Int[Array, "B C"]) -> Shaped[Array, "B N N C"]:
+    """`out[b, :, :, c] = diff3d[nn[b, c]]` (a gather, group axis moved last): frames or complex patches."""
     return jnp.moveaxis(diff3d[nn], 1, -1)
-
-
-@jax.jit
-def _gather_patches(Y: jax.Array, nn: jax.Array) -> Patches:
-    return jnp.moveaxis(Y[nn][..., 0], 1, -1)
 
 
 def _check_nn_indices(nn_indices, n: int, C: int) -> np.ndarray:
@@ -259,59 +256,6 @@ def _check_nn_indices(nn_indices, n: int, C: int) -> np.ndarray:
     return nn
 
 
-def _check_positive_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise GroupingError(f"group: {name} must be an int >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def choose_groups(
-    positions: np.ndarray,
-    *,
-    frame_size: int,
-    N: int,
-    gridsize: int,
-    K: int,
-    nsamples: int,
-    seed: int | None,
-    sequential: bool,
-    oversample: bool,
-    neighbor_pool_size: int | None,
-    nn_indices: HostGroups | None,
-    variant: str,
-    engine: Engine,
-    key: jax.Array | None,
-    patch_positions: str,
-    where: str = "group",
-) -> tuple[int, HostGroups]:
-    """Validate `group`'s arguments and return `(N, nn_indices)`: the injected groups, checked, or fresh ones."""
-    check_variant(variant)
-    gridsize = _check_positive_int("gridsize", gridsize)
-    N = _check_positive_int("N", N)
-    K = _check_positive_int("K", K)
-    nsamples = _check_positive_int("nsamples", nsamples)
-    if N != frame_size:
-        raise GroupingError(f"{where}: N={N} does not match the frame size {frame_size} of raw.diff3d")
-    if patch_positions not in ("upstream", "member"):
-        raise GroupingError(f"{where}: patch_positions must be 'upstream' or 'member', got {patch_positions!r}")
-    if nn_indices is not None:
-        return N, _check_nn_indices(nn_indices, positions.shape[0], gridsize * gridsize)
-    nn = select_groups(
-        positions,
-        gridsize=gridsize,
-        K=K,
-        nsamples=nsamples,
-        seed=seed,
-        sequential=sequential,
-        oversample=oversample,
-        neighbor_pool_size=neighbor_pool_size,
-        engine=engine,
-        key=key,
-        variant=variant,
-    )
-    return N, nn
-
-
 def warn_if_mirrored(C: int, patch_positions: str, *, stacklevel: int) -> None:
     """Announce upstream's mirrored patch positions (pipeline.md §5.4) when they apply."""
     if patch_positions == "upstream" and C > 1:
@@ -323,110 +267,3 @@ def warn_if_mirrored(C: int, patch_positions: str, *, stacklevel: int) -> None:
             stacklevel=stacklevel + 1,
         )
 
-
-def group(
-    raw: RawData,
-    *,
-    N: int,
-    gridsize: int,
-    K: int = 4,
-    nsamples: int,
-    seed: int | None = None,
-    sequential: bool = False,
-    oversample: bool = False,
-    neighbor_pool_size: int | None = None,
-    nn_indices: HostGroups | None = None,
-    variant: Literal["main", "seed"] = "main",
-    engine: Engine = "scipy",
-    key: jax.Array | None = None,
-    patch_positions: PatchPositions = "upstream",
-) -> GroupedData:
-    """Group scan positions and build the grouped arrays, as upstream `RawData.generate_grouped_data`.
-
-    Args:
-        raw: the scan.
-        N: frame size (must match `raw.diff3d`).
-        gridsize: g; each group has C = g² members.
-        K: neighbours considered per seed (standard path).
-        nsamples: number of groups B (capped at n unless oversampling).
-        seed: seeds a local legacy `RandomState`, giving upstream's groups for the same seed.
-        sequential: seeds 0..B−1 in order (upstream then reseeds with 0).
-        oversample: allow K-choose-C oversampling when nsamples > n (C > 1).
-        neighbor_pool_size: K for the oversampling path (defaults to K).
-        nn_indices: inject (B, C) groups and skip selection (removes randomness for cross-checks).
-        variant: "main" or "seed" (normalisation numerics, pipeline.md §6).
-        engine: "scipy" (exact upstream groups) or "jax" (jitted cell-list search for large inputs).
-        key: PRNG key for `engine="jax"` (derived from `seed` when omitted).
-        patch_positions: where object patches `Y` are cut when `raw.Y` is absent: "upstream" (the
-            literal upstream positions — for C > 1 mirrored through the group centre, §5.4) or
-            "member" (each member's own scan position).
-
-    Returns:
-        GroupedData with the upstream grouped-dict fields and `normalize_gain`.
-
-    Raises:
-        GroupingError: inconsistent parameters (n < C, K < C, gridsize < 1, N ≠ frame size, bad nn_indices, ...).
-    """
-    N, nn = choose_groups(
-        raw.positions(),
-        frame_size=raw.N,
-        N=N,
-        gridsize=gridsize,
-        K=K,
-        nsamples=nsamples,
-        seed=seed,
-        sequential=sequential,
-        oversample=oversample,
-        neighbor_pool_size=neighbor_pool_size,
-        nn_indices=nn_indices,
-        variant=variant,
-        engine=engine,
-        key=key,
-        patch_positions=patch_positions,
-    )
-    return grouped_from_indices(raw, nn, N=N, variant=variant, patch_positions=patch_positions)
-
-
-def grouped_from_indices(
-    raw: RawData,
-    nn: HostGroups,
-    *,
-    N: int,
-    variant: str = "main",
-    patch_positions: PatchPositions = "upstream",
-    frames: jax.Array | None = None,
-) -> GroupedData:
-    """Build the grouped arrays for given groups `nn` (pipeline.md §3.8).
-
-    `frames` is a device copy of `raw.diff3d` the caller already holds (else one is made).
-    """
-    C = nn.shape[1]
-    coords = group_coordinates(raw.xcoords, raw.ycoords, nn, variant=variant)
-    start = group_coordinates(raw.xcoords_start, raw.ycoords_start, nn, variant=variant)
-    nn_dev = jnp.asarray(nn)
-    diffraction = gather_frames(jnp.asarray(raw.diff3d) if frames is None else frames, nn_dev)
-    X_full, gain = normalize_data(diffraction, N, variant=variant)
-    if raw.Y is not None:
-        Y = _gather_patches(jnp.asarray(raw.Y), nn_dev)
-    elif raw.objectGuess is not None:
-        warn_if_mirrored(C, patch_positions, stacklevel=3)
-        from ._patches import extract_group_patches, group_patch_centres
-
-        centres = group_patch_centres(coords[1], coords[2], coords[0], positions=patch_positions)
-        Y = extract_group_patches(raw.objectGuess, centres, N=N, C=C)
-    else:
-        Y = None
-    return GroupedData(
-        diffraction=diffraction,
-        X_full=X_full,
-        normalize_gain=gain,
-        coords_nn=coords[0],
-        coords_offsets=coords[1],
-        coords_relative=coords[2],
-        coords_start_nn=start[0],
-        coords_start_offsets=start[1],
-        coords_start_relative=start[2],
-        nn_indices=nn,
-        Y=Y,
-        objectGuess=raw.objectGuess,
-    )

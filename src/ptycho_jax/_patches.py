@@ -207,15 +207,21 @@ def group_patch_centres(
             raise PtychoInputError(
                 f"{where}: coords_relative: expected B = {off.shape[0]} groups (as coords_offsets), got {rel.shape[0]}"
             )
-        xy = (off + rel).astype(np.float32)  # float64 sum, then one cast (pipeline.md §5.1 step 2)
-    elif positions == "member":
-        xy = need("coords_nn", coords_nn, None).astype(np.float32)
-    else:
-        raise PtychoInputError(
-            f"{where}: positions: expected 'upstream' or 'member', got {positions!r}"
-        )
+        return np.ascontiguousarray(patch_centres(None, off, rel, positions=positions))
+    if positions == "member":
+        return np.ascontiguousarray(patch_centres(need("coords_nn", coords_nn, None), None, None, positions=positions))
+    raise PtychoInputError(f"{where}: positions: expected 'upstream' or 'member', got {positions!r}")
+
+
+def patch_centres(members, offsets, relative, *, positions: str):
+    """The patch-centre rule on float64 NumPy or JAX coordinates: flat (B·C, 2) float32 `[x, y]`, order b·C + c.
+
+    "upstream": `float32(offsets + relative)` (float64 sum, then one cast, pipeline.md §5.1 step 2);
+    "member": `float32(members)`.
+    """
+    xy = (offsets + relative) if positions == "upstream" else members
     B, _, _, C = xy.shape
-    return np.ascontiguousarray(xy[:, 0].transpose(0, 2, 1).reshape(B * C, 2))
+    return xy.astype(np.float32)[:, 0].transpose(0, 2, 1).reshape(B * C, 2)
 
 
 def extract_group_patches(

@@ -1,88 +1,68 @@
-"""The whole data chain in one call: RawData → groups → normalize_data → container → intensity scales → scaler."""
+"""The chain — RawData → groups → normalize_data → container → intensity scales → scaler — on one device,
+a device mesh (one process or several) or streamed in chunks of groups (pipeline.md, scaling.md).
+
+There is one chain. One device is a mesh of one; streaming is the same two passes over several
+chunks instead of one:
+
+1. energy pass — per chunk of groups, `energy_on_mesh` (float64 total, TF-order per-frame sums for
+   the seed variant); the chunks' partial sums become the gain by the one rule `gain_of`;
+2. scale pass — per chunk, `scale_on_mesh` (`X = gain · D` and the energies of X) and
+   `_layout_on_mesh` (coordinates and object patches, per group).
+
+Every chunk has the same padded size (one compilation) with the padding masked out of every
+reduction. Order-dependent float32 reductions (the seed gain's NumPy mean, `norm_Y_I`'s Eigen mean)
+run on the gathered per-frame sums, B·C scalars, in the one-device order, so they are bit-equal;
+float64 totals are sums of partial sums, within float64 rounding of one block, which the float32
+results almost never see. The intensity scales come from the totals (`intensity_scales`).
+"""
 
 import dataclasses
+import functools as ft
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, SupportsInt
 
-import jax.numpy as jnp
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from jax.typing import ArrayLike
 
-from ._container import Container, make_container
+from ._container import Container, assemble_container, check_probe, no_patches, split_patches
+from ._coords import coordinates_kernel
 from ._errors import PtychoInputError
-from ._grouping import GroupedData, choose_groups, grouped_from_indices
-from ._intensity import TRAINING_SCALE_KEY, all_intensity_scales
+from ._grouping import GroupedData, select_groups, warn_if_mirrored
+from ._intensity import NORM_Y_I_KEY, EnergyTotals, intensity_scales
+from ._mesh import (
+    AXIS,
+    balanced_blocks,
+    check_mesh,
+    global_scan,
+    group_frames,
+    is_local,
+    make_mesh,
+    place_frames,
+    put,
+    tail_padded_blocks,
+    to_host,
+    unpad,
+)
+from ._normalize import energy_on_mesh, gain_of, scale_on_mesh
+from ._params import ChainParams
+from ._patches import _extract_kernel, patch_centres
 from ._rawdata import RawData
 from ._scaler import IntensityScaler
+from ._validate import check_group_patches
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("grouping", "normalize", "container", "intensity_scale", "scaler")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ChainParams:
-    """Every parameter the chain reads (upstream's `params.cfg` keys made explicit).
-
-    Attributes:
-        N: frame size; None takes it from the data.
-        gridsize: g (C = g² members per group).
-        K: neighbour count (upstream `neighbor_count`).
-        n_groups: number of groups B (upstream `nsamples`).
-        seed: grouping seed (local legacy RandomState); None = fresh entropy.
-        sequential: sequential seeds (upstream `sequential_sampling`).
-        oversample, neighbor_pool_size: K-choose-C oversampling (upstream `enable_oversampling`).
-        nphotons: photon budget.
-        variant: "main" (upstream main line) or "seed" (the seed-report branch).
-        engine: "scipy" (exact upstream groups) or "jax".
-        patch_positions: "upstream" (literal, mirrored for C > 1) or "member".
-        trainable: `intensity_scale.trainable` of the scaler.
-    """
-
-    N: int | None = None
-    gridsize: int = 2
-    K: int = 4
-    n_groups: int = 64
-    seed: int | None = 42
-    sequential: bool = False
-    oversample: bool = False
-    neighbor_pool_size: int | None = None
-    nphotons: float = 1e9
-    variant: Literal["main", "seed"] = "main"
-    engine: Literal["scipy", "jax"] = "scipy"
-    patch_positions: Literal["upstream", "member"] = "upstream"
-    trainable: bool = True
-
-    def __post_init__(self):
-        for name in ("gridsize", "K", "n_groups"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PtychoInputError(f"ChainParams.{name}: expected an int >= 1, got {v!r}")
-        if self.N is not None and (not isinstance(self.N, int) or self.N < 1):
-            raise PtychoInputError(f"ChainParams.N: expected a positive int or None, got {self.N!r}")
-        if not (isinstance(self.nphotons, (int, float)) and np.isfinite(self.nphotons) and self.nphotons > 0):
-            raise PtychoInputError(f"ChainParams.nphotons: expected a finite number > 0, got {self.nphotons!r}")
-        if self.variant not in ("main", "seed"):
-            raise PtychoInputError(f"ChainParams.variant: expected 'main' or 'seed', got {self.variant!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def group_kwargs(self, raw: RawData) -> dict:
-        """The keyword arguments of `group` these parameters stand for (N from the data when None)."""
-        return dict(
-            N=self.N if self.N is not None else raw.N,
-            gridsize=self.gridsize,
-            K=self.K,
-            nsamples=self.n_groups,
-            seed=self.seed,
-            sequential=self.sequential,
-            oversample=self.oversample,
-            neighbor_pool_size=self.neighbor_pool_size,
-            variant=self.variant,
-            engine=self.engine,
-            patch_positions=self.patch_positions,
-        )
+Progress = Callable[[str], None]
+MeshArg = Any
+"""A `jax.sharding.Mesh` with one axis "groups" (`make_mesh`) or None; checked by `check_mesh`, whose
+error names the field, so the annotation admits anything."""
+ChunkArg = SupportsInt | None
+"""An int >= 1 or None; checked by `_check_chunk_groups`."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,38 +77,296 @@ class ChainResult:
     scaler: IntensityScaler
 
 
+@ft.partial(jax.jit, static_argnames=("mesh", "sign", "patches", "N"))
+def _layout_on_mesh(nn, x, y, xs, ys, obj=None, *, mesh: Mesh, sign: float, patches: str | None, N: int):
+    """Coordinates (both position sets) and, with `patches`, object patches, per group; needs x64."""
+
+    def local(nn, x, y, xs, ys, *obj):
+        coords = coordinates_kernel(x, y, nn, sign=sign)
+        start = coordinates_kernel(xs, ys, nn, sign=sign)
+        if patches is None:
+            return (*coords, *start)
+        b, c = nn.shape
+        Y = _extract_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True)
+        return (*coords, *start, Y.reshape(b, c, N, N).transpose(0, 2, 3, 1))
+
+    spec = P(AXIS)
+    args = (nn, x, y, xs, ys) + (() if patches is None else (obj,))
+    in_specs = (spec, P(), P(), P(), P()) + (() if patches is None else (P(),))
+    out_specs = (spec,) * (6 if patches is None else 7)
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*args)
+
+
+def _host_device() -> jax.Device:
+    """Where streamed outputs are kept: the host CPU device (the accelerator is what ran out of memory)."""
+    try:
+        return jax.devices("cpu")[0]
+    except RuntimeError:  # pragma: no cover - a JAX without a CPU backend
+        return jax.devices()[0]
+
+
+def _check_chunk_groups(chunk_groups, mesh: Mesh, where: str) -> None:
+    if chunk_groups is None:
+        return
+    if isinstance(chunk_groups, bool) or not isinstance(chunk_groups, (int, np.integer)) or chunk_groups < 1:
+        raise PtychoInputError(f"{where}: chunk_groups: expected an int >= 1, got {chunk_groups!r}")
+    if not is_local(mesh):
+        raise PtychoInputError(
+            f"{where}: mesh: expected devices of this process only when streaming (chunk_groups), got a mesh over "
+            "several processes"
+        )
+
+
+class _Frames:
+    """Where a chunk's grouped frames come from: the frames placed on the mesh once (resident), or a host
+    gather per chunk (streamed)."""
+
+    def __init__(self, rows: np.ndarray, *, lo: int, M: int, mesh: Mesh, layout, streamed: bool):
+        self.rows, self.mesh, self.layout, self.streamed = rows, mesh, layout, streamed
+        self.frames = balanced_blocks(M, mesh.size)
+        self.placed = None if streamed else place_frames(rows, lo, self.frames, mesh)
+        self._cache = None
+
+    def grouped(self, nn_chunk: np.ndarray, i: int) -> jax.Array:
+        if not self.streamed:
+            if self._cache is None:
+                self._cache = group_frames(self.placed, nn_chunk, groups=self.layout, frames=self.frames, mesh=self.mesh)
+            return self._cache
+        out = np.zeros((self.layout.padded, self.rows.shape[1], self.rows.shape[2], nn_chunk.shape[1]), self.rows.dtype)
+        out[: len(nn_chunk)] = np.moveaxis(self.rows[nn_chunk], 1, -1)
+        return put(out, self.mesh, P(AXIS))
+
+    def energy_total(self) -> float:
+        """Σ over all frames of Σ_hw frame² in float64 (the raw-frame dataset scale)."""
+        if not self.streamed:
+            valid = put(self.frames.valid() if self.mesh.size > 1 else np.ones(len(self.rows), bool), self.mesh, P(AXIS))
+            first = put(np.asarray(0, np.int32), self.mesh, P())
+            return float(to_host(energy_on_mesh(self.placed, valid, first, mesh=self.mesh, total_groups=1, tf_order=False)[0]))
+        step = self.layout.padded
+        total = 0.0
+        for lo in range(0, len(self.rows), step):
+            n = min(step, len(self.rows) - lo)
+            block = np.zeros((step, *self.rows.shape[1:]), self.rows.dtype)
+            block[:n] = self.rows[lo : lo + n]
+            valid, first = put(np.arange(step) < n, self.mesh, P(AXIS)), put(np.asarray(0, np.int32), self.mesh, P())
+            total += float(energy_on_mesh(put(block, self.mesh, P(AXIS)), valid, first, mesh=self.mesh, total_groups=1, tf_order=False)[0])
+        return total
+
+
+def _chain(
+    raw: RawData,
+    params: ChainParams,
+    *,
+    mesh: MeshArg,
+    chunk_groups: ChunkArg,
+    nn_indices: ArrayLike | None,
+    key: jax.Array | None,
+    container: bool,
+    progress: Progress | None,
+    where: str,
+):
+    """The one chain: grouping and normalisation, and with `container` the container, scales and scaler."""
+    tick = progress or (lambda stage: None)
+    if not isinstance(params, ChainParams):
+        raise PtychoInputError(f"{where}: params: expected a ChainParams, got {type(params).__name__}")
+    numerics = params.numerics
+    mesh = make_mesh(1) if mesh is None else check_mesh(mesh, where)
+    _check_chunk_groups(chunk_groups, mesh, where)
+    streamed = chunk_groups is not None
+    with jax.enable_x64(True):  # float64 positions must not be truncated by the gathers
+        positions, M, lo = global_scan(raw, mesh, where)
+    tick("grouping")
+    N = params.frame_size(raw.N)
+    nn = select_groups(positions[:, :2], params, nn_indices=nn_indices, key=key)
+    if not is_local(mesh):  # one source of truth for the groups (a seedless draw differs per process)
+        with jax.enable_x64(True):
+            nn = np.asarray(multihost_utils.broadcast_one_to_all(nn)).astype(nn.dtype)
+    B, C = nn.shape
+    probe = check_probe(raw.probeGuess, N, where) if container else None
+    patches = None
+    if raw.Y is None and raw.objectGuess is not None:
+        patches = params.patch_positions
+        warn_if_mirrored(C, patches, stacklevel=3)
+    check_group_patches(
+        raw, nn, N=N, variant=params.variant, patch_positions=params.patch_positions, where=where, positions=positions, stacklevel=3
+    )
+    cg = B if not streamed else min(int(chunk_groups), B)
+    n_chunks = -(-B // cg)
+    layout = tail_padded_blocks(cg, mesh.size)  # one chunk's rows over the mesh; every chunk has layout.padded rows
+    rows = layout.padded
+    logger.info(
+        "%s: %d groups of %d in %d chunk(s) of %d (%d rows each) on %d device(s)%s",
+        where, B, C, n_chunks, cg, rows, mesh.size, ", streamed" if streamed else "",
+    )
+    spec = P(AXIS)
+
+    def chunk(i: int):
+        a, b = i * cg, min((i + 1) * cg, B)
+        nn_chunk = np.zeros((rows, C), np.int32)
+        nn_chunk[: b - a] = nn[a:b]
+        valid, first = put(np.arange(rows) < b - a, mesh, spec), put(np.asarray(a, np.int32), mesh, P())
+        return a, b, nn_chunk, valid, first
+
+    with jax.enable_x64(True):
+        frames = _Frames(raw.diff3d, lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
+        truth = None if raw.Y is None else _Frames(raw.Y[..., 0], lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
+
+        # Pass 1: energies of the grouped frames, combined into the gain.
+        total_D, seed_sums = 0.0, []
+        for i in range(n_chunks):
+            a, b, nn_chunk, valid, first = chunk(i)
+            if streamed:
+                tick(f"energy pass {i + 1}/{n_chunks}")
+            total, sums = energy_on_mesh(
+                frames.grouped(nn[a:b] if streamed else nn, i), valid, first,
+                mesh=mesh, total_groups=B, tf_order=numerics.tf_order_energies,
+            )
+            total_D += float(to_host(total))
+            if sums is not None:
+                seed_sums.append(to_host(sums)[: b - a])
+        frame_sums = np.concatenate(seed_sums) if seed_sums else None
+        gain = gain_of(numerics, total=total_D, count=B * C, frame_sums=frame_sums, N=N, where=where)
+        gain_dev = put(np.asarray(gain), mesh, P())
+
+        # Pass 2: X, its energies, coordinates, patches and the container's |Y| and phase.
+        xyz = [put(positions[:, k].copy(), mesh, P()) for k in range(4)]
+        obj = None if patches is None else put(raw.objectGuess, mesh, P())
+        parts = []
+        for i in range(n_chunks):
+            a, b, nn_chunk, valid, first = chunk(i)
+            tick(f"scale pass {i + 1}/{n_chunks}" if streamed else "container")
+            D = frames.grouped(nn[a:b] if streamed else nn, i)
+            X, total_X, x_sums = scale_on_mesh(D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container)
+            out = _layout_on_mesh(put(nn_chunk, mesh, spec), *xyz, obj, mesh=mesh, sign=numerics.local_offset_sign, patches=patches, N=N)
+            Y = truth.grouped(nn[a:b] if streamed else nn, i) if truth is not None else (out[6] if patches else None)
+            fields = {"diffraction": D, "X_full": X, "Y": Y}
+            if container:
+                fields["Y_I"], fields["Y_phi"] = no_patches(X) if Y is None else split_patches(Y)
+                fields["total_X"], fields["x_sums"] = float(to_host(total_X)), to_host(x_sums)[: b - a]
+            coords = [to_host(c)[: b - a] for c in out[:6]]
+            parts.append((b - a, fields, coords))
+        raw_total = frames.energy_total() if container else None
+
+    if streamed:  # gathered in host memory, returned on the host CPU device
+        host = _host_device()
+
+        def collect(name):
+            if parts[0][1][name] is None:
+                return None
+            return jax.device_put(np.concatenate([np.asarray(f[name])[:n] for n, f, _ in parts]), host)
+
+        gain_out = jax.device_put(np.asarray(gain), host)
+    else:
+        (_, only, _), = parts
+
+        def collect(name):
+            return unpad(only[name], B, mesh)
+
+        gain_out = gain_dev
+    coords = [np.concatenate([c[k] for _, _, c in parts]) for k in range(6)]
+    grouped = GroupedData(
+        diffraction=collect("diffraction"),
+        X_full=collect("X_full"),
+        normalize_gain=gain_out,
+        coords_nn=coords[0],
+        coords_offsets=coords[1],
+        coords_relative=coords[2],
+        coords_start_nn=coords[3],
+        coords_start_offsets=coords[4],
+        coords_start_relative=coords[5],
+        nn_indices=nn,
+        Y=collect("Y"),
+        objectGuess=raw.objectGuess,
+    )
+    if not container:
+        return grouped
+    tick("intensity_scale")
+    totals = EnergyTotals(
+        N=N,
+        M=M,
+        B=B,
+        raw=raw_total,
+        diffraction=total_D,
+        X=sum(f["total_X"] for _, f, _ in parts),
+        X_frame_sums=np.concatenate([f["x_sums"] for _, f, _ in parts]),
+    )
+    scales = intensity_scales(totals, nphotons=params.nphotons)
+    training = scales[numerics.training_scale_key]
+    result_container = assemble_container(
+        grouped, probe=probe, Y_I=collect("Y_I"), Y_phi=collect("Y_phi"), norm_Y_I=np.float32(scales[NORM_Y_I_KEY]), where=where
+    )
+    tick("scaler")
+    scaler = IntensityScaler.from_scale(training, trainable=params.trainable)
+    logger.info("%s: %d groups of %d, gain %.6g, training scale %.9g", where, B, C, float(gain), training)
+    return ChainResult(
+        params=params, grouped=grouped, container=result_container, intensity_scales=scales, training_scale=training, scaler=scaler
+    )
+
+
 def run_chain(
     raw: RawData,
-    params: ChainParams = ChainParams(),
+    params: ChainParams | None = None,
     *,
-    nn_indices=None,
-    progress: Callable[[str], None] | None = None,
+    mesh: MeshArg = None,
+    chunk_groups: ChunkArg = None,
+    nn_indices: ArrayLike | None = None,
+    progress: Progress | None = None,
 ) -> ChainResult:
     """Run grouping → normalize_data → container → intensity scales → IntensityScaler on `raw`.
 
     Args:
-        raw: the scan.
-        params: chain parameters.
+        raw: the scan; when `mesh` spans several processes, this process's `process_frame_range`
+            part of it (every process calls with the same arguments).
+        params: chain parameters (default `ChainParams()`).
+        mesh: shard the group axis over this 1-D "groups" mesh (`make_mesh`); default one device.
+            Gathers, coordinates and patches are bit-equal to one device; the float32 results of
+            the float64 reductions within 1 ulp (bit-equal in practice).
+        chunk_groups: stream `chunk_groups` groups at a time through the devices (two passes, the
+            outputs assembled in host memory, on the CPU device); one process only.
         nn_indices: inject (B, C) groups, skipping selection.
-        progress: called with each stage name as it starts (e.g. to drive a progress bar).
+        progress: called with each stage name as it starts: "grouping", then "container" (or
+            "energy pass i/n" and "scale pass i/n" when streaming), "intensity_scale", "scaler".
+
+    Raises:
+        GroupingError, NormalizationError, PtychoInputError: bad parameters, data, mesh or chunk size.
     """
-    tick = progress or (lambda stage: None)
-    tick("grouping")
-    args = params.group_kwargs(raw)
-    N, nn = choose_groups(raw.positions(), frame_size=raw.N, nn_indices=nn_indices, key=None, **args)
-    # One device copy of the frames serves the gather and the raw-frame energy.
-    frames = jnp.asarray(raw.diff3d)
-    grouped = grouped_from_indices(raw, nn, N=N, variant=params.variant, patch_positions=params.patch_positions, frames=frames)
-    tick("container")
-    container = make_container(grouped, raw.probeGuess, nphotons=params.nphotons)
-    tick("intensity_scale")
-    scales = all_intensity_scales(
-        raw_diff3d=frames, grouped_diffraction=grouped.diffraction, X=container.X, N=N, nphotons=params.nphotons
+    return _chain(
+        raw, params or ChainParams(), mesh=mesh, chunk_groups=chunk_groups, nn_indices=nn_indices, key=None,
+        container=True, progress=progress, where="run_chain",
     )
-    training = scales[TRAINING_SCALE_KEY[params.variant]]  # = training_intensity_scale(container, ...)
-    tick("scaler")
-    scaler = IntensityScaler.from_scale(training, trainable=params.trainable)
-    logger.info("chain: %d groups of %d, gain %.6g, training scale %.9g", len(grouped), grouped.nn_indices.shape[1], float(grouped.normalize_gain), training)
-    return ChainResult(
-        params=params, grouped=grouped, container=container, intensity_scales=scales, training_scale=training, scaler=scaler
+
+
+def group(
+    raw: RawData,
+    params: ChainParams | None = None,
+    *,
+    nn_indices: ArrayLike | None = None,
+    key: jax.Array | None = None,
+    mesh: MeshArg = None,
+    **fields: Any,
+) -> GroupedData:
+    """Group scan positions and build the grouped arrays, as upstream `RawData.generate_grouped_data`
+    followed by `normalize_data`: the chain up to `X_full`.
+
+    Args:
+        raw: the scan.
+        params: chain parameters; `fields` replace some of them (`group(raw, gridsize=2, n_groups=8, seed=1)`).
+            Read here: N, gridsize, K, n_groups, seed, sequential, oversample, neighbor_pool_size,
+            variant, engine, patch_positions (where object patches `Y` are cut when `raw.Y` is
+            absent: "upstream", the literal positions, for C > 1 mirrored through the group centre,
+            §5.4; or "member", each member's own scan position).
+        nn_indices: inject (B, C) groups and skip selection (removes randomness for cross-checks).
+        key: PRNG key for `engine="jax"` (derived from `seed` when omitted).
+        mesh: shard the group axis over this mesh, as `run_chain`.
+
+    Returns:
+        GroupedData with the upstream grouped-dict fields and `normalize_gain`.
+
+    Raises:
+        GroupingError: inconsistent parameters (n < C, K < C, N ≠ frame size, bad nn_indices, ...).
+        NormalizationError: all-zero or non-finite frames.
+    """
+    p = dataclasses.replace(params or ChainParams(), **fields)
+    return _chain(
+        raw, p, mesh=mesh, chunk_groups=None, nn_indices=nn_indices, key=key, container=False, progress=None, where="group"
     )

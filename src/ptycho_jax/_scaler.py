@@ -6,12 +6,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array, Float32
 
 from ._errors import PtychoInputError
 
 
-def _expf_host(v: np.ndarray) -> np.ndarray:
+def _expf_host(v: ArrayLike) -> np.ndarray:
     return np.asarray(np.exp(np.asarray(v, np.float64)), np.float32)
 
 
@@ -66,13 +67,13 @@ class IntensityScaler(eqx.Module):
         ls = self.log_scale if self.trainable else jax.lax.stop_gradient(self.log_scale)
         return expf(ls)
 
-    def __call__(self, x: Float32[Array, "*b"]) -> Float32[Array, "*b"]:
+    def __call__(self, x: Float32[Array | np.ndarray, "*b"]) -> Float32[Array, "*b"]:
         """IntensityScaler: `x / exp(log_scale)`."""
         x = jnp.asarray(x)
         divisor = jnp.where(jnp.isfinite(x), x * jnp.float32(0), jnp.float32(0)) + self._factor()
         return x / divisor
 
-    def inverse(self, x: Float32[Array, "*b"]) -> Float32[Array, "*b"]:
+    def inverse(self, x: Float32[Array | np.ndarray, "*b"]) -> Float32[Array, "*b"]:
         """IntensityScaler_inv: `exp(log_scale) · x`."""
         return self._factor() * x
 

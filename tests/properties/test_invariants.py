@@ -2,10 +2,11 @@
 
 import jax.random as jr
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from _invariants import invariant_violations
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ptycho_jax as pj
-from _invariants import invariant_violations
 
 
 def _ulp_distance(a, b):
@@ -53,7 +54,7 @@ def test_group_invariants(grid, seed, n, g, extra_k, spacing, engine):
     p = _positions(grid, seed, n, spacing)
     if n <= K:
         return
-    nn = pj.select_groups(p, gridsize=g, K=K, nsamples=max(1, n // 2), seed=seed, engine=engine, key=jr.key(seed))
+    nn = pj.select_groups(p, gridsize=g, K=K, n_groups=max(1, n // 2), seed=seed, engine=engine, key=jr.key(seed))
     assert nn.shape == (max(1, n // 2), C)
     assert nn.min() >= 0 and nn.max() < n
     if C > 1:

@@ -1,0 +1,90 @@
+"""`ChainParams`: every parameter the chain reads, one name each from CLI flag to kernel (pipeline.md §1)."""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ._errors import GroupingError, PtychoInputError
+from ._variants import Variant, get_variant
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChainParams:
+    """Every parameter the chain reads (upstream's `params.cfg` keys made explicit, pipeline.md §1).
+
+    Attributes:
+        N: frame size; None takes it from the data.
+        gridsize: g (C = g² members per group).
+        K: neighbour count (upstream `neighbor_count`).
+        n_groups: number of groups B (upstream `nsamples` / `n_groups`).
+        seed: grouping seed (local legacy RandomState); None = fresh entropy.
+        sequential: sequential seeds (upstream `sequential_sampling`).
+        oversample: K-choose-C oversampling when n_groups exceeds the positions (upstream `enable_oversampling`).
+        neighbor_pool_size: K of the oversampling path (None: K).
+        nphotons: photon budget.
+        variant: "main" (upstream main line) or "seed" (the seed-report branch).
+        engine: "scipy" (exact upstream groups) or "jax".
+        patch_positions: "upstream" (literal, mirrored for C > 1) or "member".
+        trainable: `intensity_scale.trainable` of the scaler.
+    """
+
+    N: int | None = None
+    gridsize: int = 2
+    K: int = 4
+    n_groups: int = 64
+    seed: int | None = 42
+    sequential: bool = False
+    oversample: bool = False
+    neighbor_pool_size: int | None = None
+    nphotons: float | int = 1e9
+    variant: str = "main"  # "main" | "seed" (checked in __post_init__ with an error naming the field)
+    engine: str = "scipy"  # "scipy" | "jax"
+    patch_positions: str = "upstream"  # "upstream" | "member"
+    trainable: bool = True
+
+    def __post_init__(self):
+        for name in ("gridsize", "K", "n_groups", "N", "neighbor_pool_size"):
+            v = getattr(self, name)
+            if (v is not None or name in ("gridsize", "K", "n_groups")) and not (_is_int(v) and v >= 1):
+                raise PtychoInputError(f"ChainParams.{name} must be an int >= 1, got {v!r}")
+        if self.seed is not None and not (_is_int(self.seed) and self.seed >= 0):
+            raise PtychoInputError(f"ChainParams.seed must be an int >= 0 or None, got {self.seed!r}")
+        for name in ("sequential", "oversample", "trainable"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise PtychoInputError(f"ChainParams.{name} must be a bool, got {getattr(self, name)!r}")
+        n = self.nphotons
+        if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)) or not (math.isfinite(n) and n > 0):
+            raise PtychoInputError(f"ChainParams.nphotons must be a finite number > 0, got {n!r}")
+        get_variant(self.variant)
+        if self.engine not in ("scipy", "jax"):
+            raise GroupingError(f"ChainParams.engine must be 'scipy' or 'jax', got {self.engine!r}")
+        if self.patch_positions not in ("upstream", "member"):
+            raise GroupingError(f"ChainParams.patch_positions must be 'upstream' or 'member', got {self.patch_positions!r}")
+
+    @property
+    def C(self) -> int:
+        """Members per group, gridsize²."""
+        return self.gridsize * self.gridsize
+
+    @property
+    def numerics(self) -> Variant:
+        """The `Variant` object of `variant`."""
+        return get_variant(self.variant)
+
+    def frame_size(self, data_N: int) -> int:
+        """N for data of frame size `data_N`: `data_N` when N is None, else N, which must equal it.
+
+        Raises:
+            GroupingError: N differs from the data's frame size.
+        """
+        if self.N is not None and self.N != data_N:
+            raise GroupingError(f"ChainParams.N={self.N} does not match the frame size {data_N} of raw.diff3d")
+        return int(data_N)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,42 @@
+"""The upstream variants as data: what differs between `main` and `seed`, one frozen object each (pipeline.md §2)."""
+
+import dataclasses
+
+from ._errors import PtychoInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """The numerics of one upstream variant, consulted by the stages (never `if variant == ...`).
+
+    Attributes:
+        name: "main" or "seed".
+        tf_order_energies: normalisation energies as float32 per-frame sums in TF-CPU order with
+            NumPy's float32 mean (seed, `loader.normalize_data`); otherwise float64 (main).
+        training_scale_key: the `all_intensity_scales` entry that is the training scale.
+        local_offset_sign: sign of the relative offsets (both variants −1; [DOSE] used +1).
+    """
+
+    name: str
+    tf_order_energies: bool
+    training_scale_key: str
+    local_offset_sign: float = -1.0
+
+
+MAIN = Variant(
+    name="main", tf_order_energies=False, training_scale_key="main_head_train_pinn_calculate_intensity_scale"
+)
+SEED = Variant(name="seed", tf_order_energies=True, training_scale_key="seed_era_dataset_derived_scale_normalized_X")
+VARIANTS = {v.name: v for v in (MAIN, SEED)}
+
+
+def get_variant(name: str) -> Variant:
+    """The `Variant` called `name`.
+
+    Raises:
+        PtychoInputError: an unknown name.
+    """
+    try:
+        return VARIANTS[name]
+    except (KeyError, TypeError):
+        raise PtychoInputError(f"variant: expected one of {tuple(VARIANTS)}, got {name!r}") from None
