@@ -78,16 +78,16 @@ def worker(args) -> dict:
     raw = _synthetic(args.positions, args.N, args.seed)
     params = pj.ChainParams(gridsize=args.gridsize, n_groups=args.groups, seed=42, patch_positions="member")
     t0 = time.perf_counter()
-    nn = pj.select_groups(raw.positions(), gridsize=args.gridsize, nsamples=args.groups, seed=42)
+    nn = pj.select_groups(raw.positions(), params)
     selection = time.perf_counter() - t0
     mesh = pj.make_mesh(D)
     chunk = -(-args.groups // 7)
     out = {"devices": D, "selection_s": selection, "chunk_groups": chunk, "runs": {}}
     if D == 1:
         out["runs"]["one_shot"] = _time(lambda: pj.run_chain(raw, params, nn_indices=nn), args.repeats)
-    out["runs"]["sharded"] = _time(lambda: pj.run_chain_sharded(raw, params, mesh=mesh, nn_indices=nn), args.repeats)
+    out["runs"]["sharded"] = _time(lambda: pj.run_chain(raw, params, mesh=mesh, nn_indices=nn), args.repeats)
     out["runs"]["streamed"] = _time(
-        lambda: pj.run_chain_streamed(raw, params, chunk_groups=chunk, mesh=mesh, nn_indices=nn), args.repeats
+        lambda: pj.run_chain(raw, params, chunk_groups=chunk, mesh=mesh, nn_indices=nn), args.repeats
     )
     return out
 

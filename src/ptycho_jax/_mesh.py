@@ -141,7 +141,7 @@ def balanced_blocks(total: int, D: int) -> Blocks:
 
 
 def process_frame_range(n_positions: int, *, mesh: Mesh) -> tuple[int, int]:
-    """The scan positions `[lo, hi)` whose frames this process loads for `run_chain_sharded` on `mesh`.
+    """The scan positions `[lo, hi)` whose frames this process loads for `run_chain(..., mesh=mesh)`.
 
     Frames are split over the mesh devices in balanced contiguous blocks; a process loads the
     blocks of its own devices (with one process: all of them, `(0, n_positions)`). Each process
