@@ -99,3 +99,30 @@ def test_bad_input_exits_2_without_partial_output(tmp_path, capsys, argv, match)
     assert code == 2
     assert match in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["report", "--groups", "5"], ["crosscheck", "--neighbor-count", "4", "--out", "x"], ["report", "--variant", "dose"]],
+)
+def test_old_or_bad_chain_flags_are_usage_errors(argv, capsys):
+    # One vocabulary: report's --groups and crosscheck's --neighbor-count are now --n-groups and --K.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "invalid choice: 'dose'" in err
+
+
+def test_report_chain_flags_reach_chain_params(tmp_path):
+    from test_rawdata import make_raw
+
+    make_raw(m=20, n=8).to_npz(tmp_path / "in.npz")
+    argv = ["-q", "report", "--input", str(tmp_path / "in.npz"), "--gridsize", "1", "--K", "3", "--n-groups", "7",
+            "--seed", "5", "--sequential", "--nphotons", "1e6", "--engine", "scipy", "--patch-positions", "member",
+            "--no-figure", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    params = json.loads((tmp_path / "out" / "intensity_stats.json").read_text())["provenance"]["parameters"]
+    want = {"N": 8, "gridsize": 1, "K": 3, "n_groups": 7, "seed": 5, "sequential": True, "oversample": False,
+            "nphotons": 1e6, "variant": "main", "engine": "scipy", "patch_positions": "member"}  # fmt: skip
+    assert {k: params[k] for k in want} == want

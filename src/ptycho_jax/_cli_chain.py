@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import ChainParams
+from ._variants import VARIANTS
 
 CHAIN_GROUP_TITLE = "chain parameters"
 
@@ -71,6 +72,9 @@ PATH_FIELDS = ("devices", "chunk_groups")
 
 
 def _choices(field: str) -> tuple[str, ...] | None:
+    """The values a string field takes: the variants' names, or the field's Literal values."""
+    if field == "variant":
+        return tuple(VARIANTS)
     hint = typing.get_type_hints(ChainParams).get(field)
     return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
 
