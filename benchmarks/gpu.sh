@@ -85,7 +85,12 @@ fi
 # --- tests: golden chain, sharding, streaming on the device (JAX's default backend) -----------
 say "tests: $TESTS (limit ${TESTS_S} s)"
 if [ "$DEVICE" = cpu ]; then export JAX_PLATFORMS=cpu; fi
-timeout --signal=TERM --kill-after=10 "$TESTS_S" "$PY" -m pytest -q -x -p no:cacheprovider $TESTS >"$OUT/$STEM-tests.txt" 2>&1
+PYTEST_EXTRA=()
+if ! "$PY" -c "import beartype" 2>/dev/null; then  # pyproject's addopts turn on jaxtyping+beartype checks
+  say "beartype missing (carry its wheel in .whl/ for runtime type checks): tests run without them"
+  PYTEST_EXTRA=(-o "addopts=-ra")
+fi
+timeout --signal=TERM --kill-after=10 "$TESTS_S" "$PY" -m pytest -q -x -p no:cacheprovider ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"} $TESTS >"$OUT/$STEM-tests.txt" 2>&1
 TESTS_RC=$?
 say "tests exit $TESTS_RC: $(tail -1 "$OUT/$STEM-tests.txt")"
 
