@@ -23,6 +23,7 @@ import ptycho_jax as pj
 from crosscheck.backends import JaxBackend
 from crosscheck.run import format_failure, run_crosscheck
 from crosscheck.synthetic import synthetic_raw
+from ptycho_jax import _coords, _mesh, _normalize, _patches, _pipeline
 
 N = 32
 PARAMS = pj.ChainParams(N=N, gridsize=2, K=4, n_groups=16, seed=3, nphotons=1e6)
@@ -280,9 +281,18 @@ def _replace_everywhere(original, replacement) -> list[tuple[object, str, object
     return undo
 
 
+def _drop_traces():
+    """Forget the compiled chain kernels that call mutation targets while tracing (coordinates,
+    patch centres), so that they are traced anew with (and after) the mutation."""
+    _pipeline._layout_on_mesh.clear_cache()
+
+
 @contextlib.contextmanager
 def _mutated(mutation):
+    """Apply `mutation()`'s replacements; compiled kernels are dropped on entry and exit so that
+    functions called while tracing (coordinates, patch centres) are traced anew, mutated."""
     undo = []
+    _drop_traces()
     try:
         for target, replacement in mutation():
             if isinstance(target, tuple):  # (owner, attribute): a method
@@ -295,6 +305,7 @@ def _mutated(mutation):
     finally:
         for owner, attr, value in reversed(undo):
             setattr(owner, attr, value)
+        _drop_traces()
 
 
 def _under_mutation(method):
@@ -332,8 +343,11 @@ def raw_varied():
     """The synthetic scan with per-frame brightness from 0.4 to 1.6 (raw and grouped frame
     energies then differ clearly, as on real data)."""
     r = synthetic_raw()
-    gain = np.linspace(0.4, 1.6, r.diff3d.shape[0]).astype(np.float32)[np.random.RandomState(5).permutation(r.diff3d.shape[0])]
-    return dataclasses.replace(r, diff3d=(np.asarray(r.diff3d) * gain[:, None, None]).astype(np.float32))
+    M = r.diff3d.shape[0]
+    gain = np.linspace(0.4, 1.6, M).astype(np.float32)[np.random.RandomState(5).permutation(M)]
+    return dataclasses.replace(
+        r, diff3d=(np.asarray(r.diff3d) * gain[:, None, None]).astype(np.float32)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -349,41 +363,37 @@ def _frame_energy(d) -> float:
     return float(np.mean(np.sum(d * d, axis=(1, 2))))
 
 
-def _port_normalize(energy, target):
-    """A port's `normalize_data` with its own energy and target: gain = √(target(N) / energy(D))."""
+def _gain_rule(rule):
+    """The port's normalisation gain from its energy sums: `rule(total, count, N, orig)`."""
 
-    def normalize_data(diffraction, N, *, variant="main", **_):
-        d = np.asarray(diffraction, np.float32)
-        gain = np.float32(math.sqrt(target(N) / energy(d)))
-        return jnp.asarray(gain * d), jnp.asarray(gain)
+    def mutation(raw):
+        orig = _normalize.gain_of
 
-    return normalize_data
+        def gain_of(variant, *, total, count, frame_sums, N, where):
+            return rule(total, count, N, lambda **kw: orig(variant, frame_sums=frame_sums, where=where, **kw))
 
+        return [(orig, gain_of)]
 
-def _m_inverted_scaler(raw):
-    # IntensityScaler computes x·s (its inverse) where upstream has x/s
-    return [((pj.IntensityScaler, "__call__"), lambda self, x: self.inverse(x))]
+    return mutation
 
 
-def _m_energy_over_channels(raw):
-    # the energy summed over the C channels of a group instead of per frame: gain off by 1/√C
-    e = lambda d: float(np.mean(np.sum(d.astype(np.float64) ** 2, axis=(1, 2, 3))))  # noqa: E731
-    return [(pj.normalize_data, _port_normalize(e, lambda n: (n / 2) ** 2))]
-
-
-def _m_target_N2(raw):
-    # the normalisation target N² where upstream has (N/2)²
-    return [(pj.normalize_data, _port_normalize(_grouped_energy, lambda n: float(n) ** 2))]
-
-
-def _grouped_energy(d):
-    return float(np.mean(np.sum(d.astype(np.float64) ** 2, axis=(1, 2))))
+# the energy summed over the C = 9 channels of a group instead of per frame: gain off by 1/√C
+_m_energy_over_channels = _gain_rule(
+    lambda total, count, N, orig: orig(total=total, count=count // PARAMS_G3.gridsize**2, N=N)
+)
+# the normalisation target N² where upstream has (N/2)²: the rule called with 2N
+_m_target_N2 = _gain_rule(lambda total, count, N, orig: orig(total=total, count=count, N=2 * N))
 
 
 def _m_torch_normalisation(raw):
     # ptycho_torch's rule: target N² over the mean energy of the raw frames (not the grouped ones)
     e_raw = _frame_energy(raw.diff3d)
-    return [(pj.normalize_data, _port_normalize(lambda d: e_raw, lambda n: float(n) ** 2))]
+    return _gain_rule(lambda total, count, N, orig: np.float32(math.sqrt(float(N) ** 2 / e_raw)))(raw)
+
+
+def _m_inverted_scaler(raw):
+    # IntensityScaler computes x·s (its inverse) where upstream has x/s
+    return [((pj.IntensityScaler, "__call__"), lambda self, x: self.inverse(x))]
 
 
 def _m_unrooted_nphotons(raw):
@@ -397,21 +407,21 @@ def _m_unrooted_nphotons(raw):
 
 
 def _patches_at(offset: float):
+    # the port's patch centres moved by `offset` pixels (a sampling convention)
     def mutation(raw):
-        orig = pj.extract_group_patches
+        orig = _patches.patch_centres
 
-        def extract_group_patches(obj, centres_flat, *, N, C):
-            return orig(obj, np.asarray(centres_flat) + np.float32(offset), N=N, C=C)
+        def patch_centres(*args, **kwargs):
+            return orig(*args, **kwargs) + np.float32(offset)
 
-        return [(orig, extract_group_patches)]
+        return [(orig, patch_centres)]
 
     return mutation
 
 
 def _m_channel_first_group(raw):
     # the port's public `group` hands its patches channel-first (B, C, N, N), as torch ports do
-    # (the chain's container, built from the same patches channel-last, is left as it is: a
-    # channel-first Y there stops the chain, which `test_channel_first_chain_fails_stages` shows)
+    # (the chain's own container keeps them channel-last, so only the patches stage sees it)
     import equinox as eqx
 
     orig = pj.group
@@ -423,75 +433,67 @@ def _m_channel_first_group(raw):
     return [(orig, group)]
 
 
-def _gather(columns=None, *, transpose=False):
+def _frames_gathered(transform):
+    # the port's gather of grouped frames, changed by `transform(orig, placed, nn, **kw)`
     def mutation(raw):
-        from ptycho_jax import _grouping
+        orig = _mesh.group_frames
 
-        orig = _grouping.gather_frames
+        def group_frames(placed, nn, **kw):
+            return transform(orig, placed, np.asarray(nn), **kw)
 
-        def gather_frames(diff3d, nn):
-            d = jnp.swapaxes(diff3d, 1, 2) if transpose else diff3d
-            return orig(d, nn if columns is None else nn[:, columns])
-
-        return [(orig, gather_frames)]
+        return [(orig, group_frames)]
 
     return mutation
 
 
-def _m_drop_last_member(raw):
-    # the port builds every group from its first C−1 members
-    from ptycho_jax import _grouping
+def _columns(cols):
+    return lambda orig, placed, nn, **kw: orig(placed, nn[:, cols], **kw)
 
-    orig = _grouping.grouped_from_indices
-    return [(orig, lambda raw, nn, **kw: orig(raw, np.asarray(nn)[:, :-1], **kw))]
+
+def _transposed(orig, placed, nn, **kw):
+    return jnp.swapaxes(orig(placed, nn, **kw), 1, 2)
+
+
+def _background(orig, placed, nn, **kw):
+    # a constant background added to every gathered frame: neither a scale nor a shift
+    d = orig(placed, nn, **kw)
+    return d + jnp.float32(0.01) * jnp.max(d)
+
+
+def _groups(transform):
+    # the port's group selection, changed by `transform(nn)` (every later stage sees it)
+    def mutation(raw):
+        orig = pj.select_groups
+        return [(orig, lambda *a, **k: transform(np.asarray(orig(*a, **k))))]
+
+    return mutation
 
 
 def _coordinates(transform):
+    # the port's coordinate kernel, changed by `transform(orig, x, y, nn, sign)`
     def mutation(raw):
-        orig = pj.group_coordinates
+        orig = _coords.coordinates_kernel
 
-        def group_coordinates(x, y, nn_indices, **kw):
-            return transform(orig, x, y, nn_indices, **kw)
+        def coordinates_kernel(x, y, nn, *, sign):
+            return transform(orig, x, y, nn, sign)
 
-        return [(orig, group_coordinates)]
+        return [(orig, coordinates_kernel)]
 
     return mutation
 
 
-def _xy_swapped(orig, x, y, nn, **kw):
-    return orig(y, x, nn, **kw)
+def _xy_swapped(orig, x, y, nn, sign):
+    return orig(y, x, nn, sign=sign)
 
 
-def _relative_unnegated(orig, x, y, nn, **kw):
+def _relative_unnegated(orig, x, y, nn, sign):
     # relative = member − centre where upstream has −(member − centre)
-    members, centre, relative = orig(x, y, nn, **kw)
-    return members, centre, -relative
+    return orig(x, y, nn, sign=-sign)
 
 
-def _coords_float32(orig, x, y, nn, **kw):
-    return tuple(np.asarray(a, np.float32) for a in orig(x, y, nn, **kw))
-
-
-def _m_int64_groups(raw):
-    # the port's groups are int64 (same values) from selection on
-    from ptycho_jax import _grouping
-
-    sel, check = pj.select_groups, _grouping._check_nn_indices
-    return [
-        (sel, lambda *a, **k: np.asarray(sel(*a, **k)).astype(np.int64)),
-        (check, lambda *a, **k: np.asarray(check(*a, **k)).astype(np.int64)),
-    ]
-
-
-def _m_offset_normalize(raw):
-    # normalize adds a small constant to the frames: neither a scale nor a shift explains it
-    orig = pj.normalize_data
-
-    def normalize_data(diffraction, N, **kw):
-        X, gain = orig(diffraction, N, **kw)
-        return X + jnp.float32(0.01) * jnp.max(X), gain
-
-    return [(orig, normalize_data)]
+def _coords_through_float32(orig, x, y, nn, sign):
+    # coordinates rounded through float32 (a float32 intermediate) and handed on as float64
+    return tuple(a.astype(jnp.float32).astype(jnp.float64) for a in orig(x, y, nn, sign=sign))
 
 
 CODE_MUTATIONS = {
@@ -562,24 +564,24 @@ CODE_MUTATIONS = {
         ],
     ),
     "int64_groups": (
-        _m_int64_groups,
+        _groups(lambda nn: nn.astype(np.int64)),
         PARAMS,
         [
             ("grouping", "nn_indices", "dtype_only", ["dtype only: port int64 vs reference int32, values equal"]),
             ("container", "nn_indices", "dtype_only", ["dtype only: port int64 vs reference int32, values equal"]),
         ],
     ),
-    "coordinates_float32": (
-        _coordinates(_coords_float32),
+    "coordinates_through_float32": (
+        _coordinates(_coords_through_float32),
         PARAMS,
         [
-            ("grouped", "coords_nn", "dtype_only", ["dtype only: port float32 vs reference float64", "values equal after rounding to float32"]),
-            ("grouped", "coords_offsets", "dtype_only", ["float32 vs reference float64"]),
-            ("container", "global_offsets", "dtype_only", ["float32 vs reference float64"]),
+            ("grouped", "coords_nn", "float_truncation", ["rounded through float32"]),
+            ("grouped", "coords_offsets", "float_truncation", ["rounded through float32"]),
+            ("container", "global_offsets", "float_truncation", ["rounded through float32"]),
         ],
     ),
     "transposed_frames": (
-        _gather(transpose=True),
+        _frames_gathered(_transposed),
         PARAMS,
         [
             ("grouped", "diffraction", "layout", ["transposed frames"]),
@@ -616,7 +618,7 @@ CODE_MUTATIONS = {
         ],
     ),
     "channels_reversed": (
-        _gather(columns=[3, 2, 1, 0]),
+        _frames_gathered(_columns([3, 2, 1, 0])),
         PARAMS,
         [
             ("grouped", "diffraction", "channel_permutation", ["[3, 2, 1, 0]"]),
@@ -625,14 +627,14 @@ CODE_MUTATIONS = {
         ],
     ),
     "channel_duplicated": (
-        _gather(columns=[0, 1, 2, 2]),
+        _frames_gathered(_columns([0, 1, 2, 2])),
         PARAMS,
         [
             ("grouped", "diffraction", "channels_duplicated", ["reference channel 2 appears as port channels [2, 3]", "[3] missing"]),
         ],
     ),
     "last_member_dropped": (
-        _m_drop_last_member,
+        _groups(lambda nn: nn[:, :-1]),
         PARAMS,
         [
             ("grouped", "diffraction", "channels_dropped", ["3 of the reference's 4", "[3] missing"]),
@@ -641,8 +643,8 @@ CODE_MUTATIONS = {
             ("container", "X", "shape_mismatch", ["(16, 32, 32, 3)"]),
         ],
     ),
-    "offset_in_normalize": (
-        _m_offset_normalize,
+    "background_in_gathered_frames": (
+        _frames_gathered(_background),
         PARAMS,
         [
             ("normalize", "X_full", "unclassified", ["no class fits", "best-fit scale factor", "relative residual", "best-fit shift"]),
@@ -677,30 +679,11 @@ def test_mutations_restore_the_port(raw_varied, jax_reference):
 
 def test_torch_factor_is_the_energy_ratio(raw_varied):
     """The torch-port factor named above is 2·√(E_grouped/E_raw), with E over different frames."""
-    nn = pj.select_groups(raw_varied.positions(), gridsize=2, K=4, nsamples=16, seed=3)
-    g = pj.group(
-        raw_varied, N=N, gridsize=2, K=4, nsamples=16, nn_indices=nn, patch_positions="member"
-    )
+    g = pj.group(raw_varied, dataclasses.replace(PARAMS, patch_positions="member"))
+    d = np.asarray(g.diffraction, np.float64)
     e_raw = _frame_energy(raw_varied.diff3d)
-    e_grouped = _grouped_energy(np.asarray(g.diffraction))
-    port = _port_normalize(lambda d: e_raw, lambda n: float(n) ** 2)(np.asarray(g.diffraction), N)[1]
-    f = float(port) / float(g.normalize_gain)
+    e_grouped = float(np.mean(np.sum(d * d, axis=(1, 2))))
+    torch_gain = math.sqrt(float(N) ** 2 / e_raw)
+    f = torch_gain / float(g.normalize_gain)
     assert f == pytest.approx(2 * math.sqrt(e_grouped / e_raw), rel=1e-6)
     assert abs(e_grouped / e_raw - 1) > 0.01  # the varied brightness makes the energies differ
-
-
-def test_channel_first_chain_fails_stages(raw_varied, jax_reference):
-    """Channel-first patches inside the chain: the container refuses them, and every stage
-    that needs the chain fails with the port's own message (never a pass)."""
-    orig = pj.extract_group_patches
-
-    def mutation():
-        return [(orig, lambda *a, **k: jnp.moveaxis(orig(*a, **k), -1, 1))]
-
-    port = MutatedJax("channel-first-Y", mutation)
-    res = run_crosscheck(raw_varied, port=port, reference=jax_reference, params=PARAMS)
-    assert not res.passed
-    text = format_failure(res)
-    for stage in ("grouped", "normalize", "container"):
-        assert not res.stage(stage).passed, text
-    assert "channel mismatch" in text
