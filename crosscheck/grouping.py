@@ -82,7 +82,7 @@ def select_groups(
     tree = cKDTree(pos)
     rows = _query_rows(tree, pos[seeds], min(K + 1, n))
     groups = np.empty((len(seeds), C), dtype=np.int32)
-    for i, (s, row) in enumerate(zip(seeds, rows)):
+    for i, (s, row) in enumerate(zip(seeds, rows, strict=True)):
         cand = list(row[1 : K + 1]) if len(row) > K else list(row[:K])
         available = [int(s)] + cand if len(cand) < C else cand
         groups[i] = rng.choice(available, C, replace=len(available) < C)

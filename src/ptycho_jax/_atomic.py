@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ._errors import OutputWriteError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -46,7 +48,7 @@ def write_files_atomically(files: Sequence[tuple[str | os.PathLike, bytes]]) -> 
         _clean_up(temps, created)
         if isinstance(e, OSError) and e.filename is None and path is not None:
             # a failed write (a full disk) names no file: say which one, keep the errno and type
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+            raise OutputWriteError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

@@ -31,3 +31,8 @@ class ObjectExtentError(PtychoInputError):
 
 class OutputPathError(PtychoInputError):
     """An output path cannot be written: an existing file where a folder is needed, no permission, a full disk."""
+
+
+class OutputWriteError(PtychoJaxError, OSError):
+    """Writing an output failed in the operating system (a full disk, an I/O error): the `OSError`
+    with its errno and strerror, naming the file that was being written."""
