@@ -19,6 +19,9 @@ from ._errors import (
     OutputPathError as OutputPathError,
 )
 from ._errors import (
+    OutputWriteError as OutputWriteError,
+)
+from ._errors import (
     PtychoInputError as PtychoInputError,
 )
 from ._errors import (
