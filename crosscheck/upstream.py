@@ -343,7 +343,8 @@ class UpstreamBackend(_WorkerBackend):
         """Upstream's global state in the worker (`params.cfg`, RNG digest, `log_scale`)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UpstreamOutput)
-            return self.worker.request("state")
+            reply = self.worker.request("state")
+        return {k: reply[k] for k in ("cfg", "cfg_id", "rng", "log_scale")}
 
 
 def is_available() -> bool:

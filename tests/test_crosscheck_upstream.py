@@ -186,3 +186,15 @@ def test_cli_stdout_carries_only_the_verdict(tmp_path):
     data = json.loads((out / "crosscheck.json").read_text())
     notes = [n for s in data["stages"] for n in s["notes"]]
     assert any("neighbor-sampled" in n for n in notes)
+
+
+def test_upstream_error_is_reported_and_the_worker_keeps_serving(upstream):
+    import dataclasses
+
+    raw, _, params = _case("gs2_ideal")
+    too_many = dataclasses.replace(params, n_groups=600)  # > 512 points, oversampling off
+    before = upstream.state()
+    with pytest.raises(up.WorkerError, match="oversampling is required but not enabled"):
+        upstream.grouping(raw, too_many)
+    assert upstream.state() == before  # params.cfg and the RNG restored after the error
+    assert upstream.grouping(raw, params)["nn_indices"].shape == (64, 4)
