@@ -412,3 +412,11 @@ def test_cli_subprocess_bad_input_no_traceback(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ptycho-jax: error: ") and "wholly outside" in lines[0], proc.stderr
     assert not out.exists()
+
+
+def test_cli_crosscheck_out_is_an_existing_file(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    code, err = run_cli(["crosscheck", "--scenario", "gs1_ideal", "--out", str(out)], capsys)
+    assert_one_error(code, err, "expected a folder for the output files, got an existing file")
+    assert out.read_text() == "keep me"

@@ -4,7 +4,9 @@ import dataclasses
 import json
 import logging
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -255,27 +257,54 @@ class RawData:
         write_npz_atomic(path, arrays)
 
 
+# What NumPy and zipfile raise on a damaged archive: bad structure (BadZipFile, struct.error,
+# EOFError, OSError), garbled headers and names (ValueError, UnicodeDecodeError, KeyError), a
+# flipped version or compression field (NotImplementedError), a compressed member that does not
+# inflate (zlib.error), a header that claims an impossible shape (OverflowError, MemoryError).
+_CORRUPT = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    NotImplementedError,
+    OverflowError,
+    MemoryError,
+    struct.error,
+    zlib.error,
+    zipfile.BadZipFile,
+)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
 def _read_npz_entries(fh, path: str) -> dict[str, Any]:
     try:
         npz = np.load(fh, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, could not read it ({e})") from None
+    except _CORRUPT as e:
+        raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, could not read it ({_one_line(e)})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, got a single .npy array")
     with npz:
-        keys = set(npz.files)
+        try:
+            keys = set(npz.files)
+        except _CORRUPT as e:  # pragma: no cover - NpzFile lists names when it opens
+            raise RawDataError(f"RawData file {path!r}: corrupt archive directory ({_one_line(e)})") from None
         missing = [k for k in REQUIRED_NPZ_KEYS if k not in keys]
         if missing:
             raise RawDataError(f"RawData file {path!r}: missing required key(s) {missing}; found keys {sorted(keys)}")
         data: dict[str, Any] = {}
-        try:
-            for k in sorted(keys & {*NPZ_KEYS, "Y", "_metadata"}):
+        for k in sorted(keys & {*NPZ_KEYS, "Y", "_metadata"}):
+            try:
                 data[k] = npz[k]
-        except ValueError as e:
-            raise RawDataError(
-                f"RawData file {path!r}: an entry needs pickle to load ({e}); upstream writes "
-                "objectGuess=None that way - re-save the file without objectGuess"
-            ) from None
-        except (OSError, zipfile.BadZipFile, EOFError) as e:
-            raise RawDataError(f"RawData file {path!r}: truncated or corrupt entry ({e})") from None
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise RawDataError(
+                        f"RawData file {path!r}: entry {k!r} needs pickle to load; upstream writes "
+                        "objectGuess=None that way - re-save the file without it"
+                    ) from None
+                raise RawDataError(f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})") from None
+            except _CORRUPT as e:
+                raise RawDataError(f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})") from None
     return data
