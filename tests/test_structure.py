@@ -334,3 +334,27 @@ def test_ruff_is_clean(command):
         timeout=300,
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+
+
+def test_compile_counts_use_the_public_monitoring_api():
+    import jax
+    import jax.numpy as jnp
+    from _compile_count import count_compiles
+
+    @jax.jit
+    def doubled(x):
+        return x * 2
+
+    x3, x4 = jnp.ones(3), jnp.ones(4)
+    with count_compiles() as compiles:
+        doubled(x3)
+        doubled(x3)
+        doubled(x4)
+    assert compiles("doubled") == 2  # one per input shape, the repeated call hits the jit cache
+    this = pathlib.Path(__file__).name
+    readers = [
+        p.name
+        for p in ROOT.glob("tests/**/*.py")
+        if p.name != this and "_cache_size(" in p.read_text()
+    ]
+    assert readers == []  # no test reads a jitted function's private cache
