@@ -131,3 +131,11 @@ def test_ptycho_jax_bench_forwards_to_python_m_benchmarks(capfd):
     assert main(["bench", "--help"]) == 0
     out = capfd.readouterr().out
     assert out.startswith("usage: python -m benchmarks") and "chain parameters" in out and "--n-groups" in out
+
+
+def test_ptycho_jax_bench_outside_a_source_checkout_says_how_to_run_the_suite(monkeypatch, capsys):
+    from ptycho_jax import _cli
+
+    monkeypatch.setattr(_cli, "_benchmarks_root", lambda: None)
+    assert _cli.main(["bench", "--tiny"]) == 2
+    assert "python -m benchmarks" in capsys.readouterr().err
