@@ -33,7 +33,7 @@ def _fma_f64(
 
 
 @ft.partial(jax.jit, static_argnames=("N", "fma"))
-def _extract_kernel(
+def patch_kernel(
     obj: Complex64[Array, "H W"], centres: Float32[Array, "P 2"], *, N: int, fma: bool
 ) -> Complex64[Array, "P N N"]:
     """Gather the four bilinear corners of every patch pixel from `obj` (zero outside) and blend them.
@@ -146,7 +146,7 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
     _check_centres(centres, where)
     N = int(N)
     if _is_traced(obj, centres):
-        return _extract_kernel(
+        return patch_kernel(
             jnp.asarray(obj), jnp.asarray(centres).astype(jnp.float32), N=N, fma=False
         )
     centres32 = np.asarray(centres).astype(np.float32)
@@ -158,7 +158,7 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
             f"(first at index {tuple(int(i) for i in bad)}); values beyond float32 range overflow on the cast"
         )
     with jax.enable_x64(True):
-        out = _extract_kernel(jnp.asarray(obj), jnp.asarray(centres32), N=N, fma=True)
+        out = patch_kernel(jnp.asarray(obj), jnp.asarray(centres32), N=N, fma=True)
     return out
 
 

@@ -50,7 +50,7 @@ from ._mesh import (
 )
 from ._normalize import energy_on_mesh, gain_of, scale_on_mesh
 from ._params import ChainParams
-from ._patches import _extract_kernel, patch_centres
+from ._patches import patch_centres, patch_kernel
 from ._rawdata import RawData
 from ._scaler import IntensityScaler
 from ._validate import check_group_patches
@@ -87,7 +87,7 @@ def _layout_on_mesh(nn, x, y, xs, ys, obj=None, *, mesh: Mesh, sign: float, patc
         if patches is None:
             return (*coords, *start)
         b, c = nn.shape
-        Y = _extract_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True)
+        Y = patch_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True)
         return (*coords, *start, Y.reshape(b, c, N, N).transpose(0, 2, 3, 1))
 
     spec = P(AXIS)

@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32, Float64, PRNGKeyArray
 
 from ._errors import PtychoInputError
-from ._patches import _check_centres, _check_object, _extract_kernel
+from ._patches import _check_centres, _check_object, patch_kernel
 from ._poisson import poisson_counts
 from ._rawdata import RawData
 
@@ -414,7 +414,7 @@ def _patches_and_energy(
     N: int,
 ) -> tuple[Complex64[Array, "n N N"], Float64[Array, " n"]]:
     """Object patches (§6 step 2) and per-frame `Σ (|Y|·|P|)²` (float32 terms, float64 sum); needs x64."""
-    patches = _extract_kernel(obj, centres, N=N, fma=True)
+    patches = patch_kernel(obj, centres, N=N, fma=True)
     term = jnp.abs(patches) * jnp.abs(probe)[None, :, :]
     energy = jnp.sum((term * term).astype(jnp.float64), axis=(1, 2))
     return patches, energy
