@@ -43,12 +43,17 @@ KINDS = (
     "subpixel_shift",
     "scale_factor",
     "integer_mismatch",
+    "zero_filled",
+    "rounding",
     "unclassified",
 )
 """Every `Diagnosis.kind`."""
 
 SAMPLE_ELEMENTS = 1 << 20
 """Arrays larger than this are classified on an evenly spaced sample of their leading axis."""
+
+ROUNDING_ULP = 16
+"""Differences of at most this many ulp that no other class explains are named "rounding"."""
 
 SUBPIXEL_RESIDUAL = 0.5
 """A fitted sub-pixel shift names the difference when it leaves at most this fraction of the
@@ -857,11 +862,6 @@ def _unclassified(ctx: DiagnosisContext, m: "_Matcher | None" = None, extra: str
                 "unshifted RMS difference (low-passed frames)"
             )
     msg = f"unclassified ({_metrics(ctx)})" if _metrics(ctx) else "unclassified"
-    if ctx.max_ulp is not None and 0 < ctx.max_ulp <= 16:
-        msg += (
-            f": within {ctx.max_ulp:.3g} ulp — rounding or reduction order (a reordered or "
-            "differently rounded sum; an upstream stage's reordering changes it too)"
-        )
     if measured:
         msg += ": no class fits; " + "; ".join(measured)
     return Diagnosis("unclassified", msg + extra)
@@ -920,6 +920,11 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                     return Diagnosis(dg.kind, f"{dg.message}; {base}{dtype_note}")
         swapped = p.ndim == r.ndim and sorted(p.shape) == sorted(r.shape)
         hint = " (same axes, different order: transposed layout?)" if swapped else ""
+        if p.ndim == r.ndim and p.ndim >= 1 and p.shape[1:] == r.shape[1:] and not swapped:
+            hint = (
+                f" (different number of rows — groups/frames: port {p.shape[0]} vs reference "
+                f"{r.shape[0]}; other axes equal)"
+            )
         if p.size == 0 or r.size == 0:
             hint += " (one side is empty)"
         return Diagnosis("shape_mismatch", f"{base}{hint}{dtype_note}")
@@ -960,6 +965,19 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
             f"empty arrays {p.shape}"
             + (f": dtype only, port {p.dtype} vs reference {r.dtype}" if p.dtype != r.dtype else ""),
         )
+
+    # an array left at zero (not computed, filled with zeros)
+    for side, a, b in (("port", p, r), ("reference", r, p)):
+        if _chunked_all(lambda x, y: not np.any(x), a, b) and not _chunked_all(
+            lambda x, y: not np.any(y), a, b
+        ):
+            other = "reference" if side == "port" else "port"
+            n = int(np.count_nonzero(b))
+            return Diagnosis(
+                "zero_filled",
+                f"zero-filled: the {side}'s `{name}` is all zeros where the {other} has {n} of "
+                f"{b.size} non-zero values (not computed and left at zero?){dtype_note}",
+            )
 
     # dtype-only changes (checked on every element, in chunks)
     if p.dtype != r.dtype:
@@ -1099,6 +1117,21 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                         f"mirrored patch positions: port `{name}` matches the reference's {label}",
                     )
                 )
+            sh_alt, sh_ref = estimate_shift(m.p, alt), estimate_shift(m.p, m.r)
+            if (
+                sh_alt is not None
+                and sh_alt[2] <= SUBPIXEL_RESIDUAL
+                and (sh_ref is None or sh_alt[2] < 0.5 * sh_ref[2])
+            ):
+                dy, dx, res = sh_alt
+                return done(
+                    Diagnosis(
+                        "mirrored_patches",
+                        f"mirrored patch positions: port `{name}` matches the reference's {label} "
+                        f"moved by {dy:+.2f} rows, {dx:+.2f} cols (sub-pixel fit, residual "
+                        f"{res:.2g} of the unshifted RMS difference)",
+                    )
+                )
 
     # transposed / flipped frames
     lay = _frame_layout(m, name)
@@ -1143,6 +1176,23 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                 f"constant complex factor {abs(f):.6g}·exp({np.angle(f):+.4g}i) (a phase of "
                 f"{math.degrees(np.angle(f)):+.4g}°: conjugation/phase convention, or a complex "
                 "scale)",
+            )
+        )
+
+    # rounding: every difference within a few ulp
+    if ctx.max_ulp is not None and 0 < ctx.max_ulp <= ROUNDING_ULP:
+        beyond = (
+            f"{ctx.n_beyond} of {ctx.n_total} elements"
+            if ctx.n_beyond is not None and ctx.n_total is not None
+            else "some elements"
+        )
+        rel = f", max rel {ctx.max_rel:.3g}" if ctx.max_rel is not None else ""
+        return done(
+            Diagnosis(
+                "rounding",
+                f"rounding: {beyond} differ by at most {ctx.max_ulp:.3g} ulp{rel} — summation "
+                "order, fused multiply-add or float32 vs float64 intermediates (an upstream "
+                "stage's reordering changes it too)",
             )
         )
 

@@ -216,4 +216,4 @@ def test_diagnose_scale_family_and_scalars():
         np.float64(988.2),
         context=DiagnosisContext(max_ulp=1.5, max_rel=1e-7),
     )
-    assert near.kind == "unclassified" and "max ulp 1.5" in near.message
+    assert near.kind == "rounding" and "1.5 ulp" in near.message

@@ -294,3 +294,30 @@ def test_harness_quantities():
     assert D.harness_quantities(
         raw=None, params=None, reference_outputs={}, stage="x", array_name="y", cache={}
     ) == {}
+
+
+# -- zero-filled, rounding, row counts, mirrored and shifted -------------------------------------
+def test_zero_filled_rounding_and_row_count():
+    rng = np.random.RandomState(9)
+    ref = rng.rand(16, 1, 2, 4) * 100
+    dg = diagnose("coords_start_offsets", np.zeros((16, 1, 2, 4), np.float32), ref)
+    assert dg.kind == "zero_filled" and "all zeros" in dg.message and "128 of 128" in dg.message
+    x = rng.rand(4, 8, 8, 2).astype(np.float32)
+    near = x.copy()
+    near[0, 1, 2, 0] = np.nextafter(near[0, 1, 2, 0], np.float32(2))
+    near[1, 3, 3, 1] = np.nextafter(np.nextafter(near[1, 3, 3, 1], np.float32(2)), np.float32(2))
+    ctx = DiagnosisContext(max_ulp=2.0, max_rel=1.2e-7, n_beyond=1, n_total=x.size)
+    dg = diagnose("scaler_inv_out", near, x, context=ctx)
+    assert dg.kind == "rounding" and "at most 2 ulp" in dg.message and "1 of 512" in dg.message
+    nn = np.arange(64, dtype=np.int64).reshape(16, 4)
+    dg = diagnose("nn_indices", np.tile(nn, (8, 1)), nn)
+    assert dg.kind == "shape_mismatch" and "port 128 vs reference 16" in dg.message
+
+
+def test_mirrored_patches_with_a_subpixel_shift():
+    member = _smooth_frames(B=4, H=32, C=4).astype(np.float32)
+    mirrored = member[..., ::-1].copy() * np.float32(1.3) + np.float32(0.2)  # anything else
+    port = _fourier_shift(member, -0.5, -0.5).astype(np.float32)
+    ctx = DiagnosisContext(counterparts={"Y_I": ("|per-member patches|", member)})
+    dg = diagnose("Y_I", port, mirrored, context=ctx)
+    assert dg.kind == "mirrored_patches" and "moved by -0.50 rows, -0.50 cols" in dg.message

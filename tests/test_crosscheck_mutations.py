@@ -617,6 +617,14 @@ CODE_MUTATIONS = {
             ("container", "Y_complex", "mirrored_patches", ["per-member"]),
         ],
     ),
+    "frames_flipped": (
+        _frames_gathered(lambda orig, placed, nn, **kw: orig(placed, nn, **kw)[:, ::-1]),
+        PARAMS,
+        [
+            ("grouped", "diffraction", "layout", ["flipped vertically"]),
+            ("container", "X", "layout", ["flipped vertically"]),
+        ],
+    ),
     "channels_reversed": (
         _frames_gathered(_columns([3, 2, 1, 0])),
         PARAMS,
