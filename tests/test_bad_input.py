@@ -420,3 +420,33 @@ def test_cli_crosscheck_out_is_an_existing_file(tmp_path, capsys):
     code, err = run_cli(["crosscheck", "--scenario", "gs1_ideal", "--out", str(out)], capsys)
     assert_one_error(code, err, "expected a folder for the output files, got an existing file")
     assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--seed", "-1"], "ChainParams.seed"),
+        (["--K", "0"], "ChainParams.K"),
+        (["--n-groups", "0"], "ChainParams.n_groups"),
+        (["--nphotons", "inf"], "ChainParams.nphotons"),
+        (["--nphotons", "-1"], "ChainParams.nphotons"),
+        (["--devices", "3"], "devices"),
+        (["--chunk-groups", "0"], "chunk_groups"),
+        (["--N", "16"], "does not match the frame size 8"),
+        (["--gridsize", "2", "--K", "2"], "K=2"),
+    ],
+)
+def test_cli_bad_chain_flags(tmp_path, capsys, flags, match):
+    data = write_npz(tmp_path / "data.npz")
+    out = tmp_path / "rep"
+    code, err = run_cli(["report", "--input", str(data), "--n-groups", "8", *flags, "--no-figure", "--out", str(out)], capsys)
+    assert_one_error(code, err, match)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,match", [(["--N", "0"], "N: expected an int >= 4"), (["--nphotons", "nan"], "nphotons: expected a finite number")])
+def test_cli_simulate_bad_overrides(tmp_path, capsys, flags, match):
+    out = tmp_path / "d.npz"
+    code, err = run_cli(["simulate", "--scenario", "gs1_ideal", *flags, "--out", str(out)], capsys)
+    assert_one_error(code, err, match)
+    assert not out.exists()
