@@ -118,8 +118,8 @@ def _check_chunk_groups(chunk_groups, mesh: Mesh, where: str) -> None:
 
 
 class _Frames:
-    """Where a chunk's grouped frames come from: the frames placed on the mesh once (resident), or a host
-    gather per chunk (streamed)."""
+    """Where a chunk's grouped frames come from: per-frame rows (`diff3d`, or `Y` patches) placed on the
+    mesh once and gathered there (resident, one chunk), or gathered on the host per chunk (streamed)."""
 
     def __init__(self, rows: np.ndarray, *, lo: int, M: int, mesh: Mesh, layout, streamed: bool):
         self.rows, self.mesh, self.layout, self.streamed = rows, mesh, layout, streamed
@@ -127,13 +127,14 @@ class _Frames:
         self.placed = None if streamed else place_frames(rows, lo, self.frames, mesh)
         self._cache = None
 
-    def grouped(self, nn_chunk: np.ndarray, i: int) -> jax.Array:
-        if not self.streamed:
+    def grouped(self, nn: np.ndarray) -> jax.Array:
+        """The (layout.padded, N, N, C) rows of groups `nn` on the mesh, channels last, padding rows zero."""
+        if not self.streamed:  # one chunk: gathered once, reused by both passes
             if self._cache is None:
-                self._cache = group_frames(self.placed, nn_chunk, groups=self.layout, frames=self.frames, mesh=self.mesh)
+                self._cache = group_frames(self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh)
             return self._cache
-        out = np.zeros((self.layout.padded, self.rows.shape[1], self.rows.shape[2], nn_chunk.shape[1]), self.rows.dtype)
-        out[: len(nn_chunk)] = np.moveaxis(self.rows[nn_chunk], 1, -1)
+        out = np.zeros((self.layout.padded, *self.rows.shape[1:], nn.shape[1]), self.rows.dtype)
+        out[: len(nn)] = np.moveaxis(self.rows[nn], 1, -1)
         return put(out, self.mesh, P(AXIS))
 
     def energy_total(self) -> float:
@@ -218,7 +219,7 @@ def _chain(
             if streamed:
                 tick(f"energy pass {i + 1}/{n_chunks}")
             total, sums = energy_on_mesh(
-                frames.grouped(nn[a:b] if streamed else nn, i), valid, first,
+                frames.grouped(nn[a:b]), valid, first,
                 mesh=mesh, total_groups=B, tf_order=numerics.tf_order_energies,
             )
             total_D += float(to_host(total))
@@ -235,10 +236,10 @@ def _chain(
         for i in range(n_chunks):
             a, b, nn_chunk, valid, first = chunk(i)
             tick(f"scale pass {i + 1}/{n_chunks}" if streamed else "container")
-            D = frames.grouped(nn[a:b] if streamed else nn, i)
+            D = frames.grouped(nn[a:b])
             X, total_X, x_sums = scale_on_mesh(D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container)
             out = _layout_on_mesh(put(nn_chunk, mesh, spec), *xyz, obj, mesh=mesh, sign=numerics.local_offset_sign, patches=patches, N=N)
-            Y = truth.grouped(nn[a:b] if streamed else nn, i) if truth is not None else (out[6] if patches else None)
+            Y = truth.grouped(nn[a:b]) if truth is not None else (out[6] if patches else None)
             fields = {"diffraction": D, "X_full": X, "Y": Y}
             if container:
                 fields["Y_I"], fields["Y_phi"] = no_patches(X) if Y is None else split_patches(Y)
