@@ -199,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ptycho-jax crosscheck: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
     print(format_failure(result))
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    # stdout carries the verdict only; where the files went is a progress message.
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return ExitCode(EXIT_CODES[result.verdict])
 
 
