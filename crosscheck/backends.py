@@ -635,7 +635,8 @@ def _user_backend(spec: str) -> Any:
 
 
 def resolve_backend(spec: "str | Backend") -> Any:
-    """The backend named by `spec`: `jax`, `tf`, `upstream`, `golden:DIR` or `module:attribute`.
+    """The backend named by `spec`: `jax`, `tf`, `upstream`, `ptycho_torch` (alias `torch`),
+    `golden:DIR` or `package.module:Attribute`.
 
     A `module:attribute` may name a backend instance, a class (instantiated without arguments) or
     a zero-argument factory. A non-string `spec` is returned unchanged.
@@ -662,6 +663,6 @@ def resolve_backend(spec: "str | Backend") -> Any:
     if ":" in spec:
         return _user_backend(spec)
     raise BackendUnavailableError(
-        f"backend {spec!r}: expected jax, tf, upstream, golden:DIR or "
+        f"backend {spec!r}: expected jax, tf, upstream, ptycho_torch, golden:DIR or "
         f"package.module:Attribute (e.g. my_port.backend:Backend)"
     )

@@ -118,6 +118,91 @@ def test_divergences_from_the_tf_reference_gs2(torch_port, tf):
     assert np.array_equal(pc["probe"], rc["probe"])
 
 
+# The class the harness gives each divergence of specs/crosscheck.md §2.5.1 (measured through
+# the CLI on gs1_ideal and gs2_ideal against jax and tf; the same against both references).
+_COMMON_CLASSES = {
+    "grouping.nn_indices": "shape_mismatch",
+    "grouped.diffraction": "pass",
+    "grouped.coords_nn": "dtype_only",
+    "grouped.coords_offsets": "dtype_only",
+    "grouped.coords_relative": "dtype_only",
+    "grouped.coords_start_offsets": "zero_filled",
+    "normalize.X_full": "scale_factor",
+    "normalize.normalize_gain": "scale_factor",
+    "patches.Y_member": "subpixel_shift",
+    "intensity_scales.seed_era_dataset_derived_scale_normalized_X": "scale_factor",
+    "scaler.seed_era.log_scale": "pass",
+    "scaler.seed_era.scaler_out": "scale_factor",
+    "scaler.seed_era.scaler_inv_out": "rounding",
+    "scaler.main_head.log_scale": "pass",
+    "scaler.main_head.scaler_out": "scale_factor",
+    "scaler.main_head.scaler_inv_out": "rounding",
+    "container.X": "scale_factor",
+    "container.Y_phi": "pass",
+    "container.coords_nominal": "pass",
+    "container.coords_true": "pass",
+    "container.probe": "pass",
+    "container.global_offsets": "float_truncation",
+}
+EXPECTED_CLASSES = {
+    "gs2_ideal": _COMMON_CLASSES
+    | {
+        "grouped.coords_start_relative": "zero_filled",
+        "container.Y_I": "mirrored_patches",  # upstream's container holds mirrored positions (C > 1)
+        "container.Y_complex": "mirrored_patches",
+        "container.local_offsets": "float_truncation",
+        "container.nn_indices": "pass",  # int32 on both sides for C > 1
+    },
+    "gs1_ideal": _COMMON_CLASSES
+    | {
+        "grouped.coords_start_relative": "dtype_only",  # zeros on both sides for C = 1
+        "container.Y_I": "subpixel_shift",
+        "container.Y_complex": "subpixel_shift",
+        "container.local_offsets": "pass",
+        "container.nn_indices": "dtype_only",  # port int32, reference int64
+    },
+}
+
+
+@pytest.mark.parametrize("reference", ["jax", "tf"])
+@pytest.mark.parametrize("case", ["gs1_ideal", "gs2_ideal"])
+def test_harness_names_every_divergence_with_a_class(torch_port, case, reference):
+    """Done when: the torch-port backend runs against jax and tf and the harness names each of
+    its divergences with a class, none "unclassified"."""
+    if reference == "tf":
+        pytest.importorskip("tensorflow")
+    from crosscheck.compare import Verdict
+    from crosscheck.run import EXIT_CODES, render_markdown, run_crosscheck
+    from crosscheck.torch_port import NOT_COMPUTED
+
+    raw, params, _ = _case(case)
+    res = run_crosscheck(raw, port=torch_port, reference=reference, params=params)
+    assert res.verdict == Verdict.FAIL and EXIT_CODES[res.verdict] == 1
+    c = res.counts()
+    assert (c["required"], c["compared"], c["excepted"], c["uncompared"]) == (37, 26, 11, 0)
+    got = {}
+    for st in res.stages:
+        for a in st.arrays:
+            key = f"{st.name}.{a.name}"
+            if a.status == "compared":
+                got[key] = "pass" if a.passed else a.diagnosis_class
+            else:
+                got[key] = a.diagnosis_class  # "excepted": declared not computed
+    expected = EXPECTED_CLASSES[case] | {k: "excepted" for k in NOT_COMPUTED}
+    assert {k: v for k, v in got.items() if k in expected} == expected
+    assert "unclassified" not in render_markdown(res)
+    assert all(a.diagnosis_class not in (None, "unclassified") for st in res.stages for a in st.failures)
+    # what each class says: the measured quantities of §2.5.1
+    msg = {f"{st.name}.{a.name}": a.diagnosis for st in res.stages for a in st.failures}
+    f = {"gs1_ideal": "2.02846", "gs2_ideal": "2.08496"}[case]
+    assert f"constant scale factor {f} (≈ 2·√(E_grouped/E_raw)" in msg["normalize.X_full"]
+    assert "-0.50 rows, -0.50 cols" in msg["patches.Y_member"]
+    assert "half-pixel sampling convention" in msg["patches.Y_member"]
+    for scale in ("seed_era", "main_head"):
+        assert "≈ s²" in msg[f"scaler.{scale}.scaler_out"]
+        assert "inverted scaler" in msg[f"scaler.{scale}.scaler_out"]
+
+
 def test_harness_runs_the_port_against_jax_and_tf(torch_port):
     pytest.importorskip("tensorflow")
     from crosscheck.run import run_crosscheck

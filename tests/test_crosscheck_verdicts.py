@@ -72,6 +72,7 @@ def test_backend_without_the_stage_method_is_incomplete(raw, outs):
     st = res.stage("scaler")
     assert st.verdict == Verdict.INCOMPLETE and len(st.uncompared) == 6
     assert "has no stage 'scaler'" in st.uncompared[0][1]
+    assert EXIT_CODES[res.verdict] == 3
 
 
 @pytest.mark.parametrize("side", ["port", "reference"])
@@ -83,6 +84,7 @@ def test_array_missing_on_either_side_is_incomplete(raw, outs, side):
     st = res.stage("normalize")
     assert st.verdict == Verdict.INCOMPLETE
     assert st.uncompared == (("normalize_gain", f"{side} did not return 'normalize_gain'"),)
+    assert EXIT_CODES[res.verdict] == 3
     assert st.counts() | {} == {
         "required": 2,
         "compared": 1,
@@ -112,7 +114,7 @@ def test_fail_wins_over_incomplete_and_worst_column_is_the_worst_compared(raw, o
 def test_nothing_compared_is_incomplete(raw, outs):
     every = {"grouping", "grouped", "normalize", "patches", "intensity_scales", "container", "scaler"}
     res = run(raw, Stub(outs), Stub(outs, unsupported=every - {"grouping"}), stages="normalize")
-    assert res.verdict == Verdict.INCOMPLETE
+    assert res.verdict == Verdict.INCOMPLETE and EXIT_CODES[res.verdict] == 3
     assert res.counts()["compared"] == 0
 
 
@@ -249,6 +251,9 @@ def stub_module(tmp_path_factory, outs):
         Reference = Stub(OUTS, "reference")
         NoGain = Stub(OUTS, "no-gain", change={{"normalize": without("normalize_gain")}})
         Doubled = Stub(OUTS, "doubled", change={{"normalize": lambda d: {{**d, "X_full": d["X_full"] * 2}}}})
+        NoPatches = Stub(OUTS, "no-patches", unsupported={{"patches"}})
+        NoScalerMethod = Stub(OUTS, "no-scaler-method", lacks={{"scaler"}})
+        NoGainReference = Stub(OUTS, "no-gain-reference", change={{"normalize": without("normalize_gain")}})
         """)
     )
     return d
@@ -284,6 +289,59 @@ def test_cli_exit_codes_per_verdict(tmp_path, monkeypatch, capsys, stub_module, 
         "--port", "verdict_stubs:Doubled", "--stages", "grouped,patches", "--out", str(tmp_path / "e"),
     )
     assert rc == 0
+
+
+@pytest.mark.parametrize(
+    "argv, stage, row",
+    [
+        # a stage the port does not support (StageUnsupported): skipped, never PASS
+        (["--port", "verdict_stubs:NoPatches"], "patches", "| patches | INCOMPLETE | 0/2 |"),
+        # a port without the stage method at all
+        (["--port", "verdict_stubs:NoScalerMethod"], "scaler", "| scaler | INCOMPLETE | 0/6 |"),
+        # an array missing on the port's side
+        (["--port", "verdict_stubs:NoGain"], "normalize", "| normalize | INCOMPLETE | 1/2 | X_full |"),
+        # an array missing on the reference's side
+        (
+            ["--port", "verdict_stubs:Same", "--reference", "verdict_stubs:NoGainReference"],
+            "normalize",
+            "| normalize | INCOMPLETE | 1/2 | X_full |",
+        ),
+    ],
+)
+def test_cli_every_uncompared_route_exits_3_never_pass(tmp_path, monkeypatch, capsys, stub_module, raw, argv, stage, row):
+    """Done when: no run prints PASS or exits 0 while a required stage or array went uncompared."""
+    rc = _cli(tmp_path, monkeypatch, stub_module, raw, *argv, "--out", str(tmp_path / "o"))
+    captured = capsys.readouterr()
+    assert rc == cli.ExitCode.INCOMPLETE == 3
+    first, second = captured.out.splitlines()[:2]
+    assert first.endswith(": INCOMPLETE") and second.startswith("INCOMPLETE (exit 3): ")
+    assert "PASS (exit 0)" not in captured.out
+    assert row in captured.out
+    payload = json.loads((tmp_path / "o" / "crosscheck.json").read_text())
+    assert (payload["verdict"], payload["passed"], payload["exit_code"]) == ("INCOMPLETE", False, 3)
+    st = {s["name"]: s for s in payload["stages"]}[stage]
+    assert st["verdict"] == "INCOMPLETE" and st["counts"]["uncompared"] >= 1
+
+
+@pytest.mark.parametrize(
+    "port, env, message",
+    [
+        ("no_such_backend", {}, "backend 'no_such_backend': expected jax, tf, upstream, ptycho_torch"),
+        ("verdict_stubs:Missing", {}, "module 'verdict_stubs' has no attribute 'Missing'"),
+        ("upstream", {"PTYCHO_UPSTREAM_PYTHON": "/nonexistent/python"}, "PTYCHO_UPSTREAM_PYTHON=/nonexistent/python"),
+        ("ptycho_torch", {"PTYCHO_UPSTREAM_PYTHON": "/nonexistent/python"}, "PTYCHO_UPSTREAM_PYTHON=/nonexistent/python"),
+    ],
+)
+def test_cli_unsupported_backend_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, stub_module, raw, port, env, message):
+    """An unknown or unavailable backend is bad input (exit 2), never a run with skipped stages."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rc = _cli(tmp_path, monkeypatch, stub_module, raw, "--port", port, "--out", str(tmp_path / "o"))
+    captured = capsys.readouterr()
+    assert rc == cli.ExitCode.USAGE == 2
+    assert captured.out == ""
+    assert message in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
