@@ -450,3 +450,17 @@ def test_cli_simulate_bad_overrides(tmp_path, capsys, flags, match):
     code, err = run_cli(["simulate", "--scenario", "gs1_ideal", *flags, "--out", str(out)], capsys)
     assert_one_error(code, err, match)
     assert not out.exists()
+
+
+def test_cli_huge_constant_frames_report_or_refuse(tmp_path, capsys):
+    # fuzzer find: frames all 1e30 made the report's histogram raise (bins narrower than an ulp)
+    data = write_npz(tmp_path / "data.npz", diff3d=np.full((12, 8, 8), 1e30, np.float32))
+    out = tmp_path / "rep"
+    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--n-groups", "8", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["intensity_stats.json", "intensity_stats.md", "intensity_stats.png"]
+    payload = json.loads((out / "intensity_stats.json").read_text())
+    assert payload["stages"][0]["stats"]["max"] == float(np.float32(1e30))
+    # the seed variant sums squares in float32: 1e60 overflows, a named error
+    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--n-groups", "8", "--variant", "seed", "--out", str(tmp_path / "seed")], capsys)
+    assert_one_error(code, err, "gain")

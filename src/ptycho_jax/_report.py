@@ -216,9 +216,13 @@ def stage_histogram(a: Shaped[ArrayLike, "..."], *, bins: int = 64) -> StageHist
     if finite.size == 0:
         return None
     lo, hi = float(np.min(finite)), float(np.max(finite))
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(finite, bins=bins, range=(lo, hi))
+    # bins need distinct float64 edges: widen a range narrower than a few ulps per bin (constant
+    # data, and huge constant data such as 1e30 where ±0.5 is below one ulp; a fuzzer find)
+    need = bins * 4 * float(np.spacing(max(abs(lo), abs(hi), 1.0)))
+    if hi - lo < need:
+        mid, half = (lo + hi) / 2, max(0.5, need)
+        lo, hi = mid - half, mid + half
+    counts, edges = np.histogram(finite.astype(np.float64, copy=False), bins=bins, range=(lo, hi))
     return StageHistogram(counts=counts, edges=edges)
 
 
