@@ -74,6 +74,18 @@ def test_cfg_scope_restores_in_place_even_on_error():
     assert np.array_equal(after[1], state[1]) and after[2:] == state[2:]
 
 
+def test_readme_builds_the_upstream_environment_as_ci_does():
+    """README's crosscheck section gives CI's command for the upstream environment, verbatim,
+    and names every variable the upstream/torch backends and their tests read."""
+    readme = (ROOT / "README.md").read_text().split("## Cross-check a port", 1)[1].split("\n## ", 1)[0]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    build = [line for line in ci if line.startswith("python3 -m venv .venv-upstream")]
+    assert len(build) == 1 and f"```bash\n{build[0]}\n```" in readme
+    for word in (up.ENV_PYTHON, up.ENV_PATH, "PTYCHO_REQUIRE_UPSTREAM", "--port ptycho_torch", "--reference upstream"):
+        assert word in readme, word
+    assert any(line.startswith("export PTYCHO_REQUIRE_UPSTREAM=1") for line in ci)
+
+
 def test_missing_environment_or_code_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(up.ENV_PYTHON, str(tmp_path / "no-python"))
     with pytest.raises(pj.BackendUnavailableError, match="no such interpreter"):
@@ -123,12 +135,15 @@ def test_upstream_equals_each_golden_on_every_stage_and_array(upstream, case):
     assert any("UpstreamOutput" in n and "neighbor-sampled" in n for n in notes), notes[:3]
 
 
-def test_jax_against_upstream_compares_everything(upstream):
+@pytest.mark.parametrize("case", CASES)
+def test_jax_against_upstream_compares_everything(upstream, case):
     from crosscheck.run import run_crosscheck
 
-    raw, _, params = _case("gs2_ideal")
+    raw, _, params = _case(case)
     res = run_crosscheck(raw, port="jax", reference=upstream, params=params)
-    _assert_complete(res, label="jax vs upstream gs2_ideal")
+    _assert_complete(res, label=f"jax vs upstream {case}")
+    c = res.counts()
+    assert (c["required"], c["compared"], c["uncompared"], c["excepted"], c["failed"]) == (37, 37, 0, 0, 0)
 
 
 def test_injected_groups_are_built_by_upstream(upstream):
@@ -180,7 +195,13 @@ def test_cli_stdout_carries_only_the_verdict(tmp_path):
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[0].endswith("PASS"), proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"crosscheck upstream vs golden:{GOLDEN / 'gs1_ideal'}: PASS", proc.stdout
+    assert lines[1].startswith("PASS (exit 0): 37 of 37 required arrays compared"), proc.stdout
+    # the verdict and its stage table only: no upstream/TF output, no 'wrote' line (stderr)
+    assert lines[2] == "" and all(line.startswith("|") for line in lines[3:]), proc.stdout
+    assert len(lines) == 3 + 2 + 7, proc.stdout  # header, separator, one row per stage
+    assert "wrote " in proc.stderr and "wrote " not in proc.stdout
     for noise in UPSTREAM_NOISE:
         assert noise not in proc.stdout, (noise, proc.stdout)
     data = json.loads((out / "crosscheck.json").read_text())
