@@ -3,6 +3,7 @@
 import datetime
 import gc
 import logging
+import os
 import re
 import time
 import warnings
@@ -82,6 +83,7 @@ def run_suite(
         preset=preset, command=command, machine=machine_description(device), versions=versions(with_tf=use_tf),
         git=git_description(), copy_bandwidth={"start": bw}, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (Python 3.10)
     )  # fmt: skip
+    result.notes.append(f"load average at the start: {read_proc('/proc/loadavg').split()[:3]} on {len(os.sched_getaffinity(0))} usable CPUs (other processes' load inflates every figure)")
     result.notes.append(f"host memory budget {host_budget / GIB:.1f} GiB for this process (min of 24 GiB or --budget-gib, and its RSS + 80% of available memory at the start)")
     if dev_budget:
         result.notes.append(f"device memory budget {dev_budget / GIB:.1f} GiB (80% of the device limit)")
@@ -189,6 +191,7 @@ def run_suite(
                 checkpoint(result)
         clear_jax_caches()
         result.copy_bandwidth["end"] = measure_copy_bandwidth(device, nbytes=copy_bytes)
+        result.notes.append(f"load average at the end: {read_proc('/proc/loadavg').split()[:3]}")
     result.targets = evaluate_targets(result)
     result.wall_s = time.perf_counter() - t_start
     return result
