@@ -157,11 +157,11 @@ def check_group_patches(
     positions: np.ndarray | None = None,
     stacklevel: int = 2,
 ) -> None:
-    """The checks of `grouped_from_indices` for paths that cut patches elsewhere (sharded, streamed).
+    """The object checks of the chain's entry (`group`, `run_chain` on one device, a mesh, streamed).
 
-    Computes the host patch centres of groups `nn` exactly as `group_patch_centres` does and runs
-    `check_patch_extent` on them, when the chain will cut patches from `raw.objectGuess`.
-    `positions` (M, >=2) `[x, y, ...]` are the whole scan's positions where `raw` holds only this
+    Warns on an all-zero `Y`/`objectGuess`; when the chain will cut patches from `raw.objectGuess`,
+    computes the host patch centres of groups `nn` exactly as `group_patch_centres` does and runs
+    `check_patch_extent` on them. `positions` (M, >=2) `[x, y, ...]` are the whole scan's positions where `raw` holds only this
     process's part (default: `raw.positions()`).
     """
     check_label_source(raw, where=where, stacklevel=stacklevel + 1)
