@@ -93,6 +93,7 @@ RAW_CASES = {
     "object Inf": (dict(objectGuess=np.full((64, 64), np.inf, np.complex64)), r"objectGuess: expected finite values"),
     "scan_index float": (dict(scan_index=np.zeros(12)), r"scan_index: expected a 1-D integer array"),
     "Y shape": (dict(Y=np.ones((12, 4, 4), np.complex64)), r"RawData.Y: expected \(12, 8, 8, 1\) complex64"),
+    "Y NaN": (dict(Y=np.full((12, 8, 8, 1), np.nan, np.complex64)), r"RawData.Y: expected finite values"),
 }
 
 
