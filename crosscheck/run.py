@@ -887,7 +887,7 @@ def verdict_line(result: CrosscheckResult) -> str:
     if c["uncompared"]:
         parts.append(f"{c['uncompared']} not compared")
     if c["excepted"]:
-        parts.append(f"{c['excepted']} documented exceptions")
+        parts.append(f"{c['excepted']} documented exception{'' if c['excepted'] == 1 else 's'}")
     parts.append(
         f"{c['stages_pass']} of {c['stages_required']} required stages PASS"
         + (f", {c['stages_excepted']} excepted" if c["stages_excepted"] else "")

@@ -223,6 +223,13 @@ def test_pytest_helper_fails_on_incomplete_unless_allowed(raw, outs):
         assert_backends_match(bad, Stub(outs), raw, params=PARAMS, allow_incomplete=True)
     res = assert_backends_match(port, Stub(outs), raw, params=PARAMS, allow_missing=["patches"])
     assert res.verdict == Verdict.PASS
+    # an array missing on the reference's side is INCOMPLETE too: it raises by default
+    no_gain = Stub(outs, change={"normalize": without("normalize_gain")})
+    with pytest.raises(AssertionError, match=r"INCOMPLETE \(exit 3\): 36 of 37") as exc:
+        assert_backends_match(Stub(outs), no_gain, raw, params=PARAMS)
+    assert "normalize/normalize_gain: NOT COMPARED" in str(exc.value)
+    res = assert_backends_match(Stub(outs), no_gain, raw, params=PARAMS, allow_incomplete=True)
+    assert res.verdict == Verdict.INCOMPLETE and res.counts()["uncompared"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +289,8 @@ def test_cli_exit_codes_per_verdict(tmp_path, monkeypatch, capsys, stub_module, 
         "--port", "verdict_stubs:NoGain", "--allow-missing", "normalize.normalize_gain", "--out", str(tmp_path / "c"),
     )
     assert rc == 0
+    out = capsys.readouterr().out
+    assert "PASS (exit 0): 36 of 37 required arrays compared, 0 out of tolerance, 1 documented exception, 7 of 7" in out
     rc = _cli(tmp_path, monkeypatch, stub_module, raw, "--port", "verdict_stubs:Doubled", "--out", str(tmp_path / "d"))
     assert rc == cli.ExitCode.MISMATCH == 1
     rc = _cli(
