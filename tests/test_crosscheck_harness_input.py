@@ -158,7 +158,7 @@ CHAIN = ["--N", "32", "--gridsize", "2", "--n-groups", "16", "--seed", "3", "--n
         (["--port", "crosscheck.backends:NoSuch"], "has no attribute 'NoSuch'"),
         (["--port", "no_such_pkg.mod:Backend"], "cannot import module 'no_such_pkg.mod'"),
         (["--port", "crosscheck.backends:GoldenBackend"], "GoldenBackend() raised TypeError"),
-        (["--reference", "torchx"], "expected jax, tf, upstream, golden:DIR or package.module:Attribute"),
+        (["--reference", "torchx"], "expected jax, tf, upstream, ptycho_torch, golden:DIR or package.module:Attribute"),
     ],
     ids=["golden_missing", "golden_corrupt", "golden_bad_json", "stage", "tol_keys", "tol_missing", "module_prefix", "no_attr", "no_module", "ctor_raises", "unknown"],
 )
