@@ -496,6 +496,18 @@ def _coords_through_float32(orig, x, y, nn, sign):
     return tuple(a.astype(jnp.float32).astype(jnp.float64) for a in orig(x, y, nn, sign=sign))
 
 
+def _m_scaler_in_float64(raw):
+    # IntensityScaler computed and returned in float64 (x / exp(float64(log_scale))) where upstream
+    # stays float32: a width change, the values agree within float32 precision
+    def factor(self):
+        return np.exp(np.float64(np.asarray(self.log_scale)))
+
+    return [
+        ((pj.IntensityScaler, "__call__"), lambda self, x: np.asarray(x, np.float64) / factor(self)),
+        ((pj.IntensityScaler, "inverse"), lambda self, x: factor(self) * np.asarray(x, np.float64)),
+    ]
+
+
 CODE_MUTATIONS = {
     # name: (mutation, params, [(stage, array, class, words in the diagnosis), ...])
     "inverted_scaler": (
@@ -578,6 +590,15 @@ CODE_MUTATIONS = {
             ("grouped", "coords_nn", "float_truncation", ["rounded through float32"]),
             ("grouped", "coords_offsets", "float_truncation", ["rounded through float32"]),
             ("container", "global_offsets", "float_truncation", ["rounded through float32"]),
+        ],
+    ),
+    "scaler_in_float64": (
+        _m_scaler_in_float64,
+        PARAMS,
+        [
+            ("scaler", "main_head.scaler_out", "dtype_only", ["port float64 vs reference float32", "float32 precision"]),
+            ("scaler", "seed_era.scaler_out", "dtype_only", ["port float64 vs reference float32"]),
+            ("scaler", "main_head.scaler_inv_out", "dtype_only", ["port float64 vs reference float32"]),
         ],
     ),
     "transposed_frames": (
