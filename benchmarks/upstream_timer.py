@@ -10,8 +10,8 @@ Stages, on the request's RawData (an NPZ) and the port's groups `nn` (same group
   RawData without objectGuess (selection, gather, coordinates and `normalize_data`; no patches).
 - `container`: `loader.load` on upstream's grouped dict of the port's groups with the port's Y
   (|Y|, angle(Y), `scale_nphotons`).
-- `patches`: `raw_data.get_image_patches(objectGuess, coords_nn[:k], 0, N, gridsize)` on the first
-  k groups, scaled per group to all B.
+- `patches`: `raw_data.get_image_patches(objectGuess, coords_offsets[:k], coords_relative[:k], N,
+  gridsize)` (as upstream builds Y) on the first k groups, scaled per group to all B.
 """
 
 import contextlib
@@ -109,10 +109,11 @@ def main(req_path: str) -> int:
             }  # fmt: skip
 
             k = max(1, min(int(req.get("patch_groups", 4)), B))
-            cnn = np.asarray(dset["coords_nn"])[:k]
+            offsets = np.asarray(dset["coords_offsets"])[:k]
+            relative = np.asarray(dset["coords_relative"])[:k]
 
-            def patches():
-                return raw_data.get_image_patches(a["objectGuess"], cnn, np.zeros_like(cnn), N=N, gridsize=g)  # fmt: skip
+            def patches():  # as upstream builds Y in _generate_dataset_from_groups
+                return raw_data.get_image_patches(a["objectGuess"], offsets, relative, N=N, gridsize=g)  # fmt: skip
 
             first, times = _timed(patches, repeats)
             out["stages"]["patches"] = {
