@@ -149,3 +149,21 @@ def test_zipfile_without_arrays(tmp_path):
         pass
     with pytest.raises(pj.RawDataError, match="missing required key"):
         pj.RawData.from_npz(path)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_frames_are_64_byte_aligned_and_exact(tmp_path, save):
+    # JAX's CPU client aliases 64-byte-aligned host arrays in device_put instead of copying them.
+    src = make_raw(m=7, n=8)
+    Y = np.random.default_rng(1).random((7, 8, 8, 1)).astype(np.complex64)
+    unaligned = np.empty(src.diff3d.nbytes + 4, np.uint8)[4:].view(np.float32).reshape(src.diff3d.shape)
+    unaligned[...] = src.diff3d
+    raw = dataclasses.replace(src, diff3d=unaligned, Y=Y)
+    assert raw.diff3d.ctypes.data % 64 == 0 and raw.Y.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(raw.diff3d, src.diff3d)
+    arrays = {k: getattr(raw, k) for k in ("xcoords", "ycoords", "diff3d", "probeGuess", "Y")}
+    save(tmp_path / "r.npz", **arrays)
+    back = pj.RawData.from_npz(tmp_path / "r.npz")
+    assert back.diff3d.ctypes.data % 64 == 0 and back.Y.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(back.diff3d, src.diff3d)
+    np.testing.assert_array_equal(back.Y, Y)

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import logging
 import os
+import struct
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,27 @@ logger = logging.getLogger(__name__)
 COORD_FIELDS = ("xcoords", "ycoords", "xcoords_start", "ycoords_start")
 NPZ_KEYS = (*COORD_FIELDS, "diff3d", "probeGuess", "objectGuess", "scan_index")
 REQUIRED_NPZ_KEYS = ("xcoords", "ycoords", "diff3d", "probeGuess")
+ALIGNMENT = 64
+"""Byte alignment of the frame arrays (`diff3d`, `Y`): JAX's CPU client aliases a host array so
+aligned in `device_put` instead of copying it (NumPy's large arrays start 16 bytes past a page)."""
+FRAME_KEYS = ("diff3d", "Y")
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(n + ALIGNMENT, np.uint8)
+    skip = -buf.ctypes.data % ALIGNMENT
+    return buf[skip : skip + n].view(dtype).reshape(shape)
+
+
+def aligned(a: np.ndarray) -> np.ndarray:
+    """`a` itself when C-contiguous and `ALIGNMENT`-byte aligned, else such a copy of it."""
+    if a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0:
+        return a
+    out = _aligned_empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
 
 
 def _describe(a: Any) -> str:
@@ -117,7 +140,7 @@ class RawData:
             raise RawDataError(
                 f"RawData.diff3d: expected amplitudes >= 0, got minimum {float(d.min())}"
             )
-        set_("diff3d", d)
+        set_("diff3d", aligned(d))
         n = d.shape[1]
 
         p = self.probeGuess
@@ -160,7 +183,7 @@ class RawData:
             if y.shape != (m, n, n, 1) or y.dtype != np.complex64:
                 raise RawDataError(f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}")
             _check_finite("Y", y)
-            set_("Y", y)
+            set_("Y", aligned(y))
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
@@ -285,7 +308,9 @@ def _read_npz_entries(fh, path: str) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for k in sorted(keys & {*NPZ_KEYS, "Y", "_metadata"}):
             try:
-                data[k] = npz[k]
+                data[k] = (_read_aligned(npz, k) if k in FRAME_KEYS else None)
+                if data[k] is None:
+                    data[k] = npz[k]
             except ValueError as e:
                 if "allow_pickle" in str(e):
                     raise RawDataError(
@@ -296,3 +321,40 @@ def _read_npz_entries(fh, path: str) -> dict[str, Any]:
             except _CORRUPT as e:
                 raise RawDataError(f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})") from None
     return data
+
+
+def _read_aligned(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray | None:
+    """Entry `key` of a stored (uncompressed) member read from the file straight into an
+    `ALIGNMENT`-byte aligned array, or None where that does not apply (deflated members, object or
+    Fortran-order arrays, anything unexpected): NumPy's reader then reads it and reports what is wrong."""
+    try:
+        info = npz.zip.getinfo(key + ".npy")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            return None
+        fp = npz.zip.fp
+        fp.seek(info.header_offset)
+        local = fp.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fp.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            return None
+        if fortran or dtype.hasobject:
+            return None
+        out = _aligned_empty(shape, dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        got = 0
+        while got < len(view):
+            n = fp.readinto(view[got:])
+            if not n:
+                return None  # truncated: NumPy's reader names it
+            got += n
+        return out
+    except Exception:  # noqa: BLE001 - any damage is reported by NumPy's reader on the fallback
+        return None
