@@ -173,6 +173,20 @@ def fix2(v: float) -> str:
 # Stage records (§2).
 
 
+def _section(title: str, *paragraphs: list[str]) -> list[str]:
+    """A `##` heading, then each paragraph's lines followed by a blank line."""
+    lines = [f"## {title}", ""]
+    for paragraph in paragraphs:
+        lines += [*paragraph, ""]
+    return lines
+
+
+def _value_table(key_header: str, rows: list[tuple[str, str]], *, align: str = "---:") -> list[str]:
+    """A two-column Markdown table in upstream's layout (value column aligned by `align`), then a blank line."""
+    body = [f"| {key} | {value} |" for key, value in rows]
+    return [f"| {key_header} | Value |", f"| --- | {align} |", *body, ""]
+
+
 def _check_plain(value: Any, *, where: str) -> None:
     """Require a JSON-ready plain value: None, bool, int, float, str, list or str-keyed dict."""
     if isinstance(value, np.generic):
@@ -550,29 +564,20 @@ class IntensityReport:
 
     def _comparison(self, lines: list[str]) -> None:
         d = self.dataset_scale
-        lines += [
-            "## Intensity Scale Comparison",
-            "",
-            _SEED_13,
-            "",
-            _SEED_15,
-            _SEED_16,
-            _SEED_17,
-            "",
-            _SEED_19.format(fallback=fix2(d["fallback_scale"])),
-            _SEED_20,
-            "",
-            "| Property | Value |",
-            "| --- | ---: |",
-            f"| Dataset-derived scale | {fmt6(d['dataset_scale'])} |",
-            f"| Fallback scale | {fmt6(d['fallback_scale'])} |",
-            f"| nphotons | {fmt6(d['nphotons'])} |",
-            f"| N (patch size) | {fmt6(d['N'])} |",
-            f"| E_batch[\u03a3|\u03a8|\u00b2] | {fmt6(d['batch_mean_sum_intensity'])} |",
-            f"| Delta (dataset - fallback) | {fmt6(d['delta'])} |",
-            f"| Ratio (dataset / fallback) | {fmt6(d['ratio'])} |",
-            "",
-        ]
+        lines += _section("Intensity Scale Comparison", [_SEED_13], [_SEED_15, _SEED_16, _SEED_17])
+        lines += [_SEED_19.format(fallback=fix2(d["fallback_scale"])), _SEED_20, ""]
+        lines += _value_table(
+            "Property",
+            [
+                ("Dataset-derived scale", fmt6(d["dataset_scale"])),
+                ("Fallback scale", fmt6(d["fallback_scale"])),
+                ("nphotons", fmt6(d["nphotons"])),
+                ("N (patch size)", fmt6(d["N"])),
+                ("E_batch[\u03a3|\u03a8|\u00b2]", fmt6(d["batch_mean_sum_intensity"])),
+                ("Delta (dataset - fallback)", fmt6(d["delta"])),
+                ("Ratio (dataset / fallback)", fmt6(d["ratio"])),
+            ],
+        )
         ratio = d["ratio"]
         if ratio is not None and abs(ratio - 1.0) > MISMATCH_TOLERANCE:
             lines += [
@@ -596,62 +601,32 @@ class IntensityReport:
     def _largest_drop(self, lines: list[str]) -> None:
         drop = self.largest_drop
         src, dst = STAGE_LABELS[drop["from_stage"]], STAGE_LABELS[drop["to_stage"]]
-        lines += [
-            "## Largest Drop",
-            "",
-            f"**{src} \u2192 {dst}** (ratio={fmt6(drop['ratio'])})",
-            "",
-            _SEED_57,
-            _SEED_58,
-            _SEED_59,
-            "",
-            _SEED_61,
-            _SEED_62,
-            "",
-        ]
+        headline = f"**{src} \u2192 {dst}** (ratio={fmt6(drop['ratio'])})"
+        lines += _section("Largest Drop", [headline], [_SEED_57, _SEED_58, _SEED_59], [_SEED_61, _SEED_62])
 
     def _scaler_state(self, lines: list[str]) -> None:
         s = self.intensity_scaler_state
-        lines += [
-            "## IntensityScaler State",
-            "",
-            _SEED_66,
-            "",
-            _SEED_68,
-            _SEED_69,
-            _SEED_70,
-            "",
-            "| Property | Value |",
-            "| --- | ---: |",
-            f"| log_scale (raw) | {fmt6(s.get('log_scale_value'))} |",
-            f"| exp(log_scale) | {fmt6(s.get('exp_log_scale'))} |",
-            f"| trainable | {raw(s.get('trainable'))} |",
-            f"| params.cfg intensity_scale | {fmt6(s.get('params_cfg_intensity_scale'))} |",
-            f"| params.cfg trainable | {raw(s.get('params_cfg_trainable'))} |",
-            f"| delta (exp - cfg) | {fmt6(s.get('delta'))} |",
-            f"| ratio (exp / cfg) | {fmt6(s.get('ratio'))} |",
-            "",
-        ]
+        lines += _section("IntensityScaler State", [_SEED_66], [_SEED_68, _SEED_69, _SEED_70])
+        lines += _value_table(
+            "Property",
+            [
+                ("log_scale (raw)", fmt6(s.get("log_scale_value"))),
+                ("exp(log_scale)", fmt6(s.get("exp_log_scale"))),
+                ("trainable", raw(s.get("trainable"))),
+                ("params.cfg intensity_scale", fmt6(s.get("params_cfg_intensity_scale"))),
+                ("params.cfg trainable", raw(s.get("params_cfg_trainable"))),
+                ("delta (exp - cfg)", fmt6(s.get("delta"))),
+                ("ratio (exp / cfg)", fmt6(s.get("ratio"))),
+            ],
+        )
 
     def _container_stats(self, lines: list[str]) -> None:
         s = self.training_container_stats
-        lines += [
-            "## Training Container X Stats",
-            "",
-            _SEED_84,
-            _SEED_85,
-            "",
-            "| Metric | Value |",
-            "| --- | ---: |",
-            f"| shape | {raw(s.get('shape'))} |",
-            f"| dtype | {raw(s.get('dtype'))} |",
-            f"| min | {fmt6(s.get('min'))} |",
-            f"| max | {fmt6(s.get('max'))} |",
-            f"| mean | {fmt6(s.get('mean'))} |",
-            f"| std | {fmt6(s.get('std'))} |",
-            f"| nan_count | {raw(s.get('nan_count', 0))} |",
-            "",
-        ]
+        lines += _section("Training Container X Stats", [_SEED_84, _SEED_85])
+        rows = [("shape", raw(s.get("shape"))), ("dtype", raw(s.get("dtype")))]
+        rows += [(k, fmt6(s.get(k))) for k in ("min", "max", "mean", "std")]
+        rows.append(("nan_count", raw(s.get("nan_count", 0))))
+        lines += _value_table("Metric", rows)
 
     def _per_stage(self, lines: list[str]) -> None:
         lines += ["## Per-Stage Statistics", ""]
@@ -661,20 +636,10 @@ class IntensityReport:
             if st.metadata:
                 lines += [f"- {k}: {raw(v)}" for k, v in st.metadata.items()]
                 lines.append("")
-            lines += [
-                "| Metric | Value |",
-                "| --- | --- |",
-                f"| shape | {raw(s['shape'])} |",
-                f"| dtype | {raw(s['dtype'])} |",
-                f"| min | {fmt6(s['min'])} |",
-                f"| max | {fmt6(s['max'])} |",
-                f"| mean | {fmt6(s['mean'])} |",
-                f"| std | {fmt6(s['std'])} |",
-                f"| finite_count | {raw(s['finite_count'])} |",
-                f"| total_count | {raw(s['total_count'])} |",
-                f"| nan_count | {raw(s['nan_count'])} |",
-                "",
-            ]
+            rows = [("shape", raw(s["shape"])), ("dtype", raw(s["dtype"]))]
+            rows += [(k, fmt6(s[k])) for k in ("min", "max", "mean", "std")]
+            rows += [(k, raw(s[k])) for k in ("finite_count", "total_count", "nan_count")]
+            lines += _value_table("Metric", rows, align="---")
 
     def _provenance(self, lines: list[str], figure_name: str | None) -> None:
         # ptycho_jax addition, after every upstream section (specs/report.md §Provenance).
@@ -846,26 +811,16 @@ def chain_report(
 def _git_sha() -> str | None:
     """HEAD of the git checkout this package is imported from, or None (not a checkout, no git)."""
     pkg = pathlib.Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(pkg), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+
     try:
-        top = subprocess.run(
-            ["git", "-C", str(pkg), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        top = git("rev-parse", "--show-toplevel")
         if (pathlib.Path(top) / "src" / "ptycho_jax").resolve() != pkg:
             return None  # an unrelated enclosing repository
-        return (
-            subprocess.run(
-                ["git", "-C", str(pkg), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-            or None
-        )
+        return git("rev-parse", "HEAD") or None
     except (OSError, subprocess.SubprocessError):
         return None
 
