@@ -12,6 +12,7 @@ from jaxtyping import Array, Complex64, Float32
 from ._errors import PtychoInputError
 from ._grouping import GroupedData
 from ._intensity import diffsim_norm_Y_I
+from ._rawdata import aligned_empty
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets
 
 
@@ -61,12 +62,54 @@ def _real_angle(Y):
     return jnp.where(jnp.signbit(Y.real), jnp.copysign(pi, Y.imag), jnp.copysign(jnp.float32(0), Y.imag))
 
 
+def _amplitude(Y):
+    return jnp.abs(Y).astype(jnp.float32)
+
+
 @jax.jit
-def split_patches(Y):
+def _split_real(Y):
+    return _amplitude(Y), _real_angle(Y)
+
+
+@jax.jit
+def _split_device(Y):
     # Objects are often real (all sim_lines ones are): skip atan2, the costliest op of the chain
     # on CPU, when no imaginary part is non-zero; both branches give np.angle's values.
     phase = jax.lax.cond(jnp.all(Y.imag == 0), _real_angle, lambda y: jnp.angle(y).astype(jnp.float32), Y)
-    return jnp.abs(Y).astype(jnp.float32), phase
+    return _amplitude(Y), phase
+
+
+_all_real = jax.jit(lambda Y: jnp.all(Y.imag == 0))
+_amplitude_jit = jax.jit(_amplitude)
+
+
+def _on_host_cpu(Y: jax.Array) -> bool:
+    return Y.is_fully_addressable and all(d.platform == "cpu" for d in Y.sharding.device_set)
+
+
+def _host_phase(Y: jax.Array) -> jax.Array:
+    # NumPy's angle, `arctan2(imag, real)` as np.angle evaluates it, into an aligned buffer that
+    # device_put aliases: upstream's own function (XLA's atan2 differs on ~40 % of values) and on
+    # this CPU about 3x faster than XLA's (vectorised), so the result costs no transfer.
+    y = np.asarray(Y)
+    out = aligned_empty(y.shape, np.float32)
+    np.arctan2(y.imag, y.real, out=out)
+    return jax.device_put(out, Y.sharding)
+
+
+def split_patches(Y) -> tuple[Float32[Array, "*s"], Float32[Array, "*s"]]:
+    """`(|Y|, angle(Y))` in float32 (pipeline.md §7.2).
+
+    Real patches (every imaginary part ±0, as for every sim_lines object) skip the atan2 and take
+    the sign rule that gives np.angle's values; complex ones on CPU take NumPy's angle on the host
+    (bit-equal to upstream's `np.angle`), elsewhere XLA's atan2 (within 1 ulp of it).
+    """
+    Y = Y if isinstance(Y, jax.Array) else jnp.asarray(Y)
+    if not _on_host_cpu(Y):
+        return _split_device(Y)
+    if bool(_all_real(Y)):
+        return _split_real(Y)
+    return _amplitude_jit(Y), _host_phase(Y)
 
 
 @jax.jit

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float32, Real
 
 from ._errors import NormalizationError
 from ._normalize import energy_partials
-from ._tf_order import mean_all, sum_over_frame
+from ._tf_order import frame_sums, mean_all
 from ._variants import MAIN, SEED, get_variant
 
 NORM_Y_I_KEY = "container_norm_Y_I_diffsim_scale_nphotons"
@@ -134,6 +134,12 @@ def norm_from_frame_sums(frame_sums: np.ndarray, nphotons: float) -> np.float32:
     return s
 
 
+@jax.jit
+def _energy_sums(x):
+    # One program: the squares are never materialised as a full-size array of their own.
+    return frame_sums(x * x)
+
+
 def diffsim_norm_Y_I(X: Real[ArrayLike, "..."], nphotons: float) -> float:
     """Container `norm_Y_I` (upstream diffsim `scale_nphotons`): `sqrt(nphotons / mean_{b,c} Σ_{h,w} X²)`,
     float32 in TF-CPU order (pipeline.md §7.1).
@@ -145,7 +151,7 @@ def diffsim_norm_Y_I(X: Real[ArrayLike, "..."], nphotons: float) -> float:
     if len(shape) != 4:
         raise NormalizationError(f"X: expected (B, N, N, C) amplitudes, got shape {shape}")
     x = jnp.asarray(X, jnp.float32)
-    return float(norm_from_frame_sums(np.asarray(sum_over_frame(x * x)), nphotons))
+    return float(norm_from_frame_sums(np.asarray(_energy_sums(x)), nphotons))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +204,7 @@ def all_intensity_scales(
         raw=_total_energy(raw_diff3d),
         diffraction=_total_energy(grouped_diffraction),
         X=_total_energy(x),
-        X_frame_sums=np.asarray(sum_over_frame(x * x)),
+        X_frame_sums=np.asarray(_energy_sums(x)),
     )
     return intensity_scales(totals, nphotons=nphotons)
 

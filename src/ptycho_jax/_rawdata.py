@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._atomic import write_npz_atomic
 from ._errors import RawDataError
@@ -25,7 +26,7 @@ aligned in `device_put` instead of copying it (NumPy's large arrays start 16 byt
 FRAME_KEYS = ("diff3d", "Y")
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def aligned_empty(shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     dtype = np.dtype(dtype)
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     buf = np.empty(n + ALIGNMENT, np.uint8)
@@ -37,7 +38,7 @@ def aligned(a: np.ndarray) -> np.ndarray:
     """`a` itself when C-contiguous and `ALIGNMENT`-byte aligned, else such a copy of it."""
     if a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0:
         return a
-    out = _aligned_empty(a.shape, a.dtype)
+    out = aligned_empty(a.shape, a.dtype)
     np.copyto(out, a)
     return out
 
@@ -347,7 +348,7 @@ def _read_aligned(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray | None:
             return None
         if fortran or dtype.hasobject:
             return None
-        out = _aligned_empty(shape, dtype)
+        out = aligned_empty(shape, dtype)
         view = memoryview(out.reshape(-1).view(np.uint8))
         got = 0
         while got < len(view):
