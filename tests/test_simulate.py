@@ -140,6 +140,16 @@ def test_idealized_probe_bit_identical():
     assert float(np.abs(p128).max()) == pytest.approx(1.0922667, abs=1e-7)
 
 
+@pytest.mark.parametrize("M", [1, 2, 3, 33, 64, 128])
+@pytest.mark.parametrize("q", [0.7, 0.35, 1.3])
+def test_gaussian_window_bit_equal_to_scipy(M, q):
+    import scipy.signal.windows
+
+    want = scipy.signal.windows.gaussian(M, M / (q * np.pi**2), sym=True)
+    got = _simulate._gaussian_window(M, M / (q * np.pi**2))
+    assert got.dtype == want.dtype == np.float64 and got.tobytes() == want.tobytes()
+
+
 def test_normalize_probe_multiplies_by_float32_reciprocal():
     rng = np.random.RandomState(3)
     p = (rng.normal(size=(16, 16)) + 1j * rng.normal(size=(16, 16))).astype(np.complex64)

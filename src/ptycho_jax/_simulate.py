@@ -16,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import scipy.ndimage
-import scipy.signal.windows
 from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32, Float64, PRNGKeyArray
 
@@ -270,6 +268,8 @@ def make_lines_object(size: int, *, seed: int) -> Complex64[np.ndarray, "size si
         r0, c0, r1, c1 = (int(M * rng.uniform()) for _ in range(4))
         rows, cols = _line_pixels(r0, c0, r1, c1)
         img[rows, cols] = 1.0
+    import scipy.ndimage  # imported on use: `import ptycho_jax` does not pay for SciPy's image module
+
     res = np.stack([img, img, img], axis=-1)
     g = scipy.ndimage.gaussian_filter
     obj3 = g(res, 1) + 2 * g(res, 5) + 5 * g(res, 10)
@@ -279,6 +279,19 @@ def make_lines_object(size: int, *, seed: int) -> Complex64[np.ndarray, "size si
 
 # ---------------------------------------------------------------------------------------------
 # Probe (simulation.md §4)
+
+
+def _gaussian_window(M: int, std: float) -> Float64[np.ndarray, " M"]:
+    """`scipy.signal.windows.gaussian(M, std, sym=True)`, the same float64 operations in NumPy.
+
+    `exp(-n² / (2·std²))` with `n = arange(M) - (M - 1)/2` (bit-equal; spares importing
+    `scipy.signal`, about half a second).
+    """
+    if M <= 1:
+        return np.ones(M, np.float64)
+    n = np.arange(0, M, dtype=np.float64) - (M - 1.0) / 2.0
+    sig2 = 2 * std * std
+    return np.exp(-(n**2) / sig2)
 
 
 def make_idealized_probe(
@@ -297,7 +310,9 @@ def make_idealized_probe(
         raise _err(
             "make_idealized_probe: default_probe_scale", "a finite number > 0", default_probe_scale
         )
-    w = scipy.signal.windows.gaussian(int(N), N / (q * np.pi**2), sym=True)
+    import scipy.ndimage
+
+    w = _gaussian_window(int(N), N / (q * np.pi**2))
     w = w / w.max()
     disk = (np.outer(w, w) > 0.5).astype(np.float64)
     return (scipy.ndimage.gaussian_filter(disk, 1) + 1e-9).astype(np.complex64)
