@@ -270,6 +270,25 @@ def test_against_full_golden_diffraction(gs2):
 # --- keys, other scenarios, lower-level entry points ------------------------------------------
 
 
+def test_diffract_falls_back_when_xla_rejects_the_compiler_options(monkeypatch):
+    sc = pj.get_scenario("gs1_ideal", base_total_images=24, group_count=4, object_size=96, N=32)
+    want = pj.simulate_raw(sc, key=jr.key(5))
+
+    def reject(*args, **kw):
+        raise RuntimeError("INVALID_ARGUMENT: No such compile option: 'xla_cpu_use_fusion_emitters'")
+
+    monkeypatch.setattr(_simulate, "_diffract_cheap", reject)
+    monkeypatch.setattr(_simulate, "_compiler_options_ok", [True])
+    got = pj.simulate_raw(sc, key=jr.key(5))
+    assert _simulate._compiler_options_ok == [False]
+    assert got.diff3d.tobytes() == want.diff3d.tobytes()
+    # Any other error is not swallowed.
+    monkeypatch.setattr(_simulate, "_compiler_options_ok", [True])
+    monkeypatch.setattr(_simulate, "_diffract_cheap", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        pj.simulate_raw(sc, key=jr.key(5))
+
+
 def test_keys_and_reproducibility():
     sc = pj.get_scenario("gs1_ideal", N=16, object_size=64, base_total_images=24, group_count=4)
     a = pj.simulate(sc)
