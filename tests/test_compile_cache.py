@@ -58,3 +58,24 @@ def test_unwritable_dir_leaves_cache_off(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     assert cc.enable_compile_cache(blocker / "sub") is None
+
+
+def _cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PTYCHO_JAX_", "XDG_CACHE"))}
+    env.update(env_extra, JAX_PLATFORMS="cpu")
+    code = "import sys; from ptycho_jax._cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_flag_turns_the_cache_off(tmp_path):
+    sim = ["simulate", "--scenario", "gs1_ideal", "--N", "16", "--split", "test"]
+    out = _cli(["-q", "--no-compile-cache", *sim, "--out", str(tmp_path / "a.npz")],
+               {"XDG_CACHE_HOME": str(tmp_path / "off")})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "a.npz").is_file() and not (tmp_path / "off").exists()
+    out = _cli(["-q", *sim, "--out", str(tmp_path / "b.npz")], {"XDG_CACHE_HOME": str(tmp_path / "on")})
+    assert out.returncode == 0, out.stderr
+    where = tmp_path / "on" / "ptycho-jax" / "jax"
+    assert len([p for p in where.iterdir() if not p.name.endswith("-atime")]) >= 1

@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ptycho-jax {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--no-compile-cache", action="store_true", help="no persistent compilation cache (as PTYCHO_JAX_NO_CACHE=1)")
     sub = parser.add_subparsers(dest="command", metavar="{simulate,report,crosscheck,bench}")
 
     p = sub.add_parser("simulate", help="simulate a sim_lines scenario into an upstream-compatible RawData NPZ")
@@ -202,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     from ._compile_cache import enable_compile_cache
 
-    enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 turns it off
+    if not args.no_compile_cache:
+        enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 or --no-compile-cache turns it off
     from ._cli_guard import run_guarded
 
     return run_guarded(lambda: _dispatch(parser, args), verbose=args.verbose)
