@@ -119,6 +119,19 @@ def test_lines_object_bit_identical(fixture):
     assert not obj.imag.any()
 
 
+@pytest.mark.parametrize("size, sigma", [(1, 1), (7, 5), (31, 10), (64, 1), (45, 5)])
+def test_smooth_crop_equals_three_channel_gaussian_filter(size, sigma):
+    import scipy.ndimage
+
+    M = 2 * size
+    img = (np.random.RandomState(size).rand(M, M) < 0.05).astype(np.float64)
+    lo, hi = size // 2, M - (size + 1) // 2
+    want = scipy.ndimage.gaussian_filter(np.stack([img, img, img], axis=-1), sigma)
+    got = _simulate._smooth_crop(img, sigma, lo, hi)
+    assert got.shape == (size, size)
+    assert got.tobytes() == np.ascontiguousarray(want[lo:hi, lo:hi, 0]).tobytes()
+
+
 def test_lines_object_odd_size_and_seed():
     obj = pj.make_lines_object(31, seed=7)
     assert obj.shape == (31, 31) and obj.dtype == np.complex64

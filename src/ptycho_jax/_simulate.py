@@ -268,13 +268,30 @@ def make_lines_object(size: int, *, seed: int) -> Complex64[np.ndarray, "size si
         r0, c0, r1, c1 = (int(M * rng.uniform()) for _ in range(4))
         rows, cols = _line_pixels(r0, c0, r1, c1)
         img[rows, cols] = 1.0
-    import scipy.ndimage  # imported on use: `import ptycho_jax` does not pay for SciPy's image module
-
-    res = np.stack([img, img, img], axis=-1)
-    g = scipy.ndimage.gaussian_filter
-    obj3 = g(res, 1) + 2 * g(res, 5) + 5 * g(res, 10)
     lo, hi = S // 2, M - (S + 1) // 2  # upstream slices S//2 : -S//2 (floor division)
-    return obj3[lo:hi, lo:hi, 0].astype(np.complex64)
+    obj3 = (
+        _smooth_crop(img, 1, lo, hi)
+        + 2 * _smooth_crop(img, 5, lo, hi)
+        + 5 * _smooth_crop(img, 10, lo, hi)
+    )
+    return obj3.astype(np.complex64)
+
+
+def _smooth_crop(img: np.ndarray, sigma: int, lo: int, hi: int) -> np.ndarray:
+    """Channel 0 of `gaussian_filter(stack([img]*3, -1), sigma)[lo:hi, lo:hi]`, bit-equal, in a quarter of the work.
+
+    `gaussian_filter` filters axis 0, then 1, then 2, each line on its own: the three channels
+    are equal through the first two passes, rows outside `lo:hi` are not needed after the first
+    and pixels outside the crop not after the second, so the axis-0 pass runs on one channel,
+    the axis-1 pass on the kept rows and the channel pass on the crop alone (same lines, same
+    weights, same boundary handling, hence the same numbers).
+    """
+    import scipy.ndimage  # imported on use: `import ptycho_jax` does not pay for it
+
+    g1 = scipy.ndimage.gaussian_filter1d
+    rows = g1(img, sigma, axis=0)[lo:hi]
+    both = g1(rows, sigma, axis=1)[:, lo:hi]
+    return g1(np.stack([both, both, both], axis=-1), sigma, axis=2)[..., 0]
 
 
 # ---------------------------------------------------------------------------------------------
