@@ -49,7 +49,12 @@ def _run(env_extra: dict[str, str], out_dir: str, timeout_s: float) -> dict[str,
 
 
 def measure_default_report(*, timeout_s: float = 600.0) -> dict[str, Any]:
-    """`{"ok", "compile_s", "programs", "top", "wall_uncached_s", "wall_cold_s", "wall_warm_s", ...}`."""
+    """`{"ok", "compile_s", "programs", "top", "wall_uncached_s", "wall_cold_s", "wall_warm_s", ...}`.
+
+    Wall times are of the whole child process (interpreter start included); `in_process_*_s` from
+    the child's first line to the end of the report; `loadavg_*` the machine's load around the runs.
+    """
+    load_before = _loadavg()
     try:
         with tempfile.TemporaryDirectory(prefix="ptycho-bench-compile-") as tmp:
             nocache = _run({"PTYCHO_JAX_NO_CACHE": "1"}, os.path.join(tmp, "r0"), timeout_s)
@@ -70,4 +75,16 @@ def measure_default_report(*, timeout_s: float = 600.0) -> dict[str, Any]:
         "wall_warm_s": warm["wall_s"],
         "compile_warm_s": warm["compile_s"],
         "cache_retrieval_warm_s": warm["cache_retrieval_s"],
+        "in_process_cold_s": cold["in_process_s"],
+        "in_process_warm_s": warm["in_process_s"],
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
     }
+
+
+def _loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): the timings depend on them."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
