@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax.typing import ArrayLike
-from jaxtyping import Array, Complex64, Float32, Float64, PRNGKeyArray
+from jaxtyping import Array, Complex64, Float32, Float64, Int32, PRNGKeyArray
 
 from ._errors import PtychoInputError
 from ._patches import _check_centres, _check_object, patch_kernel
@@ -466,10 +466,15 @@ def _diffract_program(
     probe: Complex64[Array, "N N"],
     scale: Float32[Array, ""],
     key: PRNGKeyArray,
+    chunk: Int32[Array, ""],
     *,
     noise: bool,
 ) -> Float32[Array, "n N N"]:
-    """Diffraction amplitudes `sqrt(Poisson(|fftshift(FFT(s·O·P))|²/N²)) / s` (§6 steps 3-8); needs x64."""
+    """Diffraction amplitudes `sqrt(Poisson(|fftshift(FFT(s·O·P))|²/N²)) / s` (§6 steps 3-8); needs x64.
+
+    The noise of chunk `chunk` is drawn with `fold_in(key, chunk)` (folded in here: one program
+    fewer to compile and look up than an eager `fold_in`).
+    """
     N = patches.shape[-1]
     amp = jnp.abs(patches)
     phase = jnp.angle(patches)
@@ -479,7 +484,7 @@ def _diffract_program(
     intensity = (far.real * far.real + far.imag * far.imag) / float(N * N)
     amplitude = jnp.sqrt(jnp.fft.fftshift(intensity, axes=(-2, -1)))
     if noise:
-        amplitude = jnp.sqrt(poisson_counts(key, amplitude * amplitude))
+        amplitude = jnp.sqrt(poisson_counts(jr.fold_in(key, chunk), amplitude * amplitude))
     return amplitude / scale
 
 
@@ -494,18 +499,18 @@ except TypeError:  # a JAX without per-function compiler options
     _diffract_cheap = _diffract_default
 
 
-def _diffract(patches, probe, scale, key, *, noise: bool) -> Float32[Array, "n N N"]:
+def _diffract(patches, probe, scale, key, chunk, *, noise: bool) -> Float32[Array, "n N N"]:
     """`_diffract_program`, compiled with `_DIFFRACT_COMPILER_OPTIONS` where XLA knows them."""
     if _compiler_options_ok[0]:
         try:
-            return _diffract_cheap(patches, probe, scale, key, noise=noise)
+            return _diffract_cheap(patches, probe, scale, key, chunk, noise=noise)
         except Exception as e:  # XlaRuntimeError / JaxRuntimeError, by JAX version
             if "compile option" not in str(e):
                 raise
             _compiler_options_ok[0] = False
             logger.info("XLA rejected %s (%s); compiling with defaults",
                         dict(_DIFFRACT_COMPILER_OPTIONS), e)  # fmt: skip
-    return _diffract_default(patches, probe, scale, key, noise=noise)
+    return _diffract_default(patches, probe, scale, key, chunk, noise=noise)
 
 
 def _check_key(key) -> jax.Array:
@@ -569,7 +574,7 @@ def _simulate_positions(
         )  # float64 sum and sqrt, one rounding (§6 step 4)
         s_d = jnp.asarray(scale)
         diff = [
-            _diffract(p, probe_d, s_d, jr.fold_in(key, j), noise=noise)
+            _diffract(p, probe_d, s_d, key, np.int32(j), noise=noise)
             for j, (p, _) in enumerate(parts)
         ]
         diff3d = np.concatenate([np.asarray(d) for d in diff])[:n]
