@@ -10,12 +10,12 @@ import importlib
 
 _EXPORTS = {
     "run_crosscheck": "run",
-    "EXIT_CODES": "run",
+    "EXIT_CODES": "compare",
     "Verdict": "compare",
     "HarnessInputError": "errors",
     "OutputError": "errors",
-    "write_outputs": "run",
-    "format_failure": "run",
+    "write_outputs": "render",
+    "format_failure": "render",
     "resolve_backend": "backends",
     "Backend": "backends",
     "StageUnsupported": "backends",

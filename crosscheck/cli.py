@@ -169,8 +169,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .adapt import check_names, parse_stages
     from .backends import resolve_backend
-    from .compare import ToleranceError, ToleranceTable
-    from .run import EXIT_CODES, format_failure, recorded_params, run_crosscheck, write_outputs
+    from .compare import EXIT_CODES, ToleranceError, ToleranceTable
+    from .render import format_failure, write_outputs
+    from .run import recorded_params, run_crosscheck
 
     try:
         stages = parse_stages(args.stages)

@@ -263,6 +263,10 @@ class Verdict(enum.StrEnum):
     NOT_REQUIRED = "NOT_REQUIRED"  # stage only: outside `--stages`
 
 
+EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCOMPLETE: 3}
+"""Process exit status per verdict (2 is bad input / usage)."""
+
+
 # statuses of an ArrayDelta that mean "the two sides' values were set against each other"
 COMPARED_STATUSES = frozenset({"compared", "shape_mismatch", "invariants"})
 

@@ -76,7 +76,8 @@ def assert_backends_match(
     import ptycho_jax as pj
 
     from .compare import Verdict
-    from .run import format_failure, run_crosscheck
+    from .render import format_failure
+    from .run import run_crosscheck
 
     raw, defaults = _raw_and_defaults(input, reference)
     if params is None:

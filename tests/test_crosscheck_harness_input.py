@@ -17,7 +17,8 @@ import ptycho_jax as pj
 from crosscheck import cli
 from crosscheck.backends import resolve_backend
 from crosscheck.compare import Verdict
-from crosscheck.run import format_failure, run_crosscheck, write_outputs
+from crosscheck.render import format_failure, write_outputs
+from crosscheck.run import run_crosscheck
 from crosscheck.synthetic import synthetic_raw
 
 
@@ -218,7 +219,7 @@ def test_port_that_raises_exits_1_with_the_stage_message(tmp_path, capsys, npz, 
 
 def test_outputs_are_all_or_nothing(raw, outs, tmp_path, monkeypatch):
     res = run(raw, Stub(outs), Stub(outs))
-    import crosscheck.run as run_mod
+    import crosscheck.render as run_mod
 
     def broken(result):
         raise RuntimeError("renderer broke")

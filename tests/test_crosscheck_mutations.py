@@ -21,7 +21,8 @@ import pytest
 
 import ptycho_jax as pj
 from crosscheck.backends import JaxBackend
-from crosscheck.run import format_failure, run_crosscheck
+from crosscheck.render import format_failure
+from crosscheck.run import run_crosscheck
 from crosscheck.synthetic import synthetic_raw
 from ptycho_jax import _coords, _mesh, _normalize, _patches, _pipeline
 

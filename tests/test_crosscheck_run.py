@@ -19,7 +19,8 @@ from crosscheck.pytest_plugin import (
     assert_backends_match,
     crosscheck_match,  # noqa: F401 - the plugin's fixture
 )
-from crosscheck.run import run_crosscheck, write_outputs
+from crosscheck.render import write_outputs
+from crosscheck.run import run_crosscheck
 from crosscheck.synthetic import synthetic_raw
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -171,8 +171,9 @@ def test_harness_names_every_divergence_with_a_class(torch_port, case, reference
     its divergences with a class, none "unclassified"."""
     if reference == "tf":
         pytest.importorskip("tensorflow")
-    from crosscheck.compare import Verdict
-    from crosscheck.run import EXIT_CODES, render_markdown, run_crosscheck
+    from crosscheck.compare import EXIT_CODES, Verdict
+    from crosscheck.render import render_markdown
+    from crosscheck.run import run_crosscheck
     from crosscheck.torch_port import NOT_COMPUTED
 
     raw, params, _ = _case(case)

@@ -41,7 +41,7 @@ def _case(name):
 
 
 def _assert_complete(res, *, label):
-    from crosscheck.run import format_failure
+    from crosscheck.render import format_failure
 
     assert res.passed, f"{label}:\n{format_failure(res)}"
     by_name = {s.name: s for s in res.stages}

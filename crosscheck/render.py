@@ -1,0 +1,309 @@
+"""Render a cross-check result: the verdict line and table, crosscheck.md, the difference-map PNG,
+and the atomic write of every output file (specs/crosscheck.md §7)."""
+
+import io
+import logging
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from ptycho_jax._atomic import write_files_atomically
+
+from .compare import (
+    COMPARED_STATUSES,
+    EXIT_CODES,
+    ArrayDelta,
+    CrosscheckResult,
+    StageResult,
+    Verdict,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, complex):
+        return f"{v.real:.9g}{v.imag:+.9g}j"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _cell(text: Any) -> str:
+    """Escape a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _verdict(s: StageResult) -> str:
+    return {Verdict.NOT_REQUIRED: "not required"}.get(s.verdict, str(s.verdict))
+
+
+def _worst(s: StageResult) -> ArrayDelta | None:
+    """The worst *compared* array: failing before passing, then by max ulp (never a missing one)."""
+    pool = list(s.compared)
+    if s.n_required_compared == 0:
+        pool = [a for a in pool if a.status != "invariants"]  # one side's groups alone
+    if not pool:
+        return None
+    return max(
+        pool,
+        key=lambda a: (
+            not a.passed,
+            a.status == "shape_mismatch",
+            a.max_ulp if a.max_ulp is not None else (float("inf") if not a.passed else -1.0),
+        ),
+    )
+
+
+def _counts_cell(s: StageResult) -> str:
+    if s.verdict == Verdict.NOT_REQUIRED:
+        return "—"
+    c = s.counts()
+    text = f"{c['compared']}/{c['required']}"
+    if c["excepted"]:
+        text += f" ({c['excepted']} excepted)"
+    if c["extra"]:
+        text += f" +{c['extra']} extra"
+    return text
+
+
+def verdict_line(result: CrosscheckResult) -> str:
+    """`Verdict: X (exit n)` with the counts behind it."""
+    c = result.counts()
+    parts = [
+        f"{c['compared']} of {c['required']} required arrays compared",
+        f"{c['failed']} out of tolerance",
+    ]
+    if c["uncompared"]:
+        parts.append(f"{c['uncompared']} not compared")
+    if c["excepted"]:
+        parts.append(f"{c['excepted']} documented exception{'' if c['excepted'] == 1 else 's'}")
+    parts.append(
+        f"{c['stages_pass']} of {c['stages_required']} required stages PASS"
+        + (f", {c['stages_excepted']} excepted" if c["stages_excepted"] else "")
+    )
+    return f"{result.verdict} (exit {EXIT_CODES[result.verdict]}): " + ", ".join(parts)
+
+
+def verdict_table(result: CrosscheckResult) -> str:
+    """The per-stage verdict table (Markdown) that opens `crosscheck.md`."""
+    lines = [
+        "| stage | verdict | compared/required | worst compared array | max ulp | diagnosis / why |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in result.stages:
+        worst = _worst(s)
+        fails = s.failures
+        if fails:
+            diag = "; ".join(f"`{a.name}`: {a.diagnosis or a.status}" for a in fails)
+        elif s.verdict == Verdict.FAIL:
+            diag = "; ".join(n for n in s.notes if " raised " in n or ": " in n) or "failed"
+        elif s.uncompared:
+            diag = "not compared: " + "; ".join(f"`{n}` ({w})" for n, w in s.uncompared)
+        elif s.verdict == Verdict.NOT_REQUIRED:
+            diag = s.skipped or ""
+        else:
+            diag = ""
+        if s.excepted:
+            whos = sorted({w for _, w in s.excepted})
+            diag = (diag + "; " if diag else "") + (
+                f"excepted: {', '.join(f'`{n}`' for n, _ in s.excepted)} ({'; '.join(whos)})"
+            )
+        lines.append(
+            f"| {s.name} | {_verdict(s)} | {_counts_cell(s)} | "
+            f"{worst.name if worst else '—'} | "
+            f"{_fmt(worst.max_ulp if worst else None)} | {_cell(diag)} |"
+        )
+    return "\n".join(lines)
+
+
+def format_failure(result: CrosscheckResult) -> str:
+    """Readable verdict text: the verdict line, the table, then one line per failing array and
+    per required array not compared."""
+    lines = [
+        f"crosscheck {result.port} vs {result.reference}: {result.verdict}",
+        verdict_line(result),
+        "",
+        verdict_table(result),
+        "",
+    ]
+    for s in result.stages:
+        for a in s.failures:
+            lines.append(
+                f"- {s.name}/{a.name}: {a.diagnosis or a.status} "
+                f"(max abs {_fmt(a.max_abs)}, max ulp {_fmt(a.max_ulp)}, "
+                f"{a.n_beyond} of {a.n_total} beyond {a.tolerance}, worst at {a.worst_index}: "
+                f"port {_fmt(a.worst_port, 9)} vs reference {_fmt(a.worst_ref, 9)})"
+            )
+        if s.verdict == Verdict.FAIL and not s.failures:
+            lines += [f"- {s.name}: {n}" for n in s.notes]
+        for n, w in s.uncompared:
+            lines.append(f"- {s.name}/{n}: NOT COMPARED — {w}")
+        if s.verdict == Verdict.INCOMPLETE:
+            lines += [f"- {s.name}: note: {n}" for n in s.notes if "did you mean" in n]
+    for n in result.notes:
+        lines.append(f"- note: {n}")
+    return "\n".join(lines).rstrip("\n")
+
+
+def _demote(md: str, levels: int = 2) -> str:
+    out = []
+    for line in md.splitlines():
+        out.append("#" * levels + line if line.startswith("#") else line)
+    return "\n".join(out)
+
+
+def render_markdown(result: CrosscheckResult) -> str:
+    """`crosscheck.md`: verdict table, per-array deltas, diagnoses, each side's intensity report."""
+    p = result.params
+    lines = [
+        f"# Cross-check: `{result.port}` (port) vs `{result.reference}` (reference)",
+        "",
+        (
+            f"**Verdict: {verdict_line(result)}** (variant `{p.get('variant')}`, N={p.get('N')}, "
+            f"gridsize={p.get('gridsize')}, K={p.get('K')}, n_groups={p.get('n_groups')}, "
+            f"seed={p.get('seed')}; required stages: {', '.join(result.required_stages)})."
+        ),
+        "",
+        verdict_table(result),
+        "",
+        "## Per-array deltas",
+        "",
+    ]
+    for s in result.stages:
+        lines.append(f"### {s.name} — {_verdict(s)}")
+        lines.append("")
+        if s.skipped:
+            lines += [f"Skipped: {s.skipped}", ""]
+        for n, w in s.uncompared:
+            lines.append(f"- NOT COMPARED `{n}`: {w}")
+        for n, w in s.excepted:
+            lines.append(f"- excepted `{n}`: {w}")
+        if s.uncompared or s.excepted:
+            lines.append("")
+        if s.arrays:
+            lines += [
+                (
+                    "| array | verdict | shape | dtype port / ref | tolerance | max abs | max rel "
+                    "| max ulp | p99 ulp | beyond | worst index | port | reference | NaN/Inf port "
+                    "| NaN/Inf ref |"
+                ),
+                "| --- " * 15 + "|",
+            ]
+            for a in s.arrays:
+                verdict = (
+                    "PASS" if a.passed else ("FAIL" if a.status in COMPARED_STATUSES else "—")
+                )
+                if a.status not in ("compared",):
+                    verdict += f" ({a.status})"
+                shape = a.shape_ref if a.shape_ref is not None else a.shape_port
+                lines.append(
+                    f"| `{a.name}` | {verdict} | {list(shape) if shape is not None else '—'} | "
+                    f"{a.dtype_port or '—'} / {a.dtype_ref or '—'} | {_cell(a.tolerance)} | {_fmt(a.max_abs)} | "
+                    f"{_fmt(a.max_rel)} | {_fmt(a.max_ulp)} | {_fmt(a.p99_ulp)} | {a.n_beyond}/{a.n_total} | "
+                    f"{list(a.worst_index) if a.worst_index is not None else '—'} | {_fmt(a.worst_port, 9)} | "
+                    f"{_fmt(a.worst_ref, 9)} | {a.nan_port}/{a.inf_port} | {a.nan_ref}/{a.inf_ref} |"
+                )
+            lines.append("")
+        for n in s.notes:
+            lines.append(f"- note: {n}")
+        if s.notes:
+            lines.append("")
+    lines += ["## Diagnoses", ""]
+    diags = [(s.name, a) for s in result.stages for a in s.failures]
+    if diags:
+        lines += [
+            f"- `{st}/{a.name}` — **{a.diagnosis_class or a.status}**: {a.diagnosis or a.status}"
+            for st, a in diags
+        ]
+    else:
+        lines.append("No array out of tolerance.")
+    lines.append("")
+    if result.difference_maps:
+        lines += ["Difference maps of the worst arrays: `crosscheck.png`.", ""]
+    for side, md in result.reports.items():
+        lines += [f"## Intensity Statistics — {side}", "", _demote(md).rstrip("\n"), ""]
+    if not result.reports:
+        lines += [
+            "## Intensity Statistics",
+            "",
+            "Not available (a side lacks the grouped/normalize stages).",
+            "",
+        ]
+    lines += ["## Parameters and environment", "", "```"]
+    lines += [f"{k}: {v}" for k, v in result.params.items()]
+    lines += [f"{k}: {v}" for k, v in result.environment.items()]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def render_png(result: CrosscheckResult) -> bytes:
+    """PNG of |port − reference| for the frames holding the worst elements of the worst arrays."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    maps = [(k, m) for k, m in result.difference_maps.items() if m.size and float(np.max(m)) > 0]
+    n = max(1, len(maps))
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.8 * rows), dpi=90)
+    FigureCanvasAgg(fig)
+    if not maps:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(
+            0.5,
+            0.5,
+            "every compared image array is identical"
+            if result.difference_maps
+            else "no image-shaped arrays compared",
+            ha="center",
+            va="center",
+        )
+        ax.set_axis_off()
+    for i, (name, m) in enumerate(maps):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        im = ax.imshow(m, cmap="magma", interpolation="nearest")
+        ax.set_title(f"{name}\n|port − ref|, max {float(np.max(m)):.3g}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(
+        f"{result.port} vs {result.reference}: {result.verdict}", fontsize=10
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def write_outputs(result: CrosscheckResult, out_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
+    """Write `crosscheck.md`, `crosscheck.json` and `crosscheck.png` into `out_dir` (atomically).
+
+    Everything is rendered in memory first (a rendering error writes nothing, not even the
+    folder); each file is written under a temporary name and renamed into place.
+
+    Returns:
+        `{"markdown": path, "json": path, "png": path}`.
+    """
+    out = pathlib.Path(out_dir)
+    files = {
+        "markdown": out / "crosscheck.md",
+        "json": out / "crosscheck.json",
+        "png": out / "crosscheck.png",
+    }
+    payload = [
+        (files["markdown"], render_markdown(result).encode("utf-8")),
+        (files["json"], (result.to_json_str() + "\n").encode("utf-8")),
+        (files["png"], render_png(result)),
+    ]
+    write_files_atomically(payload)
+    logger.info("crosscheck outputs written to %s", out)
+    return files
