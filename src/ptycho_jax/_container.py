@@ -1,9 +1,6 @@
 """The training container: upstream's `PtychoDataContainer` built by `loader.load` (pipeline.md §7)."""
 
 import dataclasses
-import functools as ft
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import equinox as eqx
 import jax
@@ -15,7 +12,7 @@ from jaxtyping import Array, Complex64, Float32
 from ._errors import PtychoInputError
 from ._grouping import GroupedData
 from ._intensity import diffsim_norm_Y_I
-from ._rawdata import aligned_empty
+from ._rawdata import aligned_empty, host_map
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets
 
 
@@ -86,16 +83,8 @@ def _on_host_cpu(Y: jax.Array) -> bool:
     return Y.is_fully_addressable and all(d.platform == "cpu" for d in Y.sharding.device_set)
 
 
-_ROWS_PER_TASK = 256
-
-
-@ft.cache
-def _host_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ptycho_jax-split")
-
-
 def _row_blocks(n: int) -> list[slice]:
-    return [slice(i, min(i + _ROWS_PER_TASK, n)) for i in range(0, n, _ROWS_PER_TASK)]
+    return [slice(i, min(i + 256, n)) for i in range(0, n, 256)]
 
 
 def _host_is_real(y: np.ndarray) -> bool:
@@ -114,7 +103,7 @@ def _host_split(Y: jax.Array, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
         np.abs(y[block], out=amplitude[block])
         np.arctan2(y[block].imag, y[block].real, out=phase[block])
 
-    list(_host_pool().map(work, _row_blocks(y.shape[0])))
+    host_map(work, y.shape[0], 256)
     return jax.device_put(amplitude, Y.sharding), jax.device_put(phase, Y.sharding)
 
 

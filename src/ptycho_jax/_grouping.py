@@ -24,6 +24,7 @@ from jaxtyping import Array, Float32, Int, Shaped
 from ._errors import GroupingError
 from ._neighbours import jax_neighbours, kdtree_neighbours
 from ._params import ChainParams
+from ._rawdata import aligned_empty, host_map
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets, Patches
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,25 @@ class GroupedData(eqx.Module):
 def gather_frames(diff3d: Shaped[Array, "M N N"], nn: Int[Array, "B C"]) -> Shaped[Array, "B N N C"]:
     """`out[b, :, :, c] = diff3d[nn[b, c]]` (a gather, group axis moved last): frames or complex patches."""
     return jnp.moveaxis(diff3d[nn], 1, -1)
+
+
+def gather_frames_host(rows: np.ndarray, nn: np.ndarray, out_rows: int | None = None) -> np.ndarray:
+    """`gather_frames` on the host: `out[b, :, :, c] = rows[nn[b, c]]`, a 64-byte-aligned
+    (out_rows, N, N, C) array (default out_rows = B; rows from B on are zero), in row blocks on a
+    few threads. A copy, so the same bits; on a CPU NumPy's fresh buffers (huge pages) make it
+    about 2x faster than XLA's gather."""
+    B, C = nn.shape
+    out = aligned_empty((B if out_rows is None else out_rows, *rows.shape[1:], C), rows.dtype)
+    flat_out = out.reshape(out.shape[0], -1, C)
+    flat_rows = rows.reshape(rows.shape[0], -1)
+
+    def work(block: slice) -> None:
+        for c in range(C):
+            flat_out[block, :, c] = flat_rows[nn[block, c]]
+
+    host_map(work, B)
+    out[B:] = 0
+    return out
 
 
 def _check_nn_indices(nn_indices, n: int, C: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from jaxtyping import Array, Float32
 
 from ._errors import NormalizationError
 from ._mesh import AXIS, check_mesh, make_mesh, put, tail_padded_blocks, to_host, unpad
+from ._rawdata import aligned_empty
 from ._stats import float_sum
 from ._tf_order import frame_sums
 from ._types import Amplitudes
@@ -83,6 +84,28 @@ def scale_on_mesh(D, gain, valid, first, *, mesh: Mesh, total_groups: int, with_
         D, gain, valid, first
     )
     return out if with_energy else (out[0], None, None)
+
+
+def scale_on_host(D: jax.Array, gain: np.float32, smallest_positive: np.float32) -> jax.Array | None:
+    """`X = gain · D` by NumPy on a one-device CPU `D`, into an aligned buffer the device aliases, or None.
+
+    The same bits as `scale_on_mesh` whenever no subnormal float32 is read or made (XLA on CPU
+    flushes subnormals to zero, NumPy does not): `D` has no positive value below
+    `smallest_positive` (≥ the smallest normal float32) and `gain · smallest_positive` is normal.
+    Otherwise, and off a single CPU device, None (the caller takes `scale_on_mesh`). NumPy's
+    buffers get transparent huge pages, so its fresh output costs about a third of XLA's here.
+    """
+    devices = D.sharding.device_set
+    if len(devices) != 1 or next(iter(devices)).platform != "cpu" or D.dtype != np.float32:
+        return None
+    tiny = np.finfo(np.float32).tiny
+    gain = np.float32(gain)
+    if not (smallest_positive >= tiny and np.float32(smallest_positive) * gain >= tiny):
+        return None
+    d = np.asarray(D)
+    X = aligned_empty(d.shape, np.float32)
+    np.multiply(d, gain, out=X)
+    return jax.device_put(X, D.sharding)
 
 
 def host_mean_f32(a: np.ndarray) -> np.float32:

@@ -32,7 +32,7 @@ from jax.typing import ArrayLike
 from ._container import Container, assemble_container, check_probe, no_patches, split_patches
 from ._coords import coordinates_kernel
 from ._errors import PtychoInputError
-from ._grouping import GroupedData, select_groups, warn_if_mirrored
+from ._grouping import GroupedData, gather_frames_host, select_groups, warn_if_mirrored
 from ._intensity import NORM_Y_I_KEY, EnergyTotals, intensity_scales
 from ._mesh import (
     AXIS,
@@ -42,13 +42,14 @@ from ._mesh import (
     group_frames,
     is_local,
     make_mesh,
+    mesh_devices,
     place_frames,
     put,
     tail_padded_blocks,
     to_host,
     unpad,
 )
-from ._normalize import energy_on_mesh, gain_of, scale_on_mesh
+from ._normalize import energy_on_mesh, gain_of, scale_on_host, scale_on_mesh
 from ._params import ChainParams
 from ._patches import patch_centres, patch_kernel
 from ._rawdata import RawData
@@ -125,17 +126,20 @@ class _Frames:
         self.rows, self.mesh, self.layout, self.streamed = rows, mesh, layout, streamed
         self.frames = balanced_blocks(M, mesh.size)
         self.placed = None if streamed else place_frames(rows, lo, self.frames, mesh)
+        # One CPU device: gather on the host into a buffer the device aliases (the same copy, faster there).
+        self.device = mesh_devices(mesh)[0] if mesh.size == 1 and mesh_devices(mesh)[0].platform == "cpu" else None
         self._cache = None
 
     def grouped(self, nn: np.ndarray) -> jax.Array:
         """The (layout.padded, N, N, C) rows of groups `nn` on the mesh, channels last, padding rows zero."""
         if not self.streamed:  # one chunk: gathered once, reused by both passes
             if self._cache is None:
-                self._cache = group_frames(self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh)
+                if self.device is not None:
+                    self._cache = jax.device_put(gather_frames_host(self.rows, nn, self.layout.padded), self.device)
+                else:
+                    self._cache = group_frames(self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh)
             return self._cache
-        out = np.zeros((self.layout.padded, *self.rows.shape[1:], nn.shape[1]), self.rows.dtype)
-        out[: len(nn)] = np.moveaxis(self.rows[nn], 1, -1)
-        return put(out, self.mesh, P(AXIS))
+        return put(gather_frames_host(self.rows, nn, self.layout.padded), self.mesh, P(AXIS))
 
     def energy_total(self) -> float:
         """Σ over all frames of Σ_hw frame² in float64 (the raw-frame dataset scale)."""
@@ -228,6 +232,7 @@ def _chain(
         frame_sums = np.concatenate(seed_sums) if seed_sums else None
         gain = gain_of(numerics, total=total_D, count=B * C, frame_sums=frame_sums, N=N, where=where)
         gain_dev = put(np.asarray(gain), mesh, P())
+        smallest = raw.smallest_positive_amplitude if mesh.size == 1 else None  # X by NumPy where bit-equal
 
         # Pass 2: X, its energies, coordinates, patches and the container's |Y| and phase.
         xyz = [put(positions[:, k].copy(), mesh, P()) for k in range(4)]
@@ -237,7 +242,11 @@ def _chain(
             a, b, nn_chunk, valid, first = chunk(i)
             tick(f"scale pass {i + 1}/{n_chunks}" if streamed else "container")
             D = frames.grouped(nn[a:b])
-            X, total_X, x_sums = scale_on_mesh(D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container)
+            X = scale_on_host(D, gain, smallest) if smallest is not None else None
+            if X is None:
+                X, total_X, x_sums = scale_on_mesh(D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container)
+            elif container:  # the energies scale_on_mesh would give, from the same X
+                total_X, x_sums = energy_on_mesh(X, valid, first, mesh=mesh, total_groups=B, tf_order=True)
             out = _layout_on_mesh(put(nn_chunk, mesh, spec), *xyz, obj, mesh=mesh, sign=numerics.local_offset_sign, patches=patches, N=N)
             Y = truth.grouped(nn[a:b]) if truth is not None else (out[6] if patches else None)
             fields = {"diffraction": D, "X_full": X, "Y": Y}

@@ -1,12 +1,14 @@
 """RawData: scan positions, diffraction amplitudes, probe and object, with upstream-compatible NPZ I/O (pipeline.md §2)."""
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,20 @@ def aligned_empty(shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     buf = np.empty(n + ALIGNMENT, np.uint8)
     skip = -buf.ctypes.data % ALIGNMENT
     return buf[skip : skip + n].view(dtype).reshape(shape)
+
+
+HOST_ROWS_PER_TASK = 64
+"""Rows per task of the host kernels that run on `host_map`'s threads."""
+
+
+@functools.cache
+def _host_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ptycho_jax-host")
+
+
+def host_map(work: Callable[[slice], None], rows: int, per_task: int = HOST_ROWS_PER_TASK) -> None:
+    """`work(block)` for consecutive row blocks covering `rows`, on a few threads (NumPy releases the GIL)."""
+    list(_host_pool().map(work, [slice(i, min(i + per_task, rows)) for i in range(0, rows, per_task)]))
 
 
 def aligned(a: np.ndarray) -> np.ndarray:
@@ -187,6 +203,21 @@ class RawData:
             set_("Y", aligned(y))
 
     # -- derived sizes -------------------------------------------------------------------------
+    @functools.cached_property
+    def smallest_positive_amplitude(self) -> np.float32:
+        """The smallest amplitude > 0 in `diff3d` (inf when all are 0), computed once per RawData.
+
+        Tells whether a scaled copy of the frames can meet a subnormal float32, which XLA on CPU
+        flushes to zero where NumPy keeps it (`_normalize.scale_on_host`).
+        """
+        d = self.diff3d.reshape(len(self), -1)
+        step = max(1, (1 << 22) // max(1, d.shape[1]))
+        low = np.float32(np.inf)
+        for i in range(0, d.shape[0], step):
+            block = d[i : i + step]
+            low = min(low, np.min(block, where=block > 0, initial=np.inf))
+        return np.float32(low)
+
     @property
     def N(self) -> int:
         """Frame (and probe) size in pixels."""
