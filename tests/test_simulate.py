@@ -406,9 +406,10 @@ def test_poisson_draws_pinned():
 @pytest.mark.parametrize("cap", [1, 3, 16, 40])
 def test_compact_equals_nonzero(cap):
     pending = np.random.RandomState(cap).rand(40) < 0.3
-    got = np.asarray(_poisson._compact(jnp.asarray(pending), cap))
+    got, count = _poisson._compact(jnp.asarray(pending), cap)
     want = np.asarray(jnp.nonzero(jnp.asarray(pending), size=cap, fill_value=40)[0])
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert int(count) == int(pending.sum())
 
 
 # --- scenarios and errors ---------------------------------------------------------------------

@@ -70,16 +70,19 @@ def _ptrs_round(
     return k, quick | (~reject & slow)
 
 
-def _compact(pending: Bool[Array, " M"], cap: int) -> Int32[Array, " cap"]:
-    """Indices of the first `cap` True entries of `pending` in order, padded with M.
+def _compact(pending: Bool[Array, " M"], cap: int) -> tuple[Int32[Array, " cap"], Int32[Array, ""]]:
+    """Indices of the first `cap` True entries of `pending` in order, padded with M; and their count.
 
-    Equal to `jnp.nonzero(pending, size=cap, fill_value=M)[0]` with one cumulative sum and one
-    scatter (nonzero's two cumulative sums and scatter-add compile about twice as long).
+    The indices equal `jnp.nonzero(pending, size=cap, fill_value=M)[0]`, made with one cumulative
+    sum and one scatter (nonzero's two cumulative sums and scatter-add compile about twice as
+    long); the count of True entries is the sum's last element.
     """
     M = pending.shape[0]
-    slot = jnp.cumsum(pending.astype(jnp.int32)) - 1  # rank of each pending entry
+    ranks = jnp.cumsum(pending.astype(jnp.int32))
+    slot = ranks - 1  # rank of each pending entry
     dest = jnp.where(pending & (slot < cap), slot, cap)  # out of range: dropped
-    return jnp.full((cap,), M, jnp.int32).at[dest].set(jnp.arange(M, dtype=jnp.int32), mode="drop")
+    idx = jnp.full((cap,), M, jnp.int32).at[dest].set(jnp.arange(M, dtype=jnp.int32), mode="drop")
+    return idx, ranks[-1]
 
 
 def _rounds_until_done(first_key, rest_key, mu, k, done):
@@ -110,14 +113,19 @@ def _redraw(key, mu, k, done, shrinks: tuple[int, ...]):
     round (key `split(key, 3)[1]`) and are finished the same way in a buffer `shrinks[1]` times
     smaller (key `split(key, 3)[2]`); the last buffer loops on full rounds. Results are scattered
     back. The draws depend on the buffer sizes, which are part of the sampler's definition.
+
+    The loop tests its condition after each pass (pending entries beyond the buffer remain), with
+    the count the compaction's cumulative sum gives, instead of reducing `done` before each pass:
+    one reduction tree less to compile per level. When nothing is pending at entry, the one pass
+    it then makes has only padding slots and changes nothing (same draws).
     """
     M = mu.shape[0]
     cap = max(1, M // shrinks[0])
 
     def body(carry):
-        key, k, done = carry
+        key, k, done, _ = carry
         key, sub_round, sub_rest = jr.split(key, 3)
-        idx = _compact(~done, cap)
+        idx, n_pending = _compact(~done, cap)
         valid = idx < M
         mu_b = mu.at[idx].get(mode="fill", fill_value=_PAD_RATE)
         if len(shrinks) > 1:
@@ -126,9 +134,10 @@ def _redraw(key, mu, k, done, shrinks: tuple[int, ...]):
         else:  # last buffer: its first round and the full rounds after it share one loop
             k_b = _rounds_until_done(sub_round, sub_rest, mu_b, jnp.zeros_like(mu_b), ~valid)
         dest = jnp.where(valid, idx, M)  # padding slots write out of range: dropped
-        return key, k.at[dest].set(k_b, mode="drop"), done.at[dest].set(True, mode="drop")
+        k = k.at[dest].set(k_b, mode="drop")
+        return key, k, done.at[dest].set(True, mode="drop"), n_pending > cap
 
-    return jax.lax.while_loop(lambda c: ~jnp.all(c[2]), body, (key, k, done))[1]
+    return jax.lax.while_loop(lambda c: c[3], body, (key, k, done, jnp.bool_(True)))[1]
 
 
 def _poisson_large(key: PRNGKeyArray, mu: Float64[Array, " M"]) -> Float64[Array, " M"]:
