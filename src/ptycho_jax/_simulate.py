@@ -557,9 +557,11 @@ def _simulate_positions(
         centres = np.concatenate([centres, np.repeat(centres[:1], pad, axis=0)])
     starts = range(0, n + pad, chunk)
     with jax.enable_x64(True):
-        obj_d, probe_d = jnp.asarray(obj), jnp.asarray(probe)
+        # device_put, not jnp.asarray: the same arrays without a conversion program to compile
+        # (jnp.asarray stages one per shape, looked up even on a persistent-cache hit)
+        obj_d, probe_d = jax.device_put(obj), jax.device_put(probe)
         parts = [
-            _patches_and_energy(obj_d, jnp.asarray(centres[i : i + chunk]), probe_d, N=N)
+            _patches_and_energy(obj_d, jax.device_put(centres[i : i + chunk]), probe_d, N=N)
             for i in starts
         ]
         energy = np.concatenate([np.asarray(e) for _, e in parts])[:n]
@@ -572,7 +574,7 @@ def _simulate_positions(
         scale = np.float32(
             np.sqrt(nphotons / mean_energy)
         )  # float64 sum and sqrt, one rounding (§6 step 4)
-        s_d = jnp.asarray(scale)
+        s_d = jax.device_put(scale)
         diff = [
             _diffract(p, probe_d, s_d, key, np.int32(j), noise=noise)
             for j, (p, _) in enumerate(parts)
