@@ -302,6 +302,24 @@ def test_diffract_falls_back_when_xla_rejects_the_compiler_options(monkeypatch):
         pj.simulate_raw(sc, key=jr.key(5))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1, 2**31, 2**32 - 1])
+def test_seed_key_equals_jax_random_key(seed):
+    got, want = _simulate._seed_key(seed), jr.key(seed)
+    assert got.dtype == want.dtype and got.shape == want.shape == ()
+    np.testing.assert_array_equal(np.asarray(jr.key_data(got)), np.asarray(jr.key_data(want)))
+
+
+def test_seed_key_follows_another_default_prng():
+    old = jax.config.jax_default_prng_impl
+    try:
+        jax.config.update("jax_default_prng_impl", "rbg")
+        got, want = _simulate._seed_key(7), jr.key(7)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(jr.key_data(got)), np.asarray(jr.key_data(want)))
+    finally:
+        jax.config.update("jax_default_prng_impl", old)
+
+
 def test_keys_and_reproducibility():
     sc = pj.get_scenario("gs1_ideal", N=16, object_size=64, base_total_images=24, group_count=4)
     a = pj.simulate(sc)

@@ -513,6 +513,17 @@ def _diffract(patches, probe, scale, key, chunk, *, noise: bool) -> Float32[Arra
     return _diffract_default(patches, probe, scale, key, chunk, noise=noise)
 
 
+def _seed_key(seed: int) -> jax.Array:
+    """`jax.random.key(seed)` for a seed in [0, 2**32), built on the host where JAX's default PRNG is threefry.
+
+    A threefry key of such a seed is the pair `[0, seed]`; wrapping it directly spares the seeding
+    program (compiled, or looked up in the persistent cache, on every run of the CLI).
+    """
+    if jax.config.jax_default_prng_impl == "threefry2x32" and 0 <= seed < 2**32:
+        return jr.wrap_key_data(np.array([0, seed], np.uint32), impl="threefry2x32")
+    return jr.key(seed)
+
+
 def _check_key(key) -> jax.Array:
     if (
         isinstance(key, jax.Array)
@@ -726,7 +737,7 @@ def _resolve(scenario: Scenario | str) -> Scenario:
 
 def _simulate_scenario(scenario: Scenario | str, key, noise: bool) -> tuple[Scenario, _Simulated]:
     sc = _resolve(scenario)
-    key = jr.key(sc.sim_seed) if key is None else _check_key(key)
+    key = _seed_key(sc.sim_seed) if key is None else _check_key(key)
     obj = make_lines_object(sc.object_size, seed=sc.object_seed)
     if sc.probe_mode == "custom":
         probe = _load_custom_probe(sc.probe_path, sc.N)
