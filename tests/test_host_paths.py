@@ -46,3 +46,19 @@ def test_host_scale_declines_where_xla_would_flush():
     assert scale_on_host(D, np.float32(2.0), np.float32(1e-40)) is None  # subnormal input somewhere
     X = scale_on_host(D, np.float32(2.0), np.float32(2e-38))
     np.testing.assert_array_equal(_bits(X), _bits(np.float32(2.0) * np.asarray(D)))
+
+
+@pytest.mark.parametrize(
+    "values, want",
+    [([0.5], None), ([1e-40, 0.0], 1e-40), ([-0.0, 0.0], None), ([1.1754942e-38], 1.1754942e-38)],
+)
+def test_smallest_positive_amplitude(values, want):
+    raw = make_raw(m=20, n=8)
+    d = raw.diff3d.copy()
+    d[3, 2, : len(values)] = values
+    got = dataclasses.replace(raw, diff3d=d).smallest_positive_amplitude
+    assert got == np.min(d, where=d > 0, initial=np.inf)
+    if want is not None:
+        assert got == np.float32(want)
+    assert dataclasses.replace(raw, diff3d=np.zeros_like(d)).smallest_positive_amplitude == np.inf
+    assert dataclasses.replace(raw, diff3d=-np.zeros_like(d)).smallest_positive_amplitude == np.inf
