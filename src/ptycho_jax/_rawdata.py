@@ -208,7 +208,8 @@ class RawData:
         """The smallest amplitude > 0 in `diff3d` (inf when all are 0), computed once per RawData.
 
         Tells whether a scaled copy of the frames can meet a subnormal float32, which XLA on CPU
-        flushes to zero where NumPy keeps it (`_normalize.scale_on_host`).
+        flushes to zero where NumPy keeps it (`_normalize.scale_on_host`). Cached: a RawData's
+        arrays are treated as read-only once built (change frames by building a new RawData).
         """
         # Amplitudes are >= 0 (checked), so as int32 bits the positive ones keep their order; bits - 1
         # as uint32 sends +0 to the top and -0 (0x80000000) above every finite positive value.
