@@ -19,21 +19,69 @@ from .suite import run_suite
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `bench` options to `parser`."""
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="gs2_ideal, one medium case, neighbours up to 1e5 positions (< 3 min on 2 cores)")
-    size.add_argument("--tiny", action="store_true", help="smallest sizes, to check that the harness runs (tests)")
-    parser.add_argument("--out", type=pathlib.Path, help="output folder (default ./bench-results; with --render, beside the JSON)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="JAX device for the port (default cpu)")
-    parser.add_argument("--stem", help="output file name stem (default: the device, plus -quick / -tiny)")
-    parser.add_argument("--repeats", type=int, help="warm rounds per figure (default: per case, 2-7)")
-    parser.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated implementations (default {','.join(IMPLS)})")
-    parser.add_argument("--budget-gib", type=float, help="host memory budget for the size cuts (default 24, capped at 80%% of available)")
-    parser.add_argument("--time-budget-s", type=float, help="stop starting new cases after this many seconds (the rest is cut)")
-    parser.add_argument("--figure-budget-s", type=float, help="max seconds of warm rounds per figure (default 120 full, 60 otherwise)")
-    parser.add_argument("--cases", help="comma-separated case names of the preset to run (default: all), e.g. large")
-    parser.add_argument("--no-compile-time", action="store_true", help="skip the default report's compile-time measurement (three new processes)")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="gs2_ideal, one medium case, neighbours up to 1e5 positions (< 3 min on 2 cores)",
+    )
+    size.add_argument(
+        "--tiny", action="store_true", help="smallest sizes, to check that the harness runs (tests)"
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        help="output folder (default ./bench-results; with --render, beside the JSON)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="JAX device for the port (default cpu)",
+    )
+    parser.add_argument(
+        "--stem", help="output file name stem (default: the device, plus -quick / -tiny)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="warm rounds per figure (default: per case, 2-7)"
+    )
+    parser.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help=f"comma-separated implementations (default {','.join(IMPLS)})",
+    )
+    parser.add_argument(
+        "--budget-gib",
+        type=float,
+        help="host memory budget for the size cuts (default 24, capped at 80%% of available)",
+    )
+    parser.add_argument(
+        "--time-budget-s",
+        type=float,
+        help="stop starting new cases after this many seconds (the rest is cut)",
+    )
+    parser.add_argument(
+        "--figure-budget-s",
+        type=float,
+        help="max seconds of warm rounds per figure (default 120 full, 60 otherwise)",
+    )
+    parser.add_argument(
+        "--cases", help="comma-separated case names of the preset to run (default: all), e.g. large"
+    )
+    parser.add_argument(
+        "--no-compile-time",
+        action="store_true",
+        help="skip the default report's compile-time measurement (three new processes)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--json", action="store_true", help="print the JSON document instead of the Markdown table")
-    parser.add_argument("--render", type=pathlib.Path, metavar="JSON", help="measure nothing: re-render the Markdown and PNG of a results JSON (into --out if given, else beside it)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the JSON document instead of the Markdown table"
+    )
+    parser.add_argument(
+        "--render",
+        type=pathlib.Path,
+        metavar="JSON",
+        help="measure nothing: re-render the Markdown and PNG of a results JSON (into --out if given, else beside it)",
+    )
     add_chain_arguments(parser)
 
 
@@ -61,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown or "jax" not in impls:
-        raise PtychoInputError(f"bench --impls: expected a comma-separated subset of {IMPLS} including 'jax', got {args.impls!r}")
+        raise PtychoInputError(
+            f"bench --impls: expected a comma-separated subset of {IMPLS} including 'jax', got {args.impls!r}"
+        )
     if args.repeats is not None and args.repeats < 1:
         raise PtychoInputError(f"bench --repeats: expected an int >= 1, got {args.repeats}")
     device = _select_device(args.device)
@@ -72,10 +122,17 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(msg: str) -> None:
         if not quiet:
-            print(f"benchmarks [{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+            print(
+                f"benchmarks [{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True
+            )
 
     given = given_chain_values(args)
-    plan = apply_chain_values(build_plan(preset, device=args.device), given, devices=args.devices, chunk_groups=args.chunk_groups)
+    plan = apply_chain_values(
+        build_plan(preset, device=args.device),
+        given,
+        devices=args.devices,
+        chunk_groups=args.chunk_groups,
+    )
     if getattr(args, "cases", None):
         wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
         names = [c.name for c in plan]
@@ -96,7 +153,11 @@ def run(args: argparse.Namespace) -> int:
         compile_time=not getattr(args, "no_compile_time", False),
     )  # fmt: skip
     files = write_outputs(result, args.out, stem=stem, plot=not args.no_plot)
-    print(json.dumps(result.to_json(), indent=1, default=json_default) if args.json else to_markdown(result))
+    print(
+        json.dumps(result.to_json(), indent=1, default=json_default)
+        if args.json
+        else to_markdown(result)
+    )
     for kind, path in files.items():
         progress(f"wrote {kind}: {path}")
     return 0
@@ -114,7 +175,11 @@ def _render_only(args: argparse.Namespace) -> int:
     if png is not None:
         payload.append((out / f"{stem}.png", png))
     write_files_atomically(payload)
-    print(json.dumps(result.to_json(), indent=1, default=json_default) if args.json else to_markdown(result))
+    print(
+        json.dumps(result.to_json(), indent=1, default=json_default)
+        if args.json
+        else to_markdown(result)
+    )
     return 0
 
 
@@ -148,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="ptycho-jax: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="ptycho-jax: %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     from ptycho_jax._errors import BackendUnavailableError, PtychoInputError
 
     try:

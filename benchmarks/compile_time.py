@@ -40,7 +40,13 @@ def _run(env_extra: dict[str, str], out_dir: str, timeout_s: float) -> dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PTYCHO_JAX_")}
     env.update(env_extra)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, out_dir], capture_output=True, text=True, env=env, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, out_dir],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+    )
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

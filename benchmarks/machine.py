@@ -55,7 +55,13 @@ def versions(*, with_tf: bool) -> dict[str, str | None]:
 
     from ptycho_jax import __version__
 
-    out = {"ptycho_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
+    out = {
+        "ptycho_jax": __version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
     try:
         import equinox
 
@@ -80,11 +86,15 @@ def git_description() -> dict[str, Any]:
     env_sha = os.environ.get("BENCH_GIT_SHA")
 
     def git(*a):
-        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *a], cwd=root, capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
 
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--", "src", "crosscheck", "benchmarks"))  # untracked code counts
+        dirty = bool(
+            git("status", "--porcelain", "--", "src", "crosscheck", "benchmarks")
+        )  # untracked code counts
     except (OSError, subprocess.SubprocessError):
         return {"sha": env_sha or "unknown", "dirty": None}
     return {"sha": env_sha or sha, "dirty": dirty}
@@ -151,7 +161,12 @@ def measure_copy_bandwidth(device, *, nbytes: int, repeats: int = 10) -> dict[st
             t0 = time.perf_counter()
             step()
             ts.append(time.perf_counter() - t0)
-        return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "gbps": moved / statistics.median(ts) / 1e9}
+        return {
+            "median_s": statistics.median(ts),
+            "min_s": min(ts),
+            "max_s": max(ts),
+            "gbps": moved / statistics.median(ts) / 1e9,
+        }
 
     x = jax.device_put(jnp.arange(n, dtype=jnp.float32), device)
     fresh_fn = jax.jit(lambda v: v + 1.0)
@@ -164,9 +179,16 @@ def measure_copy_bandwidth(device, *, nbytes: int, repeats: int = 10) -> dict[st
         state["x"].block_until_ready()
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # backends that cannot donate say so; the figure is then a fresh copy
+        warnings.simplefilter(
+            "ignore"
+        )  # backends that cannot donate say so; the figure is then a fresh copy
         in_place = timed(donated)
-    return {"bytes": moved, "fresh": fresh, "in_place": in_place, "gbps": max(fresh["gbps"], in_place["gbps"])}
+    return {
+        "bytes": moved,
+        "fresh": fresh,
+        "in_place": in_place,
+        "gbps": max(fresh["gbps"], in_place["gbps"]),
+    }
 
 
 @ft.cache

@@ -29,7 +29,13 @@ IMPLS = ("jax", "jax-engine", "tf-ref", "upstream-np", "ckdtree", "upstream")
 crosscheck.tf_reference (+ crosscheck.grouping); upstream-np: upstream's algorithm in NumPy/SciPy;
 ckdtree: SciPy's cKDTree (upstream's neighbour search); upstream: the real upstream PtychoPINN in its own
 environment (a subprocess; group_normalize, container and patches of the main case, benchmarks/upstream.py)."""
-BASELINE_OF = {"tf-ref": "jax", "upstream-np": "jax", "ckdtree": "jax", "jax-engine": "jax", "upstream": "jax"}
+BASELINE_OF = {
+    "tf-ref": "jax",
+    "upstream-np": "jax",
+    "ckdtree": "jax",
+    "jax-engine": "jax",
+    "upstream": "jax",
+}
 
 DENSITY = 512 / (369.0 * 181.0)
 """Scan positions per object pixel in gs2_ideal's test half (512 positions over 369 x 181 px):
@@ -54,7 +60,9 @@ class Case:
     impls: tuple[str, ...] = ("jax", "tf-ref", "upstream-np")
     repeats: int = 3
     source: str = "synthetic"  # "synthetic", "gs2_ideal" or "positions" (positions only, no frames)
-    family: str = "sweep"  # plot grouping: "sweep" (gridsize 2, N 64), "gridsize", "N", "positions", "case"
+    family: str = (
+        "sweep"  # plot grouping: "sweep" (gridsize 2, N 64), "gridsize", "N", "positions", "case"
+    )
     upstream_subset: int = 8  # patches timed with the whole-canvas algorithm, then scaled per patch
     skip: tuple[tuple[str, str], ...] = ()  # (stage, reason) left out of this case by the plan
     k: int | None = None  # neighbour count; None: max(K, C)
@@ -74,7 +82,15 @@ class Case:
 
     def params(self) -> ChainParams:
         """The case's chain parameters (what `run_chain` gets in the end-to-end stage)."""
-        return ChainParams(N=self.N, gridsize=self.gridsize, K=self.K, n_groups=self.B, seed=self.seed, nphotons=self.nphotons, **dict(self.options))
+        return ChainParams(
+            N=self.N,
+            gridsize=self.gridsize,
+            K=self.K,
+            n_groups=self.B,
+            seed=self.seed,
+            nphotons=self.nphotons,
+            **dict(self.options),
+        )
 
     @property
     def object_side(self) -> int:
@@ -84,7 +100,15 @@ class Case:
 
     def dims(self) -> dict[str, int]:
         side = self.object_side
-        return {"M": self.M, "B": self.B, "C": self.C, "N": self.N, "P": self.B * self.C, "H": side, "W": side}
+        return {
+            "M": self.M,
+            "B": self.B,
+            "C": self.C,
+            "N": self.N,
+            "P": self.B * self.C,
+            "H": side,
+            "W": side,
+        }
 
 
 def _positions_for(B: int, C: int) -> int:
@@ -98,44 +122,159 @@ def build_plan(preset: str, *, device: str) -> list[Case]:
     all_chain = CHAIN_STAGES
     if preset == "tiny":
         return [
-            Case(name="tiny", M=96, B=16, gridsize=2, N=16, stages=("selection", *all_chain), repeats=2, family="case", upstream_subset=2),
-            Case(name="positions-500", M=500, B=50, gridsize=2, N=16, stages=("selection", "neighbours"), impls=("jax", "jax-engine", "tf-ref", "ckdtree"), repeats=2, source="positions", family="positions"),
+            Case(
+                name="tiny",
+                M=96,
+                B=16,
+                gridsize=2,
+                N=16,
+                stages=("selection", *all_chain),
+                repeats=2,
+                family="case",
+                upstream_subset=2,
+            ),
+            Case(
+                name="positions-500",
+                M=500,
+                B=50,
+                gridsize=2,
+                N=16,
+                stages=("selection", "neighbours"),
+                impls=("jax", "jax-engine", "tf-ref", "ckdtree"),
+                repeats=2,
+                source="positions",
+                family="positions",
+            ),
         ]
     cases = [
-        Case(name="gs2_ideal", M=512, B=64, gridsize=2, N=64, stages=("selection", *all_chain), repeats=5 if preset == "quick" else 7, source="gs2_ideal", family="case", upstream_subset=16),
+        Case(
+            name="gs2_ideal",
+            M=512,
+            B=64,
+            gridsize=2,
+            N=64,
+            stages=("selection", *all_chain),
+            repeats=5 if preset == "quick" else 7,
+            source="gs2_ideal",
+            family="case",
+            upstream_subset=16,
+        ),
     ]
     if preset == "quick":
-        cases.append(Case(name="medium", M=4000, B=1000, gridsize=2, N=64, stages=("selection", *all_chain), repeats=3, family="sweep", upstream_subset=4))
+        cases.append(
+            Case(
+                name="medium",
+                M=4000,
+                B=1000,
+                gridsize=2,
+                N=64,
+                stages=("selection", *all_chain),
+                repeats=3,
+                family="sweep",
+                upstream_subset=4,
+            )
+        )
         for M in (10**3, 10**4, 10**5):
             cases.append(_positions_case(M, repeats=3 if M < 10**5 else 2, engine=M < 10**5))
         return cases
-    cases.append(Case(name="large", M=20_000, B=5_000, gridsize=2, N=64, stages=("selection", *all_chain), repeats=3, family="sweep", upstream_subset=4))
+    cases.append(
+        Case(
+            name="large",
+            M=20_000,
+            B=5_000,
+            gridsize=2,
+            N=64,
+            stages=("selection", *all_chain),
+            repeats=3,
+            family="sweep",
+            upstream_subset=4,
+        )
+    )
     for B in (64, 256, 1024, 4096, 16_384, 50_000):
-        stages, skip = ["gather_normalize", "scaler", "patches", "container", "intensity_scale", "end_to_end"], []
+        stages, skip = (
+            ["gather_normalize", "scaler", "patches", "container", "intensity_scale", "end_to_end"],
+            [],
+        )
         if not gpu and B > 1024:
             why = "not planned on CPU above B = 1,024 (each call takes seconds to minutes on 2 cores; the large case has them at B = 5,000)"
             skip += [(s, why) for s in stages[3:]]
             stages = stages[:3]
         if not gpu and B > 16_384:
-            skip.append(("patches", "not planned on CPU above B = 16,384 (≈ 12 s per call, ≈ 40 s for the first)"))
-            skip.append(("scaler", "not planned on CPU above B = 16,384: X, the materialised divisor, the output and its inverse are four 3.3 GB stacks on top of the inputs, too close to this machine's 23 GiB"))
+            skip.append(
+                (
+                    "patches",
+                    "not planned on CPU above B = 16,384 (≈ 12 s per call, ≈ 40 s for the first)",
+                )
+            )
+            skip.append(
+                (
+                    "scaler",
+                    "not planned on CPU above B = 16,384: X, the materialised divisor, the output and its inverse are four 3.3 GB stacks on top of the inputs, too close to this machine's 23 GiB",
+                )
+            )
             stages.remove("patches")
             stages.remove("scaler")
-        cases.append(Case(name=f"B{B}", M=_positions_for(B, 4), B=B, gridsize=2, N=64, stages=tuple(stages), repeats=2 if B > 16_384 else 3, upstream_subset=4, skip=tuple(skip)))
+        cases.append(
+            Case(
+                name=f"B{B}",
+                M=_positions_for(B, 4),
+                B=B,
+                gridsize=2,
+                N=64,
+                stages=tuple(stages),
+                repeats=2 if B > 16_384 else 3,
+                upstream_subset=4,
+                skip=tuple(skip),
+            )
+        )
     for g in (1, 3):
         B = 512
-        cases.append(Case(name=f"g{g}-B{B}", M=_positions_for(B, g * g), B=B, gridsize=g, N=64, stages=all_chain, repeats=3, family="gridsize", upstream_subset=4))
-    cases.append(Case(name="N128-B512", M=_positions_for(512, 4), B=512, gridsize=2, N=128, stages=all_chain, repeats=3, family="N", upstream_subset=4))
+        cases.append(
+            Case(
+                name=f"g{g}-B{B}",
+                M=_positions_for(B, g * g),
+                B=B,
+                gridsize=g,
+                N=64,
+                stages=all_chain,
+                repeats=3,
+                family="gridsize",
+                upstream_subset=4,
+            )
+        )
+    cases.append(
+        Case(
+            name="N128-B512",
+            M=_positions_for(512, 4),
+            B=512,
+            gridsize=2,
+            N=128,
+            stages=all_chain,
+            repeats=3,
+            family="N",
+            upstream_subset=4,
+        )
+    )
     for M in (10**3, 10**4, 10**5, 10**6):
         cases.append(_positions_case(M, repeats=3))
     # GPU: under a run time budget, the cases its targets need come first. CPU: the largest
     # (JAX-only) case runs before TensorFlow's allocator has grown its pool, which it keeps.
-    first = ("gs2_ideal", "large", "B16384", "B50000", "positions-1e5", "positions-1e6") if gpu else ("gs2_ideal", "B50000")
+    first = (
+        ("gs2_ideal", "large", "B16384", "B50000", "positions-1e5", "positions-1e6")
+        if gpu
+        else ("gs2_ideal", "B50000")
+    )
     cases.sort(key=lambda c: first.index(c.name) if c.name in first else len(first))
     return cases
 
 
-def apply_chain_values(plan: Sequence[Case], given: Mapping[str, Any], *, devices: int | None = None, chunk_groups: int | None = None) -> list[Case]:
+def apply_chain_values(
+    plan: Sequence[Case],
+    given: Mapping[str, Any],
+    *,
+    devices: int | None = None,
+    chunk_groups: int | None = None,
+) -> list[Case]:
     """The plan with the chain flags given on the command line (`given`: ChainParams field -> value).
 
     N, gridsize, n_groups (B), K, seed and nphotons apply to every stage of every case (N not to
@@ -159,7 +298,10 @@ def apply_chain_values(plan: Sequence[Case], given: Mapping[str, Any], *, device
         if "n_groups" in given:
             kw["B"] = given["n_groups"]
             if case.source != "gs2_ideal":
-                kw["M"] = max(case.M, _positions_for(given["n_groups"], kw.get("gridsize", case.gridsize) ** 2))
+                kw["M"] = max(
+                    case.M,
+                    _positions_for(given["n_groups"], kw.get("gridsize", case.gridsize) ** 2),
+                )
         for field, attr in (("K", "k"), ("seed", "seed"), ("nphotons", "nphotons")):
             if field in given:
                 kw[attr] = given[field]
@@ -175,7 +317,9 @@ def _positions_case(M: int, *, repeats: int, engine: bool = True) -> Case:
         gridsize=2,
         N=64,
         stages=("selection", "neighbours"),
-        impls=("jax", "jax-engine", "tf-ref", "ckdtree") if engine else ("jax", "tf-ref", "ckdtree"),
+        impls=("jax", "jax-engine", "tf-ref", "ckdtree")
+        if engine
+        else ("jax", "tf-ref", "ckdtree"),
         repeats=repeats,
         source="positions",
         family="positions",
@@ -186,7 +330,9 @@ def stage_bytes(stage: str, d: dict[str, int]) -> int:
     """Fewest bytes `stage` must move through memory: each input read once, each output written once."""
     S = d["P"] * d["N"] ** 2 * 4  # one float32 (B, N, N, C) stack
     R = d["M"] * d["N"] ** 2 * 4  # the raw frames
-    coords = 2 * (4 * d["P"] + 2 * d["B"]) * 8 + 2 * 2 * d["P"] * 8  # six float64 arrays written, x/y gathered
+    coords = (
+        2 * (4 * d["P"] + 2 * d["B"]) * 8 + 2 * 2 * d["P"] * 8
+    )  # six float64 arrays written, x/y gathered
     obj = d["H"] * d["W"] * 8
     return {
         "selection": d["M"] * 16 + d["P"] * 8,
@@ -194,13 +340,19 @@ def stage_bytes(stage: str, d: dict[str, int]) -> int:
         "h2d": 2 * R,
         "gather_coords": 2 * S + coords,
         "normalize": 2 * S,
-        "gather_normalize": 2 * S,  # read each grouped frame once, write X once (fused gather + normalize)
-        "group_normalize": d["M"] * 16 + 3 * S + coords,  # positions; read frames once, write diffraction and X
+        "gather_normalize": 2
+        * S,  # read each grouped frame once, write X once (fused gather + normalize)
+        "group_normalize": d["M"] * 16
+        + 3 * S
+        + coords,  # positions; read frames once, write diffraction and X
         "intensity_scale": R + 2 * S,  # raw frames, grouped diffraction, X, each read once
         "scaler": 4 * S,  # forward then inverse
         "container": 5 * S,  # read complex Y (2S) and X (S); write Y_I, Y_phi
         "patches": 2 * S + obj,
-        "end_to_end": R + obj + 6 * S + coords,  # read frames and object; write diffraction, X, Y, Y_I, Y_phi
+        "end_to_end": R
+        + obj
+        + 6 * S
+        + coords,  # read frames and object; write diffraction, X, Y, Y_I, Y_phi
     }[stage]
 
 
@@ -235,7 +387,12 @@ STAGE_INPUTS = {  # the inputs each implementation of a stage reads (built befor
 }  # fmt: skip
 
 
-_INPUT_DEPS = {"D_dev": ("diff3d_dev", "nn_dev"), "X_dev": ("D_dev",), "D_np": ("D_dev",), "X_np": ("X_dev",)}
+_INPUT_DEPS = {
+    "D_dev": ("diff3d_dev", "nn_dev"),
+    "X_dev": ("D_dev",),
+    "D_np": ("D_dev",),
+    "X_np": ("X_dev",),
+}
 
 
 def _with_deps(names: Sequence[str]) -> list[str]:
@@ -274,6 +431,9 @@ def estimate_stage_bytes(case: Case, stage: str, impl: str, *, built: Sequence[s
         if name not in built:
             s_units, r_units = _INPUT_SIZE[name]
             need += s_units * S + r_units * R
-    extra = R if stage in ("h2d", "end_to_end") or (impl == "tf-ref" and stage == "intensity_scale") else 0
+    extra = (
+        R
+        if stage in ("h2d", "end_to_end") or (impl == "tf-ref" and stage == "intensity_scale")
+        else 0
+    )
     return need + _PEAK_FACTOR.get((impl, stage), 2) * S + extra
-

@@ -42,46 +42,120 @@ def evaluate_targets(result: BenchResult) -> list[dict[str, Any]]:
     if big is not None:
         r = _ratio(result, big, "end_to_end", "tf-ref")
         if r:
-            add(f"end-to-end JAX vs TF reference ({big})", r["median"], ">= 10x", r["median"] >= 10, f"TF/JAX pair ratios median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}, n={r['n']})")
+            add(
+                f"end-to-end JAX vs TF reference ({big})",
+                r["median"],
+                ">= 10x",
+                r["median"] >= 10,
+                f"TF/JAX pair ratios median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}, n={r['n']})",
+            )
         r = _ratio(result, big, "patches", "upstream-np")
         if r:
-            add(f"object patches vs upstream whole-canvas ({big})", r["median"], ">= 1000x", r["median"] >= 1000, f"upstream/JAX median {r['median']:.0f} (min {r['min']:.0f}, max {r['max']:.0f}); upstream timed on a subset, scaled per patch")
-        for stage, label, goal in (("group_normalize", "group + normalize", 5.0), ("container", "container", 5.0), ("patches", "object patches", 1000.0)):
+            add(
+                f"object patches vs upstream whole-canvas ({big})",
+                r["median"],
+                ">= 1000x",
+                r["median"] >= 1000,
+                f"upstream/JAX median {r['median']:.0f} (min {r['min']:.0f}, max {r['max']:.0f}); upstream timed on a subset, scaled per patch",
+            )
+        for stage, label, goal in (
+            ("group_normalize", "group + normalize", 5.0),
+            ("container", "container", 5.0),
+            ("patches", "object patches", 1000.0),
+        ):
             r = _ratio(result, big, stage, "upstream")
             if r:
-                add(f"{label} vs real upstream ({big})", r["median"], f">= {goal:g}x", r["median"] >= goal, f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(_fig(result, big, stage, 'upstream')['median_s'])}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})")
+                add(
+                    f"{label} vs real upstream ({big})",
+                    r["median"],
+                    f">= {goal:g}x",
+                    r["median"] >= goal,
+                    f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(_fig(result, big, stage, 'upstream')['median_s'])}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})",
+                )
         r = _ratio(result, big, "scaler", "tf-ref")
         if r:
-            add(f"scaler vs TF reference ({big})", r["median"], ">= 1x (no slower)", r["median"] >= 1, f"TF/JAX pair ratios median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f})")
-        floors = [f for f in result.figures if f["case"] == big and f["impl"] == "jax" and f.get("floor_multiple")]
+            add(
+                f"scaler vs TF reference ({big})",
+                r["median"],
+                ">= 1x (no slower)",
+                r["median"] >= 1,
+                f"TF/JAX pair ratios median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f})",
+            )
+        floors = [
+            f
+            for f in result.figures
+            if f["case"] == big and f["impl"] == "jax" and f.get("floor_multiple")
+        ]
         if floors:
             over = [f for f in floors if f["floor_multiple"] > 2]
             worst = max(floors, key=lambda f: f["floor_multiple"])
             detail = ", ".join(f"{f['stage']} {f['floor_multiple']:.1f}x" for f in floors)
-            add(f"every stage within 2x of its copy floor ({big})", worst["floor_multiple"], "<= 2x each", not over, f"JAX median / same-run copy of the stage's bytes: {detail}")
+            add(
+                f"every stage within 2x of its copy floor ({big})",
+                worst["floor_multiple"],
+                "<= 2x each",
+                not over,
+                f"JAX median / same-run copy of the stage's bytes: {detail}",
+            )
         m = _fig(result, big, "end_to_end", "jax")
         if m and m["memory_ratio"] is not None:
-            add(f"peak host memory / arrays produced ({big}, JAX end to end)", m["memory_ratio"], "<= 2x", m["memory_ratio"] <= 2, f"peak RSS growth {fmt_bytes(m['peak_rss_growth_bytes'])} for {fmt_bytes(m['produced_bytes'])} of arrays returned (ratio {m['memory_ratio']:.2f})")
+            add(
+                f"peak host memory / arrays produced ({big}, JAX end to end)",
+                m["memory_ratio"],
+                "<= 2x",
+                m["memory_ratio"] <= 2,
+                f"peak RSS growth {fmt_bytes(m['peak_rss_growth_bytes'])} for {fmt_bytes(m['produced_bytes'])} of arrays returned (ratio {m['memory_ratio']:.2f})",
+            )
     comp = getattr(result, "compile", None) or {}
     rep = comp.get("default_report")
     if rep and rep.get("ok"):
-        add("default report: compile time (new process, no cache)", rep["compile_s"], "<= 3 s", rep["compile_s"] <= 3.0, f"{rep['compile_s']:.2f} s compiling {rep['programs']} programs of {rep['wall_uncached_s']:.1f} s wall; largest: " + ", ".join(f"{n} {t:.2f} s" for n, t in rep["top"][:4]))
+        add(
+            "default report: compile time (new process, no cache)",
+            rep["compile_s"],
+            "<= 3 s",
+            rep["compile_s"] <= 3.0,
+            f"{rep['compile_s']:.2f} s compiling {rep['programs']} programs of {rep['wall_uncached_s']:.1f} s wall; largest: "
+            + ", ".join(f"{n} {t:.2f} s" for n, t in rep["top"][:4]),
+        )
         ratio = rep["wall_warm_s"] / rep["wall_cold_s"]
-        add("default report: second run / first (persistent cache)", ratio, "<= 0.5", ratio <= 0.5, f"first {rep['wall_cold_s']:.1f} s (empty cache), second {rep['wall_warm_s']:.1f} s (cache hit; {rep['compile_warm_s']:.2f} s compiling)")
+        add(
+            "default report: second run / first (persistent cache)",
+            ratio,
+            "<= 0.5",
+            ratio <= 0.5,
+            f"first {rep['wall_cold_s']:.1f} s (empty cache), second {rep['wall_warm_s']:.1f} s (cache hit; {rep['compile_warm_s']:.2f} s compiling)",
+        )
     pos = [c["name"] for c in result.cases if c["family"] == "positions"]
     at = "positions-1e5" if "positions-1e5" in pos else (pos[-1] if pos else None)
     if at:
         r = _ratio(result, at, "neighbours", "ckdtree")
         if r:
-            add(f"neighbour search JAX vs cKDTree ({at}, {'GPU' if gpu else 'CPU'})", r["median"], ">= 1x (no slower)" if not gpu else "> 1x (faster)", r["median"] >= 1 if not gpu else r["median"] > 1, f"cKDTree/JAX median {r['median']:.3g} (JAX {fmt_s(_fig(result, at, 'neighbours', 'jax')['median_s'])}, cKDTree {fmt_s(_fig(result, at, 'neighbours', 'ckdtree')['median_s'])})")
+            add(
+                f"neighbour search JAX vs cKDTree ({at}, {'GPU' if gpu else 'CPU'})",
+                r["median"],
+                ">= 1x (no slower)" if not gpu else "> 1x (faster)",
+                r["median"] >= 1 if not gpu else r["median"] > 1,
+                f"cKDTree/JAX median {r['median']:.3g} (JAX {fmt_s(_fig(result, at, 'neighbours', 'jax')['median_s'])}, cKDTree {fmt_s(_fig(result, at, 'neighbours', 'ckdtree')['median_s'])})",
+            )
     if gpu:
         best = None
         for f in result.figures:
-            eligible = f["stage"] == "gather_normalize" and f["impl"] == "jax" and f["B"] >= 16_384 and f["fraction_of_copy_bandwidth"]
+            eligible = (
+                f["stage"] == "gather_normalize"
+                and f["impl"] == "jax"
+                and f["B"] >= 16_384
+                and f["fraction_of_copy_bandwidth"]
+            )
             if eligible and (best is None or f["B"] > best["B"]):
                 best = f
         if best:
-            add(f"gather + normalize vs copy bandwidth ({best['case']}, B={best['B']})", best["fraction_of_copy_bandwidth"], ">= 0.6", best["fraction_of_copy_bandwidth"] >= 0.6, f"{best['gbps']:.0f} GB/s of {result.copy_bandwidth['start']['gbps']:.0f} GB/s")
+            add(
+                f"gather + normalize vs copy bandwidth ({best['case']}, B={best['B']})",
+                best["fraction_of_copy_bandwidth"],
+                ">= 0.6",
+                best["fraction_of_copy_bandwidth"] >= 0.6,
+                f"{best['gbps']:.0f} GB/s of {result.copy_bandwidth['start']['gbps']:.0f} GB/s",
+            )
     return out
 
 
@@ -107,50 +181,87 @@ def to_markdown(result: BenchResult) -> str:
         "",
     ]  # fmt: skip
     if result.targets:
-        lines += ["## Targets", "", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
+        lines += [
+            "## Targets",
+            "",
+            "| target | measured | goal | met |",
+            "| --- | --- | --- | --- |",
+        ]
         for t in result.targets:
-            lines.append(f"| {t['target']} | {t['detail']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |")
+            lines.append(
+                f"| {t['target']} | {t['detail']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |"
+            )
         lines.append("")
     rep = (getattr(result, "compile", None) or {}).get("default_report")
     if rep:
         lines += ["## Compile time (apart from run time)", ""]
         if rep.get("ok"):
-            lines += [
-                f"The default report (`ptycho-jax`, gs2_ideal) in a new process: {rep['compile_s']:.2f} s of XLA compilation over "
-                f"{rep['programs']} programs (plus {rep['trace_s']:.2f} s tracing, {rep['lower_s']:.2f} s lowering) in {rep['wall_uncached_s']:.1f} s wall "
-                f"without the persistent cache; with it, {rep['wall_cold_s']:.1f} s the first run (empty cache) and {rep['wall_warm_s']:.1f} s the second "
-                f"({rep['compile_warm_s']:.2f} s still compiled, {rep['cache_retrieval_warm_s']:.2f} s loading from the cache).",
-                "",
-                "| program | compile |",
-                "| --- | --- |",
-            ] + [f"| `{n}` | {fmt_s(t)} |" for n, t in rep["top"]] + [""]
+            lines += (
+                [
+                    f"The default report (`ptycho-jax`, gs2_ideal) in a new process: {rep['compile_s']:.2f} s of XLA compilation over "
+                    f"{rep['programs']} programs (plus {rep['trace_s']:.2f} s tracing, {rep['lower_s']:.2f} s lowering) in {rep['wall_uncached_s']:.1f} s wall "
+                    f"without the persistent cache; with it, {rep['wall_cold_s']:.1f} s the first run (empty cache) and {rep['wall_warm_s']:.1f} s the second "
+                    f"({rep['compile_warm_s']:.2f} s still compiled, {rep['cache_retrieval_warm_s']:.2f} s loading from the cache).",
+                    "",
+                    "| program | compile |",
+                    "| --- | --- |",
+                ]
+                + [f"| `{n}` | {fmt_s(t)} |" for n, t in rep["top"]]
+                + [""]
+            )
         else:
             lines += [f"Not measured: {rep.get('error')}", ""]
     names = [c["name"] for c in result.cases]
     main = next((n for n in ("large", "medium") if n in names), None)
     if main is not None:
-        lines += [f"## Summary: the {main} case", ""] + _figures_table(result, [c for c in result.cases if c["name"] == main]) + [""]
+        lines += (
+            [f"## Summary: the {main} case", ""]
+            + _figures_table(result, [c for c in result.cases if c["name"] == main])
+            + [""]
+        )
     lines += ["## Figures", ""] + _figures_table(result, result.cases) + [""]
     big = 64 * 2**20 if any((f["produced_bytes"] or 0) >= 64 * 2**20 for f in result.figures) else 0
-    mem_rows = [f for f in result.figures if (f["produced_bytes"] or 0) > max(big, 0) and f["stage"] in ("end_to_end", "container", "patches", "gather_normalize")]
+    mem_rows = [
+        f
+        for f in result.figures
+        if (f["produced_bytes"] or 0) > max(big, 0)
+        and f["stage"] in ("end_to_end", "container", "patches", "gather_normalize")
+    ]
     if mem_rows:
         lines += ["## Memory", "", "Peak host RSS growth during a warm call (VmHWM, reset before each call) against the bytes of the arrays it returns"
                   + (" (calls returning 64 MiB or more)." if big else "."), "",
                   "| case | stage | impl | peak RSS growth | arrays returned | ratio | device peak |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for f in mem_rows:
             ratio = f"{f['memory_ratio']:.2f}" if f["memory_ratio"] is not None else "—"
-            lines.append(f"| {f['case']} | {f['stage']} | {f['impl']} | {fmt_bytes(f['peak_rss_growth_bytes'])} | {fmt_bytes(f['produced_bytes'])} | {ratio} | {fmt_bytes(f['device_peak_bytes'])} |")
+            lines.append(
+                f"| {f['case']} | {f['stage']} | {f['impl']} | {fmt_bytes(f['peak_rss_growth_bytes'])} | {fmt_bytes(f['produced_bytes'])} | {ratio} | {fmt_bytes(f['device_peak_bytes'])} |"
+            )
         lines.append("")
-    notes = [f"{f['case']}/{f['stage']}/{f['impl']}: {f['note']}" for f in result.figures if f["note"] and f["case"] in ("large", "medium", "tiny")]
+    notes = [
+        f"{f['case']}/{f['stage']}/{f['impl']}: {f['note']}"
+        for f in result.figures
+        if f["note"] and f["case"] in ("large", "medium", "tiny")
+    ]
     if result.checks:
-        notes += [f"check {c['case']}: {c['what']}: max |diff| {c['max_abs_diff']:.3g} (max |Y| {c['max_abs']:.3g}) on {c['patches']} patches" for c in result.checks]
+        notes += [
+            f"check {c['case']}: {c['what']}: max |diff| {c['max_abs_diff']:.3g} (max |Y| {c['max_abs']:.3g}) on {c['patches']} patches"
+            for c in result.checks
+        ]
     notes += result.notes
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     if result.errors:
-        lines += ["## Errors", ""] + [f"- {e['case']} / {e['stage']}: {e['error']}" for e in result.errors] + [""]
+        lines += (
+            ["## Errors", ""]
+            + [f"- {e['case']} / {e['stage']}: {e['error']}" for e in result.errors]
+            + [""]
+        )
     if result.cuts:
-        lines += ["## Cut", ""] + [f"- {c['case']} / {c['stage']} / {c['impl']}: {c['reason']}" for c in result.cuts] + [""]
+        lines += (
+            ["## Cut", ""]
+            + [f"- {c['case']} / {c['stage']} / {c['impl']}: {c['reason']}" for c in result.cuts]
+            + [""]
+        )
     return "\n".join(lines)
 
 
@@ -160,30 +271,58 @@ def _figures_table(result: BenchResult, cases: Sequence[dict]) -> list[str]:
     figures = [f for f in result.figures if f["case"] in keep]
     impls_present = [i for i in IMPLS if any(f["impl"] == i for f in figures)]
     others = [i for i in impls_present if i != "jax"]
-    head = ["case", "stage", *impls_present, *[f"{o} / jax" for o in others], "jax GB/s (of copy)", "jax / copy floor", "jax compile", "jax peak RSS +"]
+    head = [
+        "case",
+        "stage",
+        *impls_present,
+        *[f"{o} / jax" for o in others],
+        "jax GB/s (of copy)",
+        "jax / copy floor",
+        "jax compile",
+        "jax peak RSS +",
+    ]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for case in cases:
         for stage in STAGES:
-            figs = {f["impl"]: f for f in figures if f["case"] == case["name"] and f["stage"] == stage}
+            figs = {
+                f["impl"]: f for f in figures if f["case"] == case["name"] and f["stage"] == stage
+            }
             if not figs:
                 continue
-            row = [f"{case['name']} (M={case['M']}, B={case['B']}, C={case['C']}, N={case['N']})", stage]
+            row = [
+                f"{case['name']} (M={case['M']}, B={case['B']}, C={case['C']}, N={case['N']})",
+                stage,
+            ]
             for i in impls_present:
                 f = figs.get(i)
-                row.append(f"{fmt_s(f['median_s'])} [{fmt_s(f['min_s'])} – {fmt_s(f['max_s'])}]" if f else "")
+                row.append(
+                    f"{fmt_s(f['median_s'])} [{fmt_s(f['min_s'])} – {fmt_s(f['max_s'])}]"
+                    if f
+                    else ""
+                )
             for o in others:
                 r = _ratio(result, case["name"], stage, o)
                 row.append(f"{r['median']:.3g}× [{r['min']:.3g} – {r['max']:.3g}]" if r else "")
             j = figs.get("jax")
             if j and j["gbps"]:
                 frac = j["fraction_of_copy_bandwidth"]
-                over = " — no copy made" if (frac is not None and frac > 1 and stage == "h2d") else ""
-                row.append(f"{j['gbps']:.2f} ({100 * frac:.0f}%{over})" if frac is not None else f"{j['gbps']:.2f}")
+                over = (
+                    " — no copy made" if (frac is not None and frac > 1 and stage == "h2d") else ""
+                )
+                row.append(
+                    f"{j['gbps']:.2f} ({100 * frac:.0f}%{over})"
+                    if frac is not None
+                    else f"{j['gbps']:.2f}"
+                )
             else:
                 row.append("")
             fm = j.get("floor_multiple") if j else None
             row.append(f"{fm:.2f}× (floor {fmt_s(j['floor_s'])})" if fm else "")
-            row.append(("~0" if j["compile_s"] == 0 else fmt_s(j["compile_s"])) if j and j["compile_s"] is not None else "")
+            row.append(
+                ("~0" if j["compile_s"] == 0 else fmt_s(j["compile_s"]))
+                if j and j["compile_s"] is not None
+                else ""
+            )
             row.append(fmt_bytes(j["peak_rss_growth_bytes"]) if j else "")
             lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -218,7 +357,14 @@ def render_plot(result: BenchResult) -> bytes | None:
     cols = 3
     rows = math.ceil(len(panels) / cols)
     fig = MplFigure(figsize=(4.2 * cols, 3.3 * rows), layout="constrained")
-    styles = {"jax": ("C0", "o"), "jax-engine": ("C4", "v"), "tf-ref": ("C1", "s"), "upstream-np": ("C3", "^"), "ckdtree": ("C2", "D"), "upstream": ("C5", "P")}
+    styles = {
+        "jax": ("C0", "o"),
+        "jax-engine": ("C4", "v"),
+        "tf-ref": ("C1", "s"),
+        "upstream-np": ("C3", "^"),
+        "ckdtree": ("C2", "D"),
+        "upstream": ("C5", "P"),
+    }
     for k, (stage, xkey, kind) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         for impl in IMPLS:
@@ -227,7 +373,9 @@ def render_plot(result: BenchResult) -> bytes | None:
                 c = fam.get(f["case"])
                 if f["stage"] != stage or f["impl"] != impl or c is None:
                     continue
-                if kind == "groups" and (c["C"] != 4 or c["N"] != main_N or c["family"] not in families):
+                if kind == "groups" and (
+                    c["C"] != 4 or c["N"] != main_N or c["family"] not in families
+                ):
                     continue
                 pts.append((f[xkey], f["median_s"], f["min_s"], f["max_s"]))
             if not pts:
@@ -238,7 +386,9 @@ def render_plot(result: BenchResult) -> bytes | None:
             lo = y - np.array([p[2] for p in pts])
             hi = np.array([p[3] for p in pts]) - y
             color, marker = styles[impl]
-            ax.errorbar(x, y, yerr=[lo, hi], color=color, marker=marker, ms=4, lw=1.2, capsize=2, label=impl)
+            ax.errorbar(
+                x, y, yerr=[lo, hi], color=color, marker=marker, ms=4, lw=1.2, capsize=2, label=impl
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(stage + (f" (gridsize 2, N {main_N})" if kind == "groups" else ""), fontsize=9)
@@ -249,19 +399,30 @@ def render_plot(result: BenchResult) -> bytes | None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     m = result.machine
-    fig.suptitle(f"ptycho-jax bench ({result.preset}): {m['device_kind']} / {m['cpu_model']} — median, bars min–max", fontsize=9)
+    fig.suptitle(
+        f"ptycho-jax bench ({result.preset}): {m['device_kind']} / {m['cpu_model']} — median, bars min–max",
+        fontsize=9,
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
 
 
-def write_outputs(result: BenchResult, out_dir: str | os.PathLike, *, stem: str, plot: bool = True) -> dict[str, pathlib.Path]:
+def write_outputs(
+    result: BenchResult, out_dir: str | os.PathLike, *, stem: str, plot: bool = True
+) -> dict[str, pathlib.Path]:
     """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into `out_dir`, atomically."""
     from ptycho_jax._atomic import write_files_atomically
 
     out = pathlib.Path(out_dir)
     files = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md"}
-    payload = [(files["json"], (json.dumps(result.to_json(), indent=1, default=json_default) + "\n").encode()), (files["markdown"], to_markdown(result).encode())]
+    payload = [
+        (
+            files["json"],
+            (json.dumps(result.to_json(), indent=1, default=json_default) + "\n").encode(),
+        ),
+        (files["markdown"], to_markdown(result).encode()),
+    ]
     if plot:
         png = render_plot(result)
         if png is not None:
@@ -269,5 +430,3 @@ def write_outputs(result: BenchResult, out_dir: str | os.PathLike, *, stem: str,
             payload.append((files["plot"], png))
     write_files_atomically(payload)
     return files
-
-

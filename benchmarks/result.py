@@ -26,7 +26,9 @@ class BenchResult:
     errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     targets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    compile: dict[str, Any] = dataclasses.field(default_factory=dict)  # compile time apart (benchmarks/compile_time.py)
+    compile: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # compile time apart (benchmarks/compile_time.py)
     started: str = ""
     wall_s: float = 0.0
 
@@ -39,7 +41,9 @@ class BenchResult:
         from ptycho_jax._errors import PtychoInputError
 
         if doc.get("schema") != SCHEMA:
-            raise PtychoInputError(f"bench --render: schema: expected {SCHEMA!r}, got {doc.get('schema')!r}")
+            raise PtychoInputError(
+                f"bench --render: schema: expected {SCHEMA!r}, got {doc.get('schema')!r}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in names})
 

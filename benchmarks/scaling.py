@@ -35,10 +35,17 @@ def _synthetic(positions: int, N: int, seed: int):
     gx, gy = np.meshgrid(np.arange(side) * 3.0, np.arange(side) * 3.0)
     x = (gx.ravel()[:positions] + rng.uniform(-0.5, 0.5, positions) + 100).astype(np.float64)
     y = (gy.ravel()[:positions] + rng.uniform(-0.5, 0.5, positions) + 100).astype(np.float64)
-    frames = (rng.random((positions, N, N), dtype=np.float32) ** 3 * np.float32(20)).astype(np.float32)
+    frames = (rng.random((positions, N, N), dtype=np.float32) ** 3 * np.float32(20)).astype(
+        np.float32
+    )
     probe = np.ones((N, N), np.complex64)
     return pj.RawData(
-        xcoords=x, ycoords=y, xcoords_start=x.copy(), ycoords_start=y.copy(), diff3d=frames, probeGuess=probe,
+        xcoords=x,
+        ycoords=y,
+        xcoords_start=x.copy(),
+        ycoords_start=y.copy(),
+        diff3d=frames,
+        probeGuess=probe,
         scan_index=np.zeros(positions, np.int64),
     )
 
@@ -66,7 +73,13 @@ def _time(fn, repeats: int) -> dict:
         r = fn()
         jax.block_until_ready((r.grouped.X_full, r.container.X, r.container.Y_I))
         times.append(time.perf_counter() - t0)
-    return {"first_call_s": first, "min_s": min(times), "median_s": statistics.median(times), "repeats": repeats, "digest": _digest(result)}
+    return {
+        "first_call_s": first,
+        "min_s": min(times),
+        "median_s": statistics.median(times),
+        "repeats": repeats,
+        "digest": _digest(result),
+    }
 
 
 def worker(args) -> dict:
@@ -76,7 +89,9 @@ def worker(args) -> dict:
 
     D = len(jax.devices())
     raw = _synthetic(args.positions, args.N, args.seed)
-    params = pj.ChainParams(gridsize=args.gridsize, n_groups=args.groups, seed=42, patch_positions="member")
+    params = pj.ChainParams(
+        gridsize=args.gridsize, n_groups=args.groups, seed=42, patch_positions="member"
+    )
     t0 = time.perf_counter()
     nn = pj.select_groups(raw.positions(), params)
     selection = time.perf_counter() - t0
@@ -84,10 +99,15 @@ def worker(args) -> dict:
     chunk = -(-args.groups // 7)
     out = {"devices": D, "selection_s": selection, "chunk_groups": chunk, "runs": {}}
     if D == 1:
-        out["runs"]["one_shot"] = _time(lambda: pj.run_chain(raw, params, nn_indices=nn), args.repeats)
-    out["runs"]["sharded"] = _time(lambda: pj.run_chain(raw, params, mesh=mesh, nn_indices=nn), args.repeats)
+        out["runs"]["one_shot"] = _time(
+            lambda: pj.run_chain(raw, params, nn_indices=nn), args.repeats
+        )
+    out["runs"]["sharded"] = _time(
+        lambda: pj.run_chain(raw, params, mesh=mesh, nn_indices=nn), args.repeats
+    )
     out["runs"]["streamed"] = _time(
-        lambda: pj.run_chain(raw, params, chunk_groups=chunk, mesh=mesh, nn_indices=nn), args.repeats
+        lambda: pj.run_chain(raw, params, chunk_groups=chunk, mesh=mesh, nn_indices=nn),
+        args.repeats,
     )
     return out
 
@@ -141,7 +161,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device-counts", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--platform", default="cpu", help="cpu (forced host devices) or gpu (real devices)")
+    p.add_argument(
+        "--platform", default="cpu", help="cpu (forced host devices) or gpu (real devices)"
+    )
     p.add_argument("--worker-out", type=pathlib.Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -163,12 +185,20 @@ def main(argv=None) -> int:
                 env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={D}"
             else:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(D))
-            cmd = [sys.executable, __file__, "--worker-out", str(out)] + [
-                a for k in ("positions", "groups", "N", "gridsize", "repeats", "seed") for a in (f"--{k}", str(getattr(args, k)))
-            ] + ["--platform", args.platform]
+            cmd = (
+                [sys.executable, __file__, "--worker-out", str(out)]
+                + [
+                    a
+                    for k in ("positions", "groups", "N", "gridsize", "repeats", "seed")
+                    for a in (f"--{k}", str(getattr(args, k)))
+                ]
+                + ["--platform", args.platform]
+            )
             t0 = time.perf_counter()
             subprocess.run(cmd, env=env, check=True)
-            print(f"scaling: {D} device(s) done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            print(
+                f"scaling: {D} device(s) done in {time.perf_counter() - t0:.1f} s", file=sys.stderr
+            )
             per.append(json.loads(out.read_text()))
     digests = {t["digest"] for r in per for t in r["runs"].values()}
     cpu = os.cpu_count()

@@ -16,7 +16,10 @@ from .plan import DENSITY, SEED, STAGES, Case, K
 
 logger = logging.getLogger(__name__)
 
-def synthetic_raw(M: int, N: int, *, seed: int, object_side: int | None = None, frames: bool = True):
+
+def synthetic_raw(
+    M: int, N: int, *, seed: int, object_side: int | None = None, frames: bool = True
+):
     """Random RawData: positions uniform over the object interior (gs2_ideal's density), float32 amplitudes in [0, 1)."""
     from ptycho_jax._rawdata import RawData
 
@@ -27,7 +30,14 @@ def synthetic_raw(M: int, N: int, *, seed: int, object_side: int | None = None, 
     y = rng.uniform(lo, hi, M)
     diff3d = rng.random((M, N, N), dtype=np.float32) if frames else np.zeros((M, 1, 1), np.float32)
     n = N if frames else 1
-    obj = (rng.random((side, side), dtype=np.float32) + 1j * rng.random((side, side), dtype=np.float32)).astype(np.complex64) if frames else None
+    obj = (
+        (
+            rng.random((side, side), dtype=np.float32)
+            + 1j * rng.random((side, side), dtype=np.float32)
+        ).astype(np.complex64)
+        if frames
+        else None
+    )
     return RawData(
         xcoords=x, ycoords=y, xcoords_start=x, ycoords_start=y, diff3d=diff3d,
         probeGuess=np.ones((n, n), np.complex64), scan_index=np.arange(M, dtype=np.int64), objectGuess=obj,
@@ -39,15 +49,23 @@ def gs2_ideal_raw():
     from ptycho_jax._rawdata import RawData
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    for p in (root / "tests/data/golden/input_rawdata.npz", root.parent / "shared/golden/gs2_ideal/input_rawdata.npz"):
+    for p in (
+        root / "tests/data/golden/input_rawdata.npz",
+        root.parent / "shared/golden/gs2_ideal/input_rawdata.npz",
+    ):
         if p.is_file():
-            return RawData.from_npz(p), f"golden input {p.relative_to(p.parents[2]) if len(p.parents) > 2 else p}"
+            return RawData.from_npz(
+                p
+            ), f"golden input {p.relative_to(p.parents[2]) if len(p.parents) > 2 else p}"
     try:
         from ptycho_jax._simulate import simulate
 
         return simulate("gs2_ideal").test, "simulated gs2_ideal (test half)"
     except Exception as e:  # noqa: BLE001 - fall back to shapes alone
-        logger.warning("bench: gs2_ideal input not found and simulation failed (%s); using synthetic data of its shapes", e)
+        logger.warning(
+            "bench: gs2_ideal input not found and simulation failed (%s); using synthetic data of its shapes",
+            e,
+        )
     return synthetic_raw(512, 64, seed=SEED, object_side=392), "synthetic, gs2_ideal shapes"
 
 
@@ -80,7 +98,9 @@ def upstream_whole_canvas_patches(obj: np.ndarray, centres: np.ndarray, *, N: in
     out = np.empty((len(centres), N, N), np.complex64)
     for i, (cx, cy) in enumerate(np.asarray(centres, np.float32)):
         shift = (-float(cy), -float(cx))
-        re_, im_ = (ndi.shift(p, shift, order=1, mode="constant", cval=0.0, prefilter=False) for p in planes)
+        re_, im_ = (
+            ndi.shift(p, shift, order=1, mode="constant", cval=0.0, prefilter=False) for p in planes
+        )
         out[i].real = re_[:N, :N]
         out[i].imag = im_[:N, :N]
     return out
@@ -106,7 +126,9 @@ def _tf_scales(diff3d, diffraction, X, *, N: int, nphotons: float) -> dict[str, 
     }
 
 
-def _tf_chain(raw, *, N: int, gridsize: int, K: int, B: int, nphotons: float, seed: int | None) -> dict[str, Any]:
+def _tf_chain(
+    raw, *, N: int, gridsize: int, K: int, B: int, nphotons: float, seed: int | None
+) -> dict[str, Any]:
     """The chain through the TF reference: selection, grouped dict, normalize, container, scales, scaler variable."""
     import crosscheck.grouping as rg
     import crosscheck.tf_reference as ref
@@ -117,7 +139,14 @@ def _tf_chain(raw, *, N: int, gridsize: int, K: int, B: int, nphotons: float, se
     container = ref.make_container(grouped, X, raw.probeGuess, nphotons=nphotons)
     scales = _tf_scales(raw.diff3d, grouped["diffraction"], X, N=N, nphotons=nphotons)
     log_scale = ref.make_log_scale(scales["main"])
-    return {"grouped": grouped, "X_full": X, "gain": gain, "container": container, "scales": scales, "log_scale": log_scale}
+    return {
+        "grouped": grouped,
+        "X_full": X,
+        "gain": gain,
+        "container": container,
+        "scales": scales,
+        "log_scale": log_scale,
+    }
 
 
 @ft.cache
@@ -267,33 +296,67 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
         params = c.params()
         out["jax"] = Impl(lambda: select_groups(pos, params), 1.0, f"engine={params.engine!r}")
         if "jax-engine" in want:
-            out["jax-engine"] = Impl(lambda: select_groups(pos, params, engine="jax"), 1.0, "engine='jax' (jax_neighbours + jax.random draws)")
+            out["jax-engine"] = Impl(
+                lambda: select_groups(pos, params, engine="jax"),
+                1.0,
+                "engine='jax' (jax_neighbours + jax.random draws)",
+            )
         if rg is not None:
             kw = {"gridsize": c.gridsize, "K": c.K, "nsamples": c.B, "seed": c.seed}
-            out["tf-ref"] = Impl(lambda: rg.select_groups(pos, **kw), 1.0, "crosscheck.grouping.select_groups")
+            out["tf-ref"] = Impl(
+                lambda: rg.select_groups(pos, **kw), 1.0, "crosscheck.grouping.select_groups"
+            )
         return out
     if stage == "neighbours":
         pos, seeds = inp.get("positions"), inp.get("seeds")
-        out["jax"] = Impl(lambda: jax_neighbours(pos, seeds, k=K), 1.0, f"jax_neighbours (jitted cell list, exhaustive fallback), {len(seeds)} seeds, k={K}")
-        out["ckdtree"] = Impl(lambda: kdtree_neighbours(pos, seeds, k=K + 1), 1.0, f"cKDTree build + query, {len(seeds)} seeds, k={K + 1}")
+        out["jax"] = Impl(
+            lambda: jax_neighbours(pos, seeds, k=K),
+            1.0,
+            f"jax_neighbours (jitted cell list, exhaustive fallback), {len(seeds)} seeds, k={K}",
+        )
+        out["ckdtree"] = Impl(
+            lambda: kdtree_neighbours(pos, seeds, k=K + 1),
+            1.0,
+            f"cKDTree build + query, {len(seeds)} seeds, k={K + 1}",
+        )
         return out
     raw = inp.get("raw")
     if stage == "h2d":
-        out["jax"] = Impl(lambda: jax.device_put(raw.diff3d, inp.device), 1.0, "raw frames host -> device (jax.device_put)")
+        out["jax"] = Impl(
+            lambda: jax.device_put(raw.diff3d, inp.device),
+            1.0,
+            "raw frames host -> device (jax.device_put)",
+        )
         return out
     if stage == "end_to_end":
         params = c.params()
         path = chain_path(c.devices, c.chunk_groups)
-        where = f"run_chain (devices={c.devices}, chunk_groups={c.chunk_groups})" if c.devices or c.chunk_groups else "run_chain"
+        where = (
+            f"run_chain (devices={c.devices}, chunk_groups={c.chunk_groups})"
+            if c.devices or c.chunk_groups
+            else "run_chain"
+        )
 
         def jax_chain():
             r = run_chain(raw, params, **path)
             return r.grouped, r.container, r.scaler
 
-        out["jax"] = Impl(jax_chain, 1.0, f"{where} from host RawData (selection, transfers, patches from objectGuess)", (raw.objectGuess,))
+        out["jax"] = Impl(
+            jax_chain,
+            1.0,
+            f"{where} from host RawData (selection, transfers, patches from objectGuess)",
+            (raw.objectGuess,),
+        )
         if ref is not None:
             note = "crosscheck selection + tf_reference stages"
-            out["tf-ref"] = Impl(lambda: _tf_chain(raw, N=N, gridsize=c.gridsize, K=c.K, B=c.B, nphotons=c.nphotons, seed=c.seed), 1.0, note, (raw.objectGuess, raw.probeGuess))
+            out["tf-ref"] = Impl(
+                lambda: _tf_chain(
+                    raw, N=N, gridsize=c.gridsize, K=c.K, B=c.B, nphotons=c.nphotons, seed=c.seed
+                ),
+                1.0,
+                note,
+                (raw.objectGuess, raw.probeGuess),
+            )
         return out
 
     nn = inp.get("nn")
@@ -302,11 +365,19 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
 
         def jax_gc():
             start = group_coordinates(raw.xcoords_start, raw.ycoords_start, nn)
-            return gather_frames(diff_dev, nn_dev), group_coordinates(raw.xcoords, raw.ycoords, nn), start
+            return (
+                gather_frames(diff_dev, nn_dev),
+                group_coordinates(raw.xcoords, raw.ycoords, nn),
+                start,
+            )
 
         out["jax"] = Impl(jax_gc, 1.0, "gather_frames + group_coordinates x2 (frames on device)")
         if ref is not None:
-            out["tf-ref"] = Impl(lambda: (ref.gather_diffraction(raw.diff3d, nn), ref.group_coordinates(raw, nn)), 1.0, "")
+            out["tf-ref"] = Impl(
+                lambda: (ref.gather_diffraction(raw.diff3d, nn), ref.group_coordinates(raw, nn)),
+                1.0,
+                "",
+            )
     elif stage == "normalize":
         D = inp.get("D_dev")
         out["jax"] = Impl(lambda: normalize_data(D, N), 1.0, "variant main")
@@ -315,45 +386,88 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
             out["tf-ref"] = Impl(lambda: ref.normalize_data(D_np, N), 1.0, "variant main")
     elif stage == "gather_normalize":
         diff_dev, nn_dev = inp.get("diff3d_dev"), inp.get("nn_dev")
-        out["jax"] = Impl(lambda: normalize_data(gather_frames(diff_dev, nn_dev), N), 1.0, "gather_frames then normalize_data")
+        out["jax"] = Impl(
+            lambda: normalize_data(gather_frames(diff_dev, nn_dev), N),
+            1.0,
+            "gather_frames then normalize_data",
+        )
         if ref is not None:
-            out["tf-ref"] = Impl(lambda: ref.normalize_data(ref.gather_diffraction(raw.diff3d, nn), N), 1.0, "")
+            out["tf-ref"] = Impl(
+                lambda: ref.normalize_data(ref.gather_diffraction(raw.diff3d, nn), N), 1.0, ""
+            )
     elif stage == "group_normalize":
         import dataclasses
 
         from ptycho_jax import group
 
-        bare = dataclasses.replace(raw, objectGuess=None, Y=None) if hasattr(raw, "Y") else dataclasses.replace(raw, objectGuess=None)
+        bare = (
+            dataclasses.replace(raw, objectGuess=None, Y=None)
+            if hasattr(raw, "Y")
+            else dataclasses.replace(raw, objectGuess=None)
+        )
         params = c.params()
-        out["jax"] = Impl(lambda: group(bare, params), 1.0, "group() from host RawData without objectGuess: selection, gather, coordinates, normalize (as upstream's generate_grouped_data)")
+        out["jax"] = Impl(
+            lambda: group(bare, params),
+            1.0,
+            "group() from host RawData without objectGuess: selection, gather, coordinates, normalize (as upstream's generate_grouped_data)",
+        )
     elif stage == "intensity_scale":
         diff_dev, D, X = inp.get("diff3d_dev"), inp.get("D_dev"), inp.get("X_dev")
-        out["jax"] = Impl(lambda: all_intensity_scales(raw_diff3d=diff_dev, grouped_diffraction=D, X=X, N=N, nphotons=c.nphotons), 1.0, "all_intensity_scales (9 quantities)")
+        out["jax"] = Impl(
+            lambda: all_intensity_scales(
+                raw_diff3d=diff_dev, grouped_diffraction=D, X=X, N=N, nphotons=c.nphotons
+            ),
+            1.0,
+            "all_intensity_scales (9 quantities)",
+        )
         if ref is not None:
             D_np, X_np = inp.get("D_np"), inp.get("X_np")
-            out["tf-ref"] = Impl(lambda: _tf_scales(raw.diff3d, D_np, X_np, N=N, nphotons=c.nphotons), 1.0, "same 9 quantities")
+            out["tf-ref"] = Impl(
+                lambda: _tf_scales(raw.diff3d, D_np, X_np, N=N, nphotons=c.nphotons),
+                1.0,
+                "same 9 quantities",
+            )
     elif stage == "scaler":
         X = inp.get("X_dev")
         scale = inp.scale()
         rt = _jitted_scaler_roundtrip()
-        out["jax"] = Impl(lambda: rt(IntensityScaler.from_scale(scale), X), 1.0, "from_scale + forward + inverse, filter_jit")
+        out["jax"] = Impl(
+            lambda: rt(IntensityScaler.from_scale(scale), X),
+            1.0,
+            "from_scale + forward + inverse, filter_jit",
+        )
         if ref is not None:
             fwd, inv, Xt = inp.get("tf_scaler")
-            out["tf-ref"] = Impl(lambda: inv(fwd(Xt)), 1.0, "Keras layer pair, forward + inverse (eager)")
+            out["tf-ref"] = Impl(
+                lambda: inv(fwd(Xt)), 1.0, "Keras layer pair, forward + inverse (eager)"
+            )
     elif stage == "container":
         g, probe = inp.get("grouped"), raw.probeGuess
         note = "Y_I/Y_phi from complex Y, norm_Y_I in TF order"
-        out["jax"] = Impl(lambda: make_container(g, probe, nphotons=c.nphotons), 1.0, note, (g.X_full, g.nn_indices, g.coords_offsets, g.coords_relative))
+        out["jax"] = Impl(
+            lambda: make_container(g, probe, nphotons=c.nphotons),
+            1.0,
+            note,
+            (g.X_full, g.nn_indices, g.coords_offsets, g.coords_relative),
+        )
         if ref is not None:
             tg, tX = inp.get("tf_grouped"), inp.get("X_np")
             alias = (tX, probe, tg["nn_indices"], tg["coords_offsets"], tg["coords_relative"])
-            out["tf-ref"] = Impl(lambda: ref.make_container(tg, tX, probe, nphotons=c.nphotons), 1.0, "", alias)
+            out["tf-ref"] = Impl(
+                lambda: ref.make_container(tg, tX, probe, nphotons=c.nphotons), 1.0, "", alias
+            )
     elif stage == "patches":
         obj, centres = raw.objectGuess, inp.get("centres")
-        out["jax"] = Impl(lambda: extract_group_patches(obj, centres, N=N, C=c.C), 1.0, "local bilinear gathers, FMA-order blend")
+        out["jax"] = Impl(
+            lambda: extract_group_patches(obj, centres, N=N, C=c.C),
+            1.0,
+            "local bilinear gathers, FMA-order blend",
+        )
         if ref is not None:
             B = len(centres) // c.C
-            flat = centres.reshape(B, c.C, 2).transpose(0, 2, 1)[:, None].astype(np.float64)  # (B, 1, 2, C), exact
+            flat = (
+                centres.reshape(B, c.C, 2).transpose(0, 2, 1)[:, None].astype(np.float64)
+            )  # (B, 1, 2, C), exact
             zeros = np.zeros((B, 1, 2, 1))
             note = "crosscheck gather-based extraction (not upstream's algorithm)"
             out["tf-ref"] = Impl(lambda: ref.image_patches(obj, flat, zeros, N=N), 1.0, note)
@@ -361,8 +475,9 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
             k = max(1, min(c.upstream_subset, len(centres)))
             sub = centres[:k]
             note = f"whole padded canvas ({c.object_side + 2 * (N // 2)}² px) translated per patch; {k} of {len(centres)} patches timed, scaled per patch"
-            out["upstream-np"] = Impl(lambda: upstream_whole_canvas_patches(obj, sub, N=N), len(centres) / k, note)
+            out["upstream-np"] = Impl(
+                lambda: upstream_whole_canvas_patches(obj, sub, N=N), len(centres) / k, note
+            )
     else:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
     return out
-

@@ -30,6 +30,7 @@ from .units import fmt_bytes
 
 logger = logging.getLogger(__name__)
 
+
 def _check_patches(inp: Inputs, k: int) -> dict[str, Any]:
     """The upstream-np baseline and the port compute the same patches (max |difference| on k patches)."""
     from ptycho_jax._patches import extract_patches
@@ -39,7 +40,13 @@ def _check_patches(inp: Inputs, k: int) -> dict[str, Any]:
     a = upstream_whole_canvas_patches(obj, centres, N=inp.case.N)
     b = np.asarray(extract_patches(obj, centres, N=inp.case.N))
     scale = float(np.abs(b).max()) or 1.0
-    return {"case": inp.case.name, "what": "upstream-np vs jax patches", "patches": int(k), "max_abs_diff": float(np.abs(a - b).max()), "max_abs": scale}
+    return {
+        "case": inp.case.name,
+        "what": "upstream-np vs jax patches",
+        "patches": int(k),
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "max_abs": scale,
+    }
 
 
 def run_suite(
@@ -71,24 +78,38 @@ def run_suite(
     avail_b = int(avail.group(1)) * 1024 if avail else 8 * GIB
     host_budget = int(min(budget_gib * GIB if budget_gib else 24 * GIB, mem.rss() + 0.8 * avail_b))
     dev_stats = device_memory(device)
-    dev_budget = int(0.8 * dev_stats["bytes_limit"]) if dev_stats and dev_stats.get("bytes_limit") else None
+    dev_budget = (
+        int(0.8 * dev_stats["bytes_limit"]) if dev_stats and dev_stats.get("bytes_limit") else None
+    )
 
     copy_bytes = (1 * GIB) if device.platform == "gpu" else (256 * 2**20)
     if preset == "tiny":
         copy_bytes = 16 * 2**20
     with _device_scope(device):
         bw = measure_copy_bandwidth(device, nbytes=copy_bytes)
-    progress(f"copy bandwidth {bw['gbps']:.1f} GB/s (read + write, {copy_bytes / 2**20:.0f} MiB; fresh output {bw['fresh']['gbps']:.1f}, in place {bw['in_place']['gbps']:.1f})")
+    progress(
+        f"copy bandwidth {bw['gbps']:.1f} GB/s (read + write, {copy_bytes / 2**20:.0f} MiB; fresh output {bw['fresh']['gbps']:.1f}, in place {bw['in_place']['gbps']:.1f})"
+    )
     result = BenchResult(
         preset=preset, command=command, machine=machine_description(device), versions=versions(with_tf=use_tf),
         git=git_description(), copy_bandwidth={"start": bw}, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (Python 3.10)
     )  # fmt: skip
-    result.notes.append(f"load average at the start: {read_proc('/proc/loadavg').split()[:3]} on {len(os.sched_getaffinity(0))} usable CPUs (other processes' load inflates every figure)")
-    result.notes.append(f"host memory budget {host_budget / GIB:.1f} GiB for this process (min of 24 GiB or --budget-gib, and its RSS + 80% of available memory at the start)")
+    result.notes.append(
+        f"load average at the start: {read_proc('/proc/loadavg').split()[:3]} on {len(os.sched_getaffinity(0))} usable CPUs (other processes' load inflates every figure)"
+    )
+    result.notes.append(
+        f"host memory budget {host_budget / GIB:.1f} GiB for this process (min of 24 GiB or --budget-gib, and its RSS + 80% of available memory at the start)"
+    )
     if dev_budget:
-        result.notes.append(f"device memory budget {dev_budget / GIB:.1f} GiB (80% of the device limit)")
+        result.notes.append(
+            f"device memory budget {dev_budget / GIB:.1f} GiB (80% of the device limit)"
+        )
     if not use_tf:
-        why = "not requested (--impls)" if "tf-ref" not in impls else "TensorFlow or crosscheck.tf_reference not importable here"
+        why = (
+            "not requested (--impls)"
+            if "tf-ref" not in impls
+            else "TensorFlow or crosscheck.tf_reference not importable here"
+        )
         result.notes.append(f"tf-ref: no TF reference figures ({why})")
     else:
         result.notes.append(
@@ -101,19 +122,27 @@ def run_suite(
         from .compile_time import measure_default_report
 
         t0 = time.perf_counter()
-        progress("compile time: the default report in new processes (no cache, empty cache, filled cache) ...")
+        progress(
+            "compile time: the default report in new processes (no cache, empty cache, filled cache) ..."
+        )
         result.compile["default_report"] = measure_default_report()
         rep = result.compile["default_report"]
         if rep.get("ok"):
-            progress(f"compile time: {rep['compile_s']:.2f} s over {rep['programs']} programs; wall {rep['wall_cold_s']:.1f} s first, {rep['wall_warm_s']:.1f} s second ({time.perf_counter() - t0:.0f} s)")
+            progress(
+                f"compile time: {rep['compile_s']:.2f} s over {rep['programs']} programs; wall {rep['wall_cold_s']:.1f} s first, {rep['wall_warm_s']:.1f} s second ({time.perf_counter() - t0:.0f} s)"
+            )
         else:
             progress(f"compile time: failed: {rep.get('error')}")
     else:
-        result.notes.append("compile time of the default report: not measured (tiny preset or --no-compile-time)")
+        result.notes.append(
+            "compile time of the default report: not measured (tiny preset or --no-compile-time)"
+        )
     names = [c.name for c in plan]
     upstream_case = next((n for n in ("large", "medium") if n in names), None)
     if "upstream" in impls and upstream_case is None:
-        result.notes.append("upstream: the real upstream runs on the large (full) or medium (quick) case only; none in this plan")
+        result.notes.append(
+            "upstream: the real upstream runs on the large (full) or medium (quick) case only; none in this plan"
+        )
 
     def cut(case, stage, impl, reason):
         result.cuts.append({"case": case.name, "stage": stage, "impl": impl, "reason": reason})
@@ -128,20 +157,41 @@ def run_suite(
             elapsed = time.perf_counter() - t_start
             if time_budget_s is not None and elapsed > time_budget_s:
                 for stage in case.stages:
-                    cut(case, stage, "*", f"run time budget of {time_budget_s:.0f} s spent ({elapsed:.0f} s elapsed)")
+                    cut(
+                        case,
+                        stage,
+                        "*",
+                        f"run time budget of {time_budget_s:.0f} s spent ({elapsed:.0f} s elapsed)",
+                    )
                 continue
             case_impls = [i for i in case.impls if i in impls and (i != "tf-ref" or use_tf)]
             for stage, reason in case.skip:
                 cut(case, stage, "*", reason)
             if mem.rss() + raw_bytes(case) > host_budget:
                 for stage in case.stages:
-                    cut(case, stage, "*", f"the input data need ~{raw_bytes(case) / GIB:.1f} GiB > host budget {host_budget / GIB:.1f} GiB")
+                    cut(
+                        case,
+                        stage,
+                        "*",
+                        f"the input data need ~{raw_bytes(case) / GIB:.1f} GiB > host budget {host_budget / GIB:.1f} GiB",
+                    )
                 continue
             t0 = time.perf_counter()
             inp = Inputs(case, device)
             inp.get("raw")
-            result.cases.append({"name": case.name, **case.dims(), "gridsize": case.gridsize, "source": inp.get("origin"), "family": case.family, "stages": list(case.stages)})
-            progress(f"{case.name}: inputs ready in {time.perf_counter() - t0:.1f} s (M={case.M}, B={case.B}, C={case.C}, N={case.N}, object {case.object_side}²; RSS {fmt_bytes(mem.rss())})")
+            result.cases.append(
+                {
+                    "name": case.name,
+                    **case.dims(),
+                    "gridsize": case.gridsize,
+                    "source": inp.get("origin"),
+                    "family": case.family,
+                    "stages": list(case.stages),
+                }
+            )
+            progress(
+                f"{case.name}: inputs ready in {time.perf_counter() - t0:.1f} s (M={case.M}, B={case.B}, C={case.C}, N={case.N}, object {case.object_side}²; RSS {fmt_bytes(mem.rss())})"
+            )
             for stage in case.stages:
                 # XLA:CPU can keep a call's buffers resident until its executable is dropped; drop them
                 # before reading the RSS the memory cuts start from (each stage recompiles anyway).
@@ -152,13 +202,26 @@ def run_suite(
                         continue
                     if stage == "neighbours" and impl not in ("jax", "ckdtree"):
                         continue
-                    if stage not in ("selection", "neighbours") and impl not in ("jax", "tf-ref", "upstream-np"):
+                    if stage not in ("selection", "neighbours") and impl not in (
+                        "jax",
+                        "tf-ref",
+                        "upstream-np",
+                    ):
                         continue
                     if impl == "upstream-np" and stage != "patches":
                         continue
                     if impl == "tf-ref" and stage == "h2d":
                         continue
-                    reason = _cut_reason(case, stage, impl, device=device, built=inp.built(), rss=mem.rss(), host_budget=host_budget, dev_budget=dev_budget)
+                    reason = _cut_reason(
+                        case,
+                        stage,
+                        impl,
+                        device=device,
+                        built=inp.built(),
+                        rss=mem.rss(),
+                        host_budget=host_budget,
+                        dev_budget=dev_budget,
+                    )
                     if reason:
                         cut(case, stage, impl, reason)
                         continue
@@ -168,11 +231,20 @@ def run_suite(
                 try:
                     calls = stage_callables(stage, inp, allowed)
                     figs, ratios, notes = measure_stage(
-                        case, stage, calls, repeats=repeats or case.repeats, budget_s=figure_budget_s, mem=mem, device=device, progress=progress
+                        case,
+                        stage,
+                        calls,
+                        repeats=repeats or case.repeats,
+                        budget_s=figure_budget_s,
+                        mem=mem,
+                        device=device,
+                        progress=progress,
                     )
                 except Exception as e:  # one failing stage must not lose the rest of the run
                     logger.debug("bench: %s/%s failed", case.name, stage, exc_info=True)
-                    result.errors.append({"case": case.name, "stage": stage, "error": f"{type(e).__name__}: {e}"})
+                    result.errors.append(
+                        {"case": case.name, "stage": stage, "error": f"{type(e).__name__}: {e}"}
+                    )
                     progress(f"{case.name}: {stage}: failed: {type(e).__name__}: {e}")
                     gc.collect()
                     continue
@@ -197,7 +269,9 @@ def run_suite(
     return result
 
 
-def _add_upstream(result: BenchResult, case: Case, inp: Inputs, *, repeats: int, progress: Callable[[str], None]) -> None:
+def _add_upstream(
+    result: BenchResult, case: Case, inp: Inputs, *, repeats: int, progress: Callable[[str], None]
+) -> None:
     """Time the real upstream on `case` in its own environment and set it beside the port's figures."""
     from .upstream import time_upstream, upstream_figures
 
@@ -206,7 +280,14 @@ def _add_upstream(result: BenchResult, case: Case, inp: Inputs, *, repeats: int,
     reply = time_upstream(inp, repeats=repeats, patch_groups=case.upstream_subset)
     if not reply.get("ok"):
         for stage in ("group_normalize", "container", "patches"):
-            result.cuts.append({"case": case.name, "stage": stage, "impl": "upstream", "reason": f"unavailable: {reply.get('error')}"})
+            result.cuts.append(
+                {
+                    "case": case.name,
+                    "stage": stage,
+                    "impl": "upstream",
+                    "reason": f"unavailable: {reply.get('error')}",
+                }
+            )
         progress(f"{case.name}: upstream unavailable: {reply.get('error')}")
         return
     figs, ratios = upstream_figures(case, reply, result.figures)
@@ -214,9 +295,21 @@ def _add_upstream(result: BenchResult, case: Case, inp: Inputs, *, repeats: int,
     result.ratios.extend(ratios)
     chk = reply.get("patches_check")
     if chk:
-        result.checks.append({"case": case.name, "what": "real upstream get_image_patches vs jax Y", "patches": chk["groups"], "max_abs_diff": chk["max_abs_diff"], "max_abs": chk["max_abs"]})
-    result.notes.append(f"upstream: real PtychoPINN ({reply.get('versions')}), import {reply.get('import_s', 0):.1f} s, whole run {time.perf_counter() - t0:.0f} s; ratios upstream/jax are of medians (separate processes)")
-    progress(f"{case.name}: upstream: " + ", ".join(f"{f['stage']} {f['median_s']:.3g} s" for f in figs))
+        result.checks.append(
+            {
+                "case": case.name,
+                "what": "real upstream get_image_patches vs jax Y",
+                "patches": chk["groups"],
+                "max_abs_diff": chk["max_abs_diff"],
+                "max_abs": chk["max_abs"],
+            }
+        )
+    result.notes.append(
+        f"upstream: real PtychoPINN ({reply.get('versions')}), import {reply.get('import_s', 0):.1f} s, whole run {time.perf_counter() - t0:.0f} s; ratios upstream/jax are of medians (separate processes)"
+    )
+    progress(
+        f"{case.name}: upstream: " + ", ".join(f"{f['stage']} {f['median_s']:.3g} s" for f in figs)
+    )
 
 
 def _device_scope(device):
@@ -232,7 +325,17 @@ def _device_scope(device):
     return scope(device)
 
 
-def _cut_reason(case: Case, stage: str, impl: str, *, device, built: Sequence[str], rss: int, host_budget: int, dev_budget: int | None) -> str | None:
+def _cut_reason(
+    case: Case,
+    stage: str,
+    impl: str,
+    *,
+    device,
+    built: Sequence[str],
+    rss: int,
+    host_budget: int,
+    dev_budget: int | None,
+) -> str | None:
     """Why `impl` of `stage` cannot run on `case` here (memory estimate, time), or None."""
     need = estimate_stage_bytes(case, stage, impl, built=built)
     on_device = impl in ("jax", "jax-engine") and device.platform != "cpu"
@@ -244,5 +347,3 @@ def _cut_reason(case: Case, stage: str, impl: str, *, device, built: Sequence[st
     elif rss + need > host_budget:
         return f"needs ~{(rss + need) / GIB:.1f} GiB of host memory (estimate: {rss / GIB:.1f} in use + {need / GIB:.1f}) > budget {host_budget / GIB:.1f} GiB"
     return None
-
-

@@ -142,7 +142,9 @@ def measure_stage(
         if impl.startswith("jax"):
             clear_jax_caches()
         firsts[impl] = one(impl, warm=False)
-        scaled = f" (scaled x{calls[impl].scale:.0f} from a subset)" if calls[impl].scale != 1.0 else ""
+        scaled = (
+            f" (scaled x{calls[impl].scale:.0f} from a subset)" if calls[impl].scale != 1.0 else ""
+        )
         progress(f"{case.name}: {stage}: {impl} first call {fmt_s(firsts[impl])}{scaled}")
     d = case.dims()
     nbytes = stage_bytes(stage, d)
@@ -161,7 +163,9 @@ def measure_stage(
             per_round = time.perf_counter() - t_round
             fit = max(1, int(budget_s // max(per_round, 1e-9)))
             if fit < repeats:
-                notes.append(f"{case.name}/{stage}: {fit} warm round(s) instead of {repeats} ({fmt_s(per_round)} per round, budget {budget_s:.0f} s per figure)")
+                notes.append(
+                    f"{case.name}/{stage}: {fit} warm round(s) instead of {repeats} ({fmt_s(per_round)} per round, budget {budget_s:.0f} s per figure)"
+                )
                 repeats = fit
     del floor_fn
     floor_s = statistics.median(floor_times)
@@ -177,7 +181,18 @@ def measure_stage(
         if base in times and impl != base:
             r = [b / a for a, b in zip(times[base], times[impl], strict=False) if a > 0]
             if r:
-                ratios.append({"case": case.name, "stage": stage, "numerator": impl, "denominator": base, "median": statistics.median(r), "min": min(r), "max": max(r), "n": len(r)})
+                ratios.append(
+                    {
+                        "case": case.name,
+                        "stage": stage,
+                        "numerator": impl,
+                        "denominator": base,
+                        "median": statistics.median(r),
+                        "min": min(r),
+                        "max": max(r),
+                        "n": len(r),
+                    }
+                )
     summary = ", ".join(f"{i} {fmt_s(statistics.median(times[i]))}" for i in order)
     progress(f"{case.name}: {stage}: {summary}")
     return figs, ratios, notes

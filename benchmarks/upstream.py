@@ -29,7 +29,9 @@ def upstream_root() -> pathlib.Path:
 
 
 def upstream_python() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("PTYCHO_UPSTREAM_PYTHON") or REPO / ".venv-upstream" / "bin" / "python")
+    return pathlib.Path(
+        os.environ.get("PTYCHO_UPSTREAM_PYTHON") or REPO / ".venv-upstream" / "bin" / "python"
+    )
 
 
 def unavailable_reason() -> str | None:
@@ -42,7 +44,9 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def time_upstream(inp, *, repeats: int = 3, patch_groups: int = 4, timeout_s: float = 900.0) -> dict[str, Any]:
+def time_upstream(
+    inp, *, repeats: int = 3, patch_groups: int = 4, timeout_s: float = 900.0
+) -> dict[str, Any]:
     """Run `upstream_timer.py` on the case of `inp` (a `stages.Inputs`); its JSON reply.
 
     `{"ok": False, "error": ...}` when upstream is unavailable, fails or times out.
@@ -69,7 +73,9 @@ def time_upstream(inp, *, repeats: int = 3, patch_groups: int = 4, timeout_s: fl
         }  # fmt: skip
         (pathlib.Path(tmp) / "req.json").write_text(json.dumps(req))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_PLATFORMS")}
-        env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")  # upstream on the CPU, as its environment is built
+        env.update(
+            TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""
+        )  # upstream on the CPU, as its environment is built
         try:
             proc = subprocess.run(
                 [str(upstream_python()), str(pathlib.Path(__file__).with_name("upstream_timer.py")), str(pathlib.Path(tmp) / "req.json")],
@@ -82,11 +88,16 @@ def time_upstream(inp, *, repeats: int = 3, patch_groups: int = 4, timeout_s: fl
         reply = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         tail = proc.stderr.strip().splitlines()[-3:]
-        return {"ok": False, "error": f"upstream timer exited {proc.returncode} without a reply: {' | '.join(tail)}"}
+        return {
+            "ok": False,
+            "error": f"upstream timer exited {proc.returncode} without a reply: {' | '.join(tail)}",
+        }
     return reply
 
 
-def upstream_figures(case: Case, reply: dict[str, Any], jax_figures: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+def upstream_figures(
+    case: Case, reply: dict[str, Any], jax_figures: list[dict[str, Any]]
+) -> tuple[list[dict], list[dict]]:
     """Figures (impl `upstream`) and upstream/jax ratios (of medians) from a `time_upstream` reply."""
     figs, ratios = [], []
     d = case.dims()
@@ -97,7 +108,14 @@ def upstream_figures(case: Case, reply: dict[str, Any], jax_figures: list[dict[s
         fig = Figure(case=case.name, stage=stage, impl="upstream", dims=d, times_s=list(st["times_s"]), first_s=st["first_s"],
                      scale=st.get("scale", 1.0), bytes=stage_bytes(stage, d), note=st.get("note", ""))  # fmt: skip
         figs.append(fig.to_json(None))
-        j = next((f for f in jax_figures if f["case"] == case.name and f["stage"] == stage and f["impl"] == "jax"), None)
+        j = next(
+            (
+                f
+                for f in jax_figures
+                if f["case"] == case.name and f["stage"] == stage and f["impl"] == "jax"
+            ),
+            None,
+        )
         if j:
             med = statistics.median(st["times_s"])
             ratios.append({"case": case.name, "stage": stage, "numerator": "upstream", "denominator": "jax",

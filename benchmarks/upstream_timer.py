@@ -78,9 +78,7 @@ def main(req_path: str) -> int:
 
         w = _cfg_helper(req["crosscheck_dir"])
         out["import_s"] = time.perf_counter() - t0
-        cfg = w._cfg_values(
-            {**p, "sequential": False, "oversample": False, "trainable": False}, N
-        )
+        cfg = w._cfg_values({**p, "sequential": False, "oversample": False, "trainable": False}, N)
         with w.upstream_cfg(uparams, cfg):
             args = [a[k] for k in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "diff3d", "probeGuess", "scan_index")]  # fmt: skip
             bare = raw_data.RawData(*args)

@@ -29,7 +29,10 @@ COORD = "B 1 xy C"
 OFFSET = "B 1 xy 1"
 
 OUR_LAYOUTS: Mapping[str, str] = {
-    **{k: IMAGE for k in ("diffraction", "X_full", "Y", "Y_member", "X", "Y_I", "Y_phi", "Y_complex")},
+    **{
+        k: IMAGE
+        for k in ("diffraction", "X_full", "Y", "Y_member", "X", "Y_I", "Y_phi", "Y_complex")
+    },
     **{k: IMAGE for k in ("scaler_out", "scaler_inv_out")},
     **{
         k: COORD
@@ -227,7 +230,9 @@ class Declarations:
                     )
                 spec = self.layout(stage, ours)
                 if spec is not None:
-                    a = to_ours(a, spec, OUR_LAYOUTS.get(ours, IMAGE), what=f"{self.label} {stage}.{k}")
+                    a = to_ours(
+                        a, spec, OUR_LAYOUTS.get(ours, IMAGE), what=f"{self.label} {stage}.{k}"
+                    )
             out[ours] = a
         expected = REQUIRED.get(stage, ())
         for k in sorted(set(out) - set(expected)):
@@ -278,7 +283,9 @@ def to_ours(a: np.ndarray, theirs: str, ours: str, *, what: str = "array") -> np
         )
     ones = [i for i, x in enumerate(t) if x == "1"]
     if any(a.shape[i] != 1 for i in ones):
-        raise OutputError(f"{what}: declared layout {theirs!r} has size-1 axes, got shape {a.shape}")
+        raise OutputError(
+            f"{what}: declared layout {theirs!r} has size-1 axes, got shape {a.shape}"
+        )
     a = np.squeeze(a, axis=tuple(ones)) if ones else a
     named = [x for x in t if x != "1"]
     order = [named.index(x) for x in o if x != "1"]

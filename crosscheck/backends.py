@@ -177,7 +177,9 @@ class JaxBackend:
 
         nn = None if nn_indices is None else np.asarray(nn_indices)
         key = (_params_key(params), None if nn is None else _digest(nn))
-        return self._memo.get(key, raw, lambda: pj.run_chain(raw, params, nn_indices=nn, **self._path))
+        return self._memo.get(
+            key, raw, lambda: pj.run_chain(raw, params, nn_indices=nn, **self._path)
+        )
 
     def grouping(self, raw, params):
         import ptycho_jax as pj

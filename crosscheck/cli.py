@@ -55,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "when neither --input nor a golden:DIR reference gives an input)",
     )
     parser.add_argument(
-        "--port", default="jax", metavar="BACKEND", help=f"backend under test: {BACKEND_HELP} (default: jax)"
+        "--port",
+        default="jax",
+        metavar="BACKEND",
+        help=f"backend under test: {BACKEND_HELP} (default: jax)",
     )
     parser.add_argument(
         "--reference",
@@ -129,7 +132,9 @@ def _check_flags(args: argparse.Namespace, recorded: dict[str, Any], who: str) -
     bad = []
     for k, v in recorded.items():
         if k in given and not _same(given[k], v):
-            flag = "--unseeded" if (k == "seed" and args.unseeded) else f"{_FLAG.get(k, k)} {given[k]}"
+            flag = (
+                "--unseeded" if (k == "seed" and args.unseeded) else f"{_FLAG.get(k, k)} {given[k]}"
+            )
             bad.append(f"{flag} contradicts {who}, recorded with {k}={v!r}")
     if bad:
         raise HarnessInputError(

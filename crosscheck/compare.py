@@ -256,10 +256,14 @@ class ArrayDelta:
 class Verdict(enum.StrEnum):
     """The verdict of a run (and of a stage). `PASS` only when everything required was compared."""
 
-    PASS = "PASS"  # every required array compared and within tolerance (documented exceptions aside)
+    PASS = (
+        "PASS"  # every required array compared and within tolerance (documented exceptions aside)
+    )
     FAIL = "FAIL"  # something compared is out of tolerance, or a backend raised / returned garbage
     INCOMPLETE = "INCOMPLETE"  # something required was not compared (skipped stage, missing array)
-    EXCEPTED = "EXCEPTED"  # stage only: wholly a documented absence (`not_computed`, --allow-missing)
+    EXCEPTED = (
+        "EXCEPTED"  # stage only: wholly a documented absence (`not_computed`, --allow-missing)
+    )
     NOT_REQUIRED = "NOT_REQUIRED"  # stage only: outside `--stages`
 
 
@@ -294,7 +298,9 @@ class StageResult:
     def failures(self) -> tuple[ArrayDelta, ...]:
         """Compared arrays out of tolerance (and errors); never a missing array."""
         return tuple(
-            a for a in self.arrays if not a.passed and (a.status in COMPARED_STATUSES or a.status == "error")
+            a
+            for a in self.arrays
+            if not a.passed and (a.status in COMPARED_STATUSES or a.status == "error")
         )
 
     @property

@@ -177,7 +177,10 @@ _SCALER_SCALE_KEYS = {
     "seed_era": "seed_era_dataset_derived_scale_normalized_X",
     "main_head": "main_head_train_pinn_calculate_intensity_scale",
 }
-_TRAINING_SCALE_KEYS = {"seed": _SCALER_SCALE_KEYS["seed_era"], "main": _SCALER_SCALE_KEYS["main_head"]}
+_TRAINING_SCALE_KEYS = {
+    "seed": _SCALER_SCALE_KEYS["seed_era"],
+    "main": _SCALER_SCALE_KEYS["main_head"],
+}
 
 
 def harness_quantities(
@@ -448,7 +451,10 @@ def _frame_layout(m: _Matcher, name: str) -> Diagnosis | None:
         ("frames flipped vertically (rows reversed)", lambda a: a[:, ::-1]),
         ("frames flipped horizontally (columns reversed)", lambda a: a[:, :, ::-1]),
         ("frames rotated by 180°", lambda a: a[:, ::-1, ::-1]),
-        ("frames transposed across the anti-diagonal", lambda a: np.swapaxes(a[:, ::-1, ::-1], 1, 2)),
+        (
+            "frames transposed across the anti-diagonal",
+            lambda a: np.swapaxes(a[:, ::-1, ::-1], 1, 2),
+        ),
     )
     for label, f in cands:
         if m.explains(p, f(m.r)):
@@ -570,8 +576,9 @@ def estimate_shift(port: np.ndarray, ref: np.ndarray, *, max_shift: float = 2.0)
         except np.linalg.LinAlgError:
             break
         step = np.clip(step, -0.5, 0.5)
-        ny, nx = float(np.clip(dy + step[0], -max_shift, max_shift)), float(
-            np.clip(dx + step[1], -max_shift, max_shift)
+        ny, nx = (
+            float(np.clip(dy + step[0], -max_shift, max_shift)),
+            float(np.clip(dx + step[1], -max_shift, max_shift)),
         )
         if resid(ny, nx) > resid(dy, dx):
             step = step / 4
@@ -887,9 +894,7 @@ def diagnose(name: str, port, ref, *, context: DiagnosisContext | None = None) -
 
 def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
     p, r = np.asarray(port), np.asarray(ref)
-    numeric = all(
-        np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_ for x in (p, r)
-    )
+    numeric = all(np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_ for x in (p, r))
     if not numeric:
         return Diagnosis(
             "unclassified",
@@ -902,7 +907,9 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
         r = r.astype(np.int8)
     p_inexact = np.issubdtype(p.dtype, np.inexact)
     r_inexact = np.issubdtype(r.dtype, np.inexact)
-    dtype_note = f" (also dtype: port {p.dtype} vs reference {r.dtype})" if p.dtype != r.dtype else ""
+    dtype_note = (
+        f" (also dtype: port {p.dtype} vs reference {r.dtype})" if p.dtype != r.dtype else ""
+    )
 
     if p.shape != r.shape:
         base = f"shape mismatch: port {p.shape} vs reference {r.shape}"
@@ -963,7 +970,9 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
         return Diagnosis(
             "dtype_only" if p.dtype != r.dtype else "unclassified",
             f"empty arrays {p.shape}"
-            + (f": dtype only, port {p.dtype} vs reference {r.dtype}" if p.dtype != r.dtype else ""),
+            + (
+                f": dtype only, port {p.dtype} vs reference {r.dtype}" if p.dtype != r.dtype else ""
+            ),
         )
 
     # an array left at zero (not computed, filled with zeros)
@@ -1161,11 +1170,7 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
     bs = best_scale(m.p, m.r)
     if bs is not None and isinstance(bs[0], float):
         f = bs[0]
-        if (
-            f != 0
-            and _scale_explains(m, f, r.dtype)
-            and not (r.size == 1 and abs(f - 1) < 1e-4)
-        ):
+        if f != 0 and _scale_explains(m, f, r.dtype) and not (r.size == 1 and abs(f - 1) < 1e-4):
             return done(_scale_diagnosis(f, ctx))
 
     if bs is not None and isinstance(bs[0], complex) and _scale_explains(m, bs[0], r.dtype):

@@ -199,9 +199,7 @@ def render_markdown(result: CrosscheckResult) -> str:
                 "| --- " * 15 + "|",
             ]
             for a in s.arrays:
-                verdict = (
-                    "PASS" if a.passed else ("FAIL" if a.status in COMPARED_STATUSES else "—")
-                )
+                verdict = "PASS" if a.passed else ("FAIL" if a.status in COMPARED_STATUSES else "—")
                 if a.status not in ("compared",):
                     verdict += f" ({a.status})"
                 shape = a.shape_ref if a.shape_ref is not None else a.shape_port
@@ -275,9 +273,7 @@ def render_png(result: CrosscheckResult) -> bytes:
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(
-        f"{result.port} vs {result.reference}: {result.verdict}", fontsize=10
-    )
+    fig.suptitle(f"{result.port} vs {result.reference}: {result.verdict}", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -321,15 +321,14 @@ class _Harness:
         p_nn = None if p_call.value is None else p_call.value.get("nn_indices")
         r_nn = None if r_call.value is None else r_call.value.get("nn_indices")
         if p_nn is None and r_nn is None:
-            why = "; ".join(
-                x for x in (p_call.skipped, r_call.skipped) if x
-            ) or "neither side returned 'nn_indices'"
+            why = (
+                "; ".join(x for x in (p_call.skipped, r_call.skipped) if x)
+                or "neither side returned 'nn_indices'"
+            )
             return self.result("grouping", notes=notes, skipped=why, required=req)
         deltas: list[ArrayDelta] = []
         if seeded and p_nn is not None and r_nn is not None:
-            d, extra = self.compare_arrays(
-                "grouping", {"nn_indices": p_nn}, {"nn_indices": r_nn}
-            )
+            d, extra = self.compare_arrays("grouping", {"nn_indices": p_nn}, {"nn_indices": r_nn})
             return self.result("grouping", arrays=d, notes=notes + extra, required=req)
         if not seeded:
             notes.append(f"groups compared by the validity invariants (unseeded; K={K})")
@@ -361,7 +360,9 @@ class _Harness:
             why = (p_call.skipped if missing == "port" else r_call.skipped) or (
                 f"{missing} did not return 'nn_indices'"
             )
-            notes.append(f"{missing} has no groups ({why}); the other side's were checked by the invariants")
+            notes.append(
+                f"{missing} has no groups ({why}); the other side's were checked by the invariants"
+            )
             deltas.append(
                 missing_delta(
                     "nn_indices",
@@ -424,9 +425,7 @@ def stage_result(
         else:
             uncompared.append((name, why))
     del prefixless
-    failed = bool(errors) or any(
-        not a.passed and a.status in COMPARED_STATUSES for a in rows
-    )
+    failed = bool(errors) or any(not a.passed and a.status in COMPARED_STATUSES for a in rows)
     if failed:
         verdict = Verdict.FAIL
     elif uncompared:
@@ -588,8 +587,10 @@ def params_conflicts(recorded: Mapping[str, Any], params: Any, raw: Any = None) 
         got = getattr(params, k, None)
         if k == "N" and got is None and raw is not None:
             got = int(np.shape(raw.diff3d)[-1])
-        if k == "neighbor_pool_size" and not recorded.get("oversample") and not getattr(
-            params, "oversample", False
+        if (
+            k == "neighbor_pool_size"
+            and not recorded.get("oversample")
+            and not getattr(params, "oversample", False)
         ):
             continue  # the pool size is read only when oversampling
         if k == "seed" and (recorded.get("sequential") or getattr(params, "sequential", False)):
@@ -671,7 +672,9 @@ def run_crosscheck(
     tick("grouping")
     r_g = call("reference", "grouping", raw, params)
     want_port_groups = "grouping" in required_stages or r_g.value is None
-    p_g = call("port", "grouping", raw, params) if want_port_groups else _Call(skipped="not required")
+    p_g = (
+        call("port", "grouping", raw, params) if want_port_groups else _Call(skipped="not required")
+    )
     if "grouping" in required_stages:
         results["grouping"] = h.grouping(p_g, r_g)
     else:
@@ -683,7 +686,9 @@ def run_crosscheck(
             if nn is None:
                 nn = np.asarray(c.value["nn_indices"])
                 if side == "port":
-                    run_notes.append("the reference has no grouping: the port's groups are injected")
+                    run_notes.append(
+                        "the reference has no grouping: the port's groups are injected"
+                    )
     needed_as_input = set()
     if "scaler" in required_stages:
         needed_as_input |= {"normalize", "container", "intensity_scales"}
@@ -691,7 +696,11 @@ def run_crosscheck(
     for stage in ("grouped", "normalize", "patches", "container", "intensity_scales"):
         if nn is None:
             results[stage] = (
-                h.result(stage, skipped="no groups to inject (neither side grouped)", required=REQUIRED[stage])
+                h.result(
+                    stage,
+                    skipped="no groups to inject (neither side grouped)",
+                    required=REQUIRED[stage],
+                )
                 if stage in required_stages
                 else not_required(stage)
             )
@@ -807,9 +816,9 @@ def _scaler_stage(h: _Harness, call) -> StageResult:
         arrays=deltas,
         notes=notes + skips,
         errors=errors,
-        skipped="; ".join(skips) if skips and not any(
-            a.status in COMPARED_STATUSES for a in deltas
-        ) else None,
+        skipped="; ".join(skips)
+        if skips and not any(a.status in COMPARED_STATUSES for a in deltas)
+        else None,
         required=required,
     )
 

@@ -335,9 +335,7 @@ class UpstreamBackend(_WorkerBackend):
         return self._scaler("scaler", x, scale, trainable)
 
     def container(self, raw, params, *, nn_indices=None):
-        return self._stage(
-            self._run("chain", raw, params, nn_indices), "container", CONTAINER_KEYS
-        )
+        return self._stage(self._run("chain", raw, params, nn_indices), "container", CONTAINER_KEYS)
 
     def state(self) -> dict[str, Any]:
         """Upstream's global state in the worker (`params.cfg`, RNG digest, `log_scale`)."""

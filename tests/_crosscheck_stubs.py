@@ -27,7 +27,11 @@ def record(raw=None, params=PARAMS) -> dict:
 def scaler(x, *, scale, trainable=True):
     ls = np.float32(np.log(scale))
     out = (np.asarray(x, np.float32) / np.exp(ls)).astype(np.float32)
-    return {"log_scale": ls, "scaler_out": out, "scaler_inv_out": (out * np.exp(ls)).astype(np.float32)}
+    return {
+        "log_scale": ls,
+        "scaler_out": out,
+        "scaler_inv_out": (out * np.exp(ls)).astype(np.float32),
+    }
 
 
 class Stub:

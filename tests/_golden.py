@@ -59,7 +59,9 @@ class GoldenCase:
 
 @functools.cache
 def _raw(source: str, case: str) -> pj.RawData:
-    path = (SHARED / case / "input_rawdata.npz") if source == "full" else (DATA / "input_rawdata.npz")
+    path = (
+        (SHARED / case / "input_rawdata.npz") if source == "full" else (DATA / "input_rawdata.npz")
+    )
     return pj.RawData.from_npz(path)
 
 
@@ -83,8 +85,15 @@ def _rebuild(case: str) -> dict:
             arrays["stage4/" + k.removeprefix("intensity_")] = t[k]
     arrays["stage3/nn_indices"] = nn
     digests = MANIFEST["cases"][case]["sha256"]
-    for key in ("stage1/diffraction", "stage2/X_full", "stage2/X_full_loader_normalize_data", "stage3/X"):
-        assert sha(arrays[key]) == digests[key], f"rebuilt golden {case}:{key} does not match its sha256"
+    for key in (
+        "stage1/diffraction",
+        "stage2/X_full",
+        "stage2/X_full_loader_normalize_data",
+        "stage3/X",
+    ):
+        assert sha(arrays[key]) == digests[key], (
+            f"rebuilt golden {case}:{key} does not match its sha256"
+        )
     return arrays
 
 

@@ -13,7 +13,11 @@ def invariant_violations(positions: np.ndarray, nn: np.ndarray, K: int) -> list[
         if len(set(members.tolist())) != len(members):
             problems.append(f"group {b}: duplicate members {members}")
             continue
-        ok = [s for s in range(len(positions)) if s not in members and np.all(d[s, members] <= kth[s] * (1 + 1e-6))]
+        ok = [
+            s
+            for s in range(len(positions))
+            if s not in members and np.all(d[s, members] <= kth[s] * (1 + 1e-6))
+        ]
         if not ok:
             problems.append(f"group {b}: no seed has all of {members} among its {K} nearest")
     return problems

@@ -77,10 +77,23 @@ def main(argv=None) -> int:
         objectGuess=meta["objectGuess"],
     )
     (args.out / f"loaded_{args.process_id}.json").write_text(
-        json.dumps({"lo": lo, "hi": hi, "devices": len(jax.local_devices()), "global_devices": len(jax.devices())})
+        json.dumps(
+            {
+                "lo": lo,
+                "hi": hi,
+                "devices": len(jax.local_devices()),
+                "global_devices": len(jax.devices()),
+            }
+        )
     )
     for variant in args.variant or ["main"]:
-        params = pj.ChainParams(gridsize=args.gridsize, n_groups=args.groups, seed=42, variant=variant, patch_positions="member")
+        params = pj.ChainParams(
+            gridsize=args.gridsize,
+            n_groups=args.groups,
+            seed=42,
+            variant=variant,
+            patch_positions="member",
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             result = pj.run_chain(raw, params, mesh=mesh)
@@ -97,12 +110,24 @@ def main(argv=None) -> int:
             "norm_Y_I": to_host(c.norm_Y_I),
             "log_scale": np.asarray(result.scaler.log_scale_f32),
         }
-        for k in ("coords_nn", "coords_offsets", "coords_relative", "coords_start_nn", "coords_start_offsets", "coords_start_relative"):
+        for k in (
+            "coords_nn",
+            "coords_offsets",
+            "coords_relative",
+            "coords_start_nn",
+            "coords_start_offsets",
+            "coords_start_relative",
+        ):
             arrays[k] = getattr(g, k)
         if args.process_id == 0:
             np.savez(args.out / f"result_{variant}.npz", **arrays)
             (args.out / f"scales_{variant}.json").write_text(
-                json.dumps({"intensity_scales": result.intensity_scales, "training_scale": result.training_scale})
+                json.dumps(
+                    {
+                        "intensity_scales": result.intensity_scales,
+                        "training_scale": result.training_scale,
+                    }
+                )
             )
     jax.distributed.shutdown()
     return 0

@@ -73,27 +73,92 @@ def with_position(i, x, y, **kw) -> pj.RawData:
 # -- API: RawData construction ---------------------------------------------------------------------
 RAW_CASES = {
     "coords 2-D": (dict(xcoords=np.zeros((12, 1))), r"RawData.xcoords: expected a 1-D float array"),
-    "coords int": (dict(ycoords=np.arange(12)), r"RawData.ycoords: expected a 1-D float array.*int"),
+    "coords int": (
+        dict(ycoords=np.arange(12)),
+        r"RawData.ycoords: expected a 1-D float array.*int",
+    ),
     "coords lengths": (dict(ycoords_start=np.zeros(5)), r"one length, got lengths"),
-    "coords NaN": (dict(xcoords=np.r_[np.nan, np.ones(11)]), r"RawData.xcoords: expected finite values.*index \(0,\)"),
-    "coords beyond 2**24": (dict(ycoords=np.r_[np.ones(11), 3e7]), r"RawData.ycoords: expected object-pixel coordinates within.*3e\+07 at index 11"),
-    "coords in metres": (dict(xcoords_start=np.full(12, -1e9)), r"xcoords_start: expected object-pixel coordinates"),
-    "no positions": (dict(xcoords=np.zeros(0), ycoords=np.zeros(0), xcoords_start=np.zeros(0), ycoords_start=np.zeros(0)), "at least one"),
-    "frames not square": (dict(diff3d=np.ones((12, 8, 9), np.float32)), r"diff3d: expected a 3-D array of square frames"),
-    "frames float64": (dict(diff3d=np.ones((12, 8, 8))), r"diff3d: expected dtype float32.*float64"),
-    "frame count": (dict(diff3d=np.ones((11, 8, 8), np.float32)), r"diff3d: expected 12 frames.*got 11"),
-    "frames Inf": (dict(diff3d=np.full((12, 8, 8), np.inf, np.float32)), r"diff3d: expected finite values"),
-    "frames negative": (dict(diff3d=-np.ones((12, 8, 8), np.float32)), r"diff3d: expected amplitudes >= 0"),
-    "probe shape": (dict(probeGuess=np.ones((16, 16), np.complex64)), r"probeGuess: expected shape \(8, 8\)"),
-    "probe dtype": (dict(probeGuess=np.ones((8, 8), np.float32)), r"probeGuess: expected dtype complex64"),
-    "probe all zero": (dict(probeGuess=np.zeros((8, 8), np.complex64)), r"probeGuess: expected a probe with non-zero values, got all 8x8 entries zero"),
-    "probe NaN": (dict(probeGuess=np.full((8, 8), np.nan, np.complex64)), r"probeGuess: expected finite values"),
-    "object 3-D": (dict(objectGuess=np.ones((4, 4, 2), np.complex64)), r"objectGuess: expected a 2-D"),
-    "object real": (dict(objectGuess=np.ones((64, 64), np.float32)), r"objectGuess: expected dtype complex64"),
-    "object Inf": (dict(objectGuess=np.full((64, 64), np.inf, np.complex64)), r"objectGuess: expected finite values"),
-    "scan_index float": (dict(scan_index=np.zeros(12)), r"scan_index: expected a 1-D integer array"),
-    "Y shape": (dict(Y=np.ones((12, 4, 4), np.complex64)), r"RawData.Y: expected \(12, 8, 8, 1\) complex64"),
-    "Y NaN": (dict(Y=np.full((12, 8, 8, 1), np.nan, np.complex64)), r"RawData.Y: expected finite values"),
+    "coords NaN": (
+        dict(xcoords=np.r_[np.nan, np.ones(11)]),
+        r"RawData.xcoords: expected finite values.*index \(0,\)",
+    ),
+    "coords beyond 2**24": (
+        dict(ycoords=np.r_[np.ones(11), 3e7]),
+        r"RawData.ycoords: expected object-pixel coordinates within.*3e\+07 at index 11",
+    ),
+    "coords in metres": (
+        dict(xcoords_start=np.full(12, -1e9)),
+        r"xcoords_start: expected object-pixel coordinates",
+    ),
+    "no positions": (
+        dict(
+            xcoords=np.zeros(0),
+            ycoords=np.zeros(0),
+            xcoords_start=np.zeros(0),
+            ycoords_start=np.zeros(0),
+        ),
+        "at least one",
+    ),
+    "frames not square": (
+        dict(diff3d=np.ones((12, 8, 9), np.float32)),
+        r"diff3d: expected a 3-D array of square frames",
+    ),
+    "frames float64": (
+        dict(diff3d=np.ones((12, 8, 8))),
+        r"diff3d: expected dtype float32.*float64",
+    ),
+    "frame count": (
+        dict(diff3d=np.ones((11, 8, 8), np.float32)),
+        r"diff3d: expected 12 frames.*got 11",
+    ),
+    "frames Inf": (
+        dict(diff3d=np.full((12, 8, 8), np.inf, np.float32)),
+        r"diff3d: expected finite values",
+    ),
+    "frames negative": (
+        dict(diff3d=-np.ones((12, 8, 8), np.float32)),
+        r"diff3d: expected amplitudes >= 0",
+    ),
+    "probe shape": (
+        dict(probeGuess=np.ones((16, 16), np.complex64)),
+        r"probeGuess: expected shape \(8, 8\)",
+    ),
+    "probe dtype": (
+        dict(probeGuess=np.ones((8, 8), np.float32)),
+        r"probeGuess: expected dtype complex64",
+    ),
+    "probe all zero": (
+        dict(probeGuess=np.zeros((8, 8), np.complex64)),
+        r"probeGuess: expected a probe with non-zero values, got all 8x8 entries zero",
+    ),
+    "probe NaN": (
+        dict(probeGuess=np.full((8, 8), np.nan, np.complex64)),
+        r"probeGuess: expected finite values",
+    ),
+    "object 3-D": (
+        dict(objectGuess=np.ones((4, 4, 2), np.complex64)),
+        r"objectGuess: expected a 2-D",
+    ),
+    "object real": (
+        dict(objectGuess=np.ones((64, 64), np.float32)),
+        r"objectGuess: expected dtype complex64",
+    ),
+    "object Inf": (
+        dict(objectGuess=np.full((64, 64), np.inf, np.complex64)),
+        r"objectGuess: expected finite values",
+    ),
+    "scan_index float": (
+        dict(scan_index=np.zeros(12)),
+        r"scan_index: expected a 1-D integer array",
+    ),
+    "Y shape": (
+        dict(Y=np.ones((12, 4, 4), np.complex64)),
+        r"RawData.Y: expected \(12, 8, 8, 1\) complex64",
+    ),
+    "Y NaN": (
+        dict(Y=np.full((12, 8, 8, 1), np.nan, np.complex64)),
+        r"RawData.Y: expected finite values",
+    ),
 }
 
 
@@ -111,7 +176,11 @@ def test_object_smaller_than_scan_is_an_error():
     with pytest.raises(pj.ObjectExtentError) as e:
         pj.run_chain(raw, params())
     msg = str(e.value)
-    assert "16x16 object" in msg and "smaller than the scanned area" in msg and "lie wholly outside" in msg
+    assert (
+        "16x16 object" in msg
+        and "smaller than the scanned area" in msg
+        and "lie wholly outside" in msg
+    )
     assert "scan index" in msg and "and " in msg and "more" in msg and "RawData.subset" in msg
 
 
@@ -123,13 +192,21 @@ def test_positions_far_from_object_is_an_error():
 
 def test_one_position_outside_names_it():
     raw = with_position(3, 70.0, 20.0)  # first sample column 66 >= 64: wholly outside
-    with pytest.raises(pj.ObjectExtentError, match=r"1 of 12 patches lie wholly outside.*scan index 3 at \(70, 20\)"):
+    with pytest.raises(
+        pj.ObjectExtentError,
+        match=r"1 of 12 patches lie wholly outside.*scan index 3 at \(70, 20\)",
+    ):
         pj.run_chain(raw, params(n_groups=12))
 
 
 def test_patch_centred_off_object_warns_and_keeps_upstream_zero_fill():
-    raw = with_position(5, -2.0, 30.0)  # centre 2 px left of the object: half the patch is zero fill
-    with pytest.warns(PatchOutsideObjectWarning, match=r"1 of 12 object patches are centred off the 64x64 objectGuess.*scan index 5 at \(-2, 30\)"):
+    raw = with_position(
+        5, -2.0, 30.0
+    )  # centre 2 px left of the object: half the patch is zero fill
+    with pytest.warns(
+        PatchOutsideObjectWarning,
+        match=r"1 of 12 object patches are centred off the 64x64 objectGuess.*scan index 5 at \(-2, 30\)",
+    ):
         result = pj.run_chain(raw, params(n_groups=12))
     member = list(np.asarray(result.grouped.nn_indices)[:, 0]).index(5)
     Y = np.asarray(result.container.Y_I)[member, :, :, 0]
@@ -137,7 +214,9 @@ def test_patch_centred_off_object_warns_and_keeps_upstream_zero_fill():
 
 
 def test_patch_edge_past_object_is_upstream_geometry_and_silent(caplog):
-    raw = with_position(2, 1.0, 30.0)  # centre on the object, 3 columns of the patch off it: as sim_lines
+    raw = with_position(
+        2, 1.0, 30.0
+    )  # centre on the object, 3 columns of the patch off it: as sim_lines
     with warnings.catch_warnings():
         warnings.simplefilter("error", PatchOutsideObjectWarning)
         with caplog.at_level("INFO", logger="ptycho_jax"):
@@ -149,11 +228,19 @@ def test_patch_edge_past_object_is_upstream_geometry_and_silent(caplog):
 def test_mirrored_upstream_centres_are_the_ones_checked():
     # gridsize 2, upstream positions: the checked centres are 2*centre - member, not the members
     f = fields(m=4)
-    x = np.array([1.0, 2.0, 3.0, 60.0])  # centre x 16.5: member 60 mirrors to -27, wholly left of the object
+    x = np.array(
+        [1.0, 2.0, 3.0, 60.0]
+    )  # centre x 16.5: member 60 mirrors to -27, wholly left of the object
     y = np.array([30.0, 31.0, 32.0, 33.0])
     f.update(xcoords=x, ycoords=y, xcoords_start=x, ycoords_start=y)
     raw = pj.RawData(**f)
-    with pytest.warns(pj.MirroredPatchWarning), pytest.raises(pj.ObjectExtentError, match=r"1 of 4 patches.*scan index 3 at \(60, 33\), patch centre \(-27, 30\)"):
+    with (
+        pytest.warns(pj.MirroredPatchWarning),
+        pytest.raises(
+            pj.ObjectExtentError,
+            match=r"1 of 4 patches.*scan index 3 at \(60, 33\), patch centre \(-27, 30\)",
+        ),
+    ):
         pj.run_chain(raw, params(gridsize=2, n_groups=1, K=4, patch_positions="upstream"))
     # the same scan with patches at the members: every member centre is on the object
     pj.run_chain(raw, params(gridsize=2, n_groups=1, K=4))
@@ -283,8 +370,14 @@ def assert_one_error(code, err, match):
 CLI_INPUT_CASES = {
     "object smaller than scan": (dict(m=40, lo=0.0, hi=400.0, obj=16), "lie wholly outside"),
     "positions far from object": (dict(lo=5000.0, hi=5100.0), "lie wholly outside"),
-    "probe all zero": (dict(probeGuess=np.zeros((8, 8), np.complex64)), "probeGuess: expected a probe with non-zero values"),
-    "probe NaN": (dict(probeGuess=np.full((8, 8), np.nan, np.complex64)), "probeGuess: expected finite values"),
+    "probe all zero": (
+        dict(probeGuess=np.zeros((8, 8), np.complex64)),
+        "probeGuess: expected a probe with non-zero values",
+    ),
+    "probe NaN": (
+        dict(probeGuess=np.full((8, 8), np.nan, np.complex64)),
+        "probeGuess: expected finite values",
+    ),
     "coords absurd": (dict(lo=1e12, hi=2e12), "expected object-pixel coordinates within"),
     "frames float64": (dict(diff3d=np.ones((12, 8, 8))), "diff3d: expected dtype float32"),
     "frames all zero": (dict(diff3d=np.zeros((12, 8, 8), np.float32)), "zero"),
@@ -296,13 +389,18 @@ def test_cli_bad_input(tmp_path, capsys, case):
     overrides, match = CLI_INPUT_CASES[case]
     data = write_npz(tmp_path / "data.npz", **overrides)
     out = tmp_path / "rep"
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--no-figure", "--out", str(out)], capsys)
+    code, err = run_cli(
+        ["report", "--input", str(data), "--gridsize", "1", "--no-figure", "--out", str(out)],
+        capsys,
+    )
     assert_one_error(code, err, match)
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_cli_input_is_a_folder(tmp_path, capsys):
-    code, err = run_cli(["report", "--input", str(tmp_path), "--out", str(tmp_path / "rep")], capsys)
+    code, err = run_cli(
+        ["report", "--input", str(tmp_path), "--out", str(tmp_path / "rep")], capsys
+    )
     assert_one_error(code, err, "got a folder")
 
 
@@ -310,7 +408,9 @@ def test_cli_out_is_an_existing_file(tmp_path, capsys):
     data = write_npz(tmp_path / "data.npz")
     out = tmp_path / "taken"
     out.write_text("keep me")
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--out", str(out)], capsys)
+    code, err = run_cli(
+        ["report", "--input", str(data), "--gridsize", "1", "--out", str(out)], capsys
+    )
     assert_one_error(code, err, "expected a folder for the output files, got an existing file")
     assert out.read_text() == "keep me"
 
@@ -318,7 +418,18 @@ def test_cli_out_is_an_existing_file(tmp_path, capsys):
 def test_cli_out_below_a_file(tmp_path, capsys):
     data = write_npz(tmp_path / "data.npz")
     (tmp_path / "file").write_text("x")
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--out", str(tmp_path / "file" / "sub" / "rep")], capsys)
+    code, err = run_cli(
+        [
+            "report",
+            "--input",
+            str(data),
+            "--gridsize",
+            "1",
+            "--out",
+            str(tmp_path / "file" / "sub" / "rep"),
+        ],
+        capsys,
+    )
     assert_one_error(code, err, "is a file, not a folder")
 
 
@@ -327,10 +438,16 @@ def test_cli_out_not_writable(tmp_path, capsys, monkeypatch):
     real = os.access
     ro = tmp_path / "ro"
     ro.mkdir()
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(ro) else real(p, mode, **kw))
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--out", str(ro)], capsys)
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: False if str(p) == str(ro) else real(p, mode, **kw)
+    )
+    code, err = run_cli(
+        ["report", "--input", str(data), "--gridsize", "1", "--out", str(ro)], capsys
+    )
     assert_one_error(code, err, "folder is not writable")
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--out", str(ro / "new")], capsys)
+    code, err = run_cli(
+        ["report", "--input", str(data), "--gridsize", "1", "--out", str(ro / "new")], capsys
+    )
     assert_one_error(code, err, f"folder {str(ro)!r} is not writable")
 
 
@@ -341,7 +458,9 @@ def test_cli_simulate_out_is_a_folder(tmp_path, capsys):
 
 def test_cli_simulate_out_below_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
-    code, err = run_cli(["simulate", "--scenario", "gs1_ideal", "--out", str(tmp_path / "f" / "d.npz")], capsys)
+    code, err = run_cli(
+        ["simulate", "--scenario", "gs1_ideal", "--out", str(tmp_path / "f" / "d.npz")], capsys
+    )
     assert_one_error(code, err, "is a file, not a folder")
 
 
@@ -368,7 +487,9 @@ def test_cli_failed_write_keeps_previous_report(tmp_path, capsys, monkeypatch, f
     code, err = run_cli([*argv, "--seed", "7"], capsys)
     assert_one_error(code, err, match)
     assert str(out) in err
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files, old report intact
+    assert {
+        p.name: p.read_bytes() for p in out.iterdir()
+    } == before  # no temp files, old report intact
 
 
 def test_cli_warnings_are_one_line_without_source(tmp_path, capsys):
@@ -377,32 +498,86 @@ def test_cli_warnings_are_one_line_without_source(tmp_path, capsys):
     f["xcoords"][0] = f["xcoords_start"][0] = -3.0  # one patch centred off the object
     np.savez(tmp_path / "edge.npz", **f)
     out = tmp_path / "rep"
-    code, err = run_cli(["report", "--input", str(tmp_path / "edge.npz"), "--gridsize", "1", "--n-groups", "12", "--no-figure", "--out", str(out)], capsys)
+    code, err = run_cli(
+        [
+            "report",
+            "--input",
+            str(tmp_path / "edge.npz"),
+            "--gridsize",
+            "1",
+            "--n-groups",
+            "12",
+            "--no-figure",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     warns = [line for line in err.splitlines() if line.startswith("ptycho-jax: warning: ")]
-    assert len(warns) == 1 and "centred off the 64x64 objectGuess" in warns[0] and warns[0].endswith("[PatchOutsideObjectWarning]")
+    assert (
+        len(warns) == 1
+        and "centred off the 64x64 objectGuess" in warns[0]
+        and warns[0].endswith("[PatchOutsideObjectWarning]")
+    )
     assert ".py:" not in err and "warnings.warn" not in err and "Traceback" not in err
     assert err.strip() == warns[0]  # -q: no progress lines, the warning stays
     assert json.loads((out / "intensity_stats.json").read_text())["stages"]
     # gridsize 2 with upstream patch positions: the mirrored-patch warning, also one line
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "2", "--n-groups", "4", "--no-figure", "--out", str(out)], capsys)
+    code, err = run_cli(
+        [
+            "report",
+            "--input",
+            str(data),
+            "--gridsize",
+            "2",
+            "--n-groups",
+            "4",
+            "--no-figure",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ptycho-jax: warning: ") and lines[0].endswith("[MirroredPatchWarning]")
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("ptycho-jax: warning: ")
+        and lines[0].endswith("[MirroredPatchWarning]")
+    )
 
 
 def test_cli_progress_without_q_and_errors_with_q(tmp_path, capsys):
     data = write_npz(tmp_path / "data.npz", probeGuess=np.zeros((8, 8), np.complex64))
     code = main(["report", "--input", str(data), "--out", str(tmp_path / "rep")])
     err = capsys.readouterr().err
-    assert code == 2 and "ptycho-jax: [1/6] loading" in err and err.strip().splitlines()[-1].startswith("ptycho-jax: error: ")
+    assert (
+        code == 2
+        and "ptycho-jax: [1/6] loading" in err
+        and err.strip().splitlines()[-1].startswith("ptycho-jax: error: ")
+    )
 
 
 def test_cli_subprocess_bad_input_no_traceback(tmp_path):
     data = write_npz(tmp_path / "data.npz", m=40, lo=0.0, hi=400.0, obj=16)
     out = tmp_path / "rep"
     proc = subprocess.run(
-        [sys.executable, "-m", "ptycho_jax._cli", "-q", "report", "--input", str(data), "--gridsize", "1", "--n-groups", "16", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "ptycho_jax._cli",
+            "-q",
+            "report",
+            "--input",
+            str(data),
+            "--gridsize",
+            "1",
+            "--n-groups",
+            "16",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -411,7 +586,11 @@ def test_cli_subprocess_bad_input_no_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ptycho-jax: error: ") and "wholly outside" in lines[0], proc.stderr
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("ptycho-jax: error: ")
+        and "wholly outside" in lines[0]
+    ), proc.stderr
     assert not out.exists()
 
 
@@ -440,12 +619,31 @@ def test_cli_crosscheck_out_is_an_existing_file(tmp_path, capsys):
 def test_cli_bad_chain_flags(tmp_path, capsys, flags, match):
     data = write_npz(tmp_path / "data.npz")
     out = tmp_path / "rep"
-    code, err = run_cli(["report", "--input", str(data), "--n-groups", "8", *flags, "--no-figure", "--out", str(out)], capsys)
+    code, err = run_cli(
+        [
+            "report",
+            "--input",
+            str(data),
+            "--n-groups",
+            "8",
+            *flags,
+            "--no-figure",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert_one_error(code, err, match)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags,match", [(["--N", "0"], "N: expected an int >= 4"), (["--nphotons", "nan"], "nphotons: expected a finite number")])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--N", "0"], "N: expected an int >= 4"),
+        (["--nphotons", "nan"], "nphotons: expected a finite number"),
+    ],
+)
 def test_cli_simulate_bad_overrides(tmp_path, capsys, flags, match):
     out = tmp_path / "d.npz"
     code, err = run_cli(["simulate", "--scenario", "gs1_ideal", *flags, "--out", str(out)], capsys)
@@ -457,11 +655,33 @@ def test_cli_huge_constant_frames_report_or_refuse(tmp_path, capsys):
     # fuzzer find: frames all 1e30 made the report's histogram raise (bins narrower than an ulp)
     data = write_npz(tmp_path / "data.npz", diff3d=np.full((12, 8, 8), 1e30, np.float32))
     out = tmp_path / "rep"
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--n-groups", "8", "--out", str(out)], capsys)
+    code, err = run_cli(
+        ["report", "--input", str(data), "--gridsize", "1", "--n-groups", "8", "--out", str(out)],
+        capsys,
+    )
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["intensity_stats.json", "intensity_stats.md", "intensity_stats.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "intensity_stats.json",
+        "intensity_stats.md",
+        "intensity_stats.png",
+    ]
     payload = json.loads((out / "intensity_stats.json").read_text())
     assert payload["stages"][0]["stats"]["max"] == float(np.float32(1e30))
     # the seed variant sums squares in float32: 1e60 overflows, a named error
-    code, err = run_cli(["report", "--input", str(data), "--gridsize", "1", "--n-groups", "8", "--variant", "seed", "--out", str(tmp_path / "seed")], capsys)
+    code, err = run_cli(
+        [
+            "report",
+            "--input",
+            str(data),
+            "--gridsize",
+            "1",
+            "--n-groups",
+            "8",
+            "--variant",
+            "seed",
+            "--out",
+            str(tmp_path / "seed"),
+        ],
+        capsys,
+    )
     assert_one_error(code, err, "gain")

@@ -32,7 +32,9 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     for stage in plan.CHAIN_STAGES:
         assert (stage, "jax") in figures, stage
     assert ("patches", "upstream-np") in figures
-    assert {("neighbours", "jax"), ("neighbours", "ckdtree")} <= {(f["stage"], f["impl"]) for f in doc["figures"]}
+    assert {("neighbours", "jax"), ("neighbours", "ckdtree")} <= {
+        (f["stage"], f["impl"]) for f in doc["figures"]
+    }
     for f in doc["figures"]:
         assert 0 < f["min_s"] <= f["median_s"] <= f["max_s"]
         assert f["bytes"] > 0 and f["n"] >= 1
@@ -56,18 +58,24 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     assert (tmp_path / "cpu-tiny.md").read_text() == md
 
 
-@pytest.mark.skipif(not (GOLDEN / "gs2_ideal.npz").is_file(), reason="trimmed golden fixture absent")
+@pytest.mark.skipif(
+    not (GOLDEN / "gs2_ideal.npz").is_file(), reason="trimmed golden fixture absent"
+)
 def test_upstream_whole_canvas_baseline_reproduces_golden_patches():
     # Upstream's get_image_patches output for the first 4 groups of gs2_ideal (mirrored positions).
     g = np.load(GOLDEN / "gs2_ideal.npz")
     obj = np.load(GOLDEN / "input_rawdata.npz")["objectGuess"]
-    off = (g["coords_offsets"][:1] + g["coords_relative"][:1]).astype(np.float32)  # group 0, float64 sum then cast
+    off = (g["coords_offsets"][:1] + g["coords_relative"][:1]).astype(
+        np.float32
+    )  # group 0, float64 sum then cast
     centres = off[:, 0].transpose(0, 2, 1).reshape(-1, 2)
     patches = stages.upstream_whole_canvas_patches(obj, centres, N=64)
     golden = np.moveaxis(g["Y_head"][0], -1, 0)  # (C, N, N)
     scale = float(np.abs(golden).max())
     np.testing.assert_allclose(patches, golden, rtol=0, atol=1e-6 * scale)
-    np.testing.assert_allclose(patches, np.asarray(extract_patches(obj, centres, N=64)), rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        patches, np.asarray(extract_patches(obj, centres, N=64)), rtol=0, atol=1e-6 * scale
+    )
 
 
 def test_upstream_whole_canvas_zero_fill_outside():
@@ -75,19 +83,25 @@ def test_upstream_whole_canvas_zero_fill_outside():
     obj = np.ones((8, 8), np.complex64)
     centres = np.array([[0.5, 0.5], [-20.0, -20.0]], np.float32)
     up = stages.upstream_whole_canvas_patches(obj, centres, N=4)
-    np.testing.assert_allclose(up, np.asarray(extract_patches(obj, centres, N=4)), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        up, np.asarray(extract_patches(obj, centres, N=4)), rtol=0, atol=1e-7
+    )
     assert np.all(up[1] == 0)
 
 
 def test_stage_bytes_and_plan_sizes():
     d = {"M": 20_000, "B": 5_000, "C": 4, "N": 64, "P": 20_000, "H": 1700, "W": 1700}
     S = 20_000 * 64 * 64 * 4
-    assert plan.stage_bytes("gather_normalize", d) == 2 * S  # specs/benchmarks.md §4: the fused floor
+    assert (
+        plan.stage_bytes("gather_normalize", d) == 2 * S
+    )  # specs/benchmarks.md §4: the fused floor
     assert plan.stage_bytes("patches", d) == 2 * S + 1700 * 1700 * 8
     full = {c.name: c for c in plan.build_plan("full", device="cpu")}
     large = full["large"]
     assert (large.M, large.B, large.gridsize, large.N) == (20_000, 5_000, 2, 64)
-    assert {1, 2, 3} <= {c.gridsize for c in full.values()} and {64, 128} <= {c.N for c in full.values()}
+    assert {1, 2, 3} <= {c.gridsize for c in full.values()} and {64, 128} <= {
+        c.N for c in full.values()
+    }
     assert min(c.M for c in full.values() if c.family == "positions") == 1_000
     assert max(c.M for c in full.values() if c.family == "positions") == 1_000_000
     assert {64, 50_000} <= {c.B for c in full.values()}
@@ -100,7 +114,9 @@ def test_host_memory_probe_sees_an_allocation():
     if not mem.resettable:
         pytest.skip("peak RSS cannot be reset on this system")
     base = mem.reset()
-    a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched (above glibc's largest mmap threshold, so fresh pages)
+    a = np.ones(
+        64 * 2**20 // 8
+    )  # 64 MiB, touched (above glibc's largest mmap threshold, so fresh pages)
     grown = mem.peak() - base
     del a
     assert 63 * 2**20 <= grown <= 128 * 2**20
@@ -116,10 +132,40 @@ def test_bad_impls_are_rejected(tmp_path):
 def test_chain_flags_set_every_case():
     base = plan.build_plan("tiny", device="cpu")
     assert plan.apply_chain_values(base, {}) == base
-    args = _args("--tiny", "--N", "8", "--gridsize", "1", "--n-groups", "8", "--K", "5", "--seed", "7", "--nphotons", "1e6", "--variant", "seed", "--chunk-groups", "4")
-    tiny, positions = plan.apply_chain_values(base, given_chain_values(args), devices=args.devices, chunk_groups=args.chunk_groups)
-    assert (tiny.N, tiny.gridsize, tiny.B, tiny.K, tiny.seed, tiny.nphotons, tiny.chunk_groups) == (8, 1, 8, 5, 7, 1e6, 4)
-    assert tiny.params() == pj.ChainParams(N=8, gridsize=1, K=5, n_groups=8, seed=7, nphotons=1e6, variant="seed")
+    args = _args(
+        "--tiny",
+        "--N",
+        "8",
+        "--gridsize",
+        "1",
+        "--n-groups",
+        "8",
+        "--K",
+        "5",
+        "--seed",
+        "7",
+        "--nphotons",
+        "1e6",
+        "--variant",
+        "seed",
+        "--chunk-groups",
+        "4",
+    )
+    tiny, positions = plan.apply_chain_values(
+        base, given_chain_values(args), devices=args.devices, chunk_groups=args.chunk_groups
+    )
+    assert (tiny.N, tiny.gridsize, tiny.B, tiny.K, tiny.seed, tiny.nphotons, tiny.chunk_groups) == (
+        8,
+        1,
+        8,
+        5,
+        7,
+        1e6,
+        4,
+    )
+    assert tiny.params() == pj.ChainParams(
+        N=8, gridsize=1, K=5, n_groups=8, seed=7, nphotons=1e6, variant="seed"
+    )
     assert positions.N == 16 and positions.B == 8  # positions-only cases have no frames to resize
     more = plan.apply_chain_values(base, {"n_groups": 200})[0]
     assert more.M >= 200 and more.B == 200  # enough positions for the groups asked for
@@ -130,7 +176,11 @@ def test_ptycho_jax_bench_forwards_to_python_m_benchmarks(capfd):
 
     assert main(["bench", "--help"]) == 0
     out = capfd.readouterr().out
-    assert out.startswith("usage: python -m benchmarks") and "chain parameters" in out and "--n-groups" in out
+    assert (
+        out.startswith("usage: python -m benchmarks")
+        and "chain parameters" in out
+        and "--n-groups" in out
+    )
 
 
 def test_ptycho_jax_bench_outside_a_source_checkout_says_how_to_run_the_suite(monkeypatch, capsys):

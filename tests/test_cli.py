@@ -9,9 +9,17 @@ import pytest
 import ptycho_jax as pj
 from ptycho_jax._cli import main
 
-SECTIONS = ["# Intensity Statistics", "## Intensity Scale Comparison", "## Stage Means", "## Stage Ratios",
-            "## Largest Drop", "## IntensityScaler State", "## Training Container X Stats", "## Per-Stage Statistics",
-            "## Provenance"]
+SECTIONS = [
+    "# Intensity Statistics",
+    "## Intensity Scale Comparison",
+    "## Stage Means",
+    "## Stage Ratios",
+    "## Largest Drop",
+    "## IntensityScaler State",
+    "## Training Container X Stats",
+    "## Per-Stage Statistics",
+    "## Provenance",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +37,11 @@ def default_report(tmp_path_factory, request):
 def test_default_job_writes_the_three_files(default_report, capsys):
     code, out = default_report
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["intensity_stats.json", "intensity_stats.md", "intensity_stats.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "intensity_stats.json",
+        "intensity_stats.md",
+        "intensity_stats.png",
+    ]
 
 
 def test_default_report_sections_in_order(default_report):
@@ -46,17 +58,39 @@ def test_default_report_json_schema(default_report):
     text = (out / "intensity_stats.json").read_text()
     payload = json.loads(text)
     assert text == json.dumps(payload, indent=2, sort_keys=True)
-    assert [s["name"] for s in payload["stages"]] == ["raw_diffraction", "grouped_diffraction", "grouped_X_full", "container_X"]
+    assert [s["name"] for s in payload["stages"]] == [
+        "raw_diffraction",
+        "grouped_diffraction",
+        "grouped_X_full",
+        "container_X",
+    ]
     for stage in payload["stages"]:
-        assert set(stage["stats"]) == {"min", "max", "mean", "std", "nan_count", "shape", "dtype", "finite_count", "total_count"}
-    assert set(payload["ratios"]) == {"raw_to_grouped", "grouped_to_normalized", "normalized_to_container"}
+        assert set(stage["stats"]) == {
+            "min",
+            "max",
+            "mean",
+            "std",
+            "nan_count",
+            "shape",
+            "dtype",
+            "finite_count",
+            "total_count",
+        }
+    assert set(payload["ratios"]) == {
+        "raw_to_grouped",
+        "grouped_to_normalized",
+        "normalized_to_container",
+    }
     assert payload["ratios"]["normalized_to_container"] == 1.0
     # main variant: closed-form training scale, bundle = NumPy float32 exp of float32 log(988.2117919921875)
     assert payload["bundle_intensity_scale"] == 988.211669921875
     assert payload["intensity_scaler_state"]["params_cfg_intensity_scale"] == 988.2117919921875
     ds = payload["dataset_intensity_scale"]
     assert abs(ds["dataset_scale"] - 577.738) / 577.738 < 3e-3  # within Poisson noise of the seed
-    assert payload["provenance"]["variant"] == "main" and payload["provenance"]["parameters"]["n_groups"] == 64
+    assert (
+        payload["provenance"]["variant"] == "main"
+        and payload["provenance"]["parameters"]["n_groups"] == 64
+    )
 
 
 def test_default_report_png_decodes(default_report):
@@ -71,11 +105,39 @@ def test_simulate_then_report_from_file(tmp_path):
     raw = pj.RawData.from_npz(data)
     assert raw.diff3d.shape == (256, 64, 64)  # gs1_ideal stable profile: 512 frames, test half
     out = tmp_path / "rep"
-    assert main(["-q", "report", "--input", str(data), "--gridsize", "1", "--n-groups", "32", "--variant", "seed", "--no-figure", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "report",
+                "--input",
+                str(data),
+                "--gridsize",
+                "1",
+                "--n-groups",
+                "32",
+                "--variant",
+                "seed",
+                "--no-figure",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     payload = json.loads((out / "intensity_stats.json").read_text())
-    assert payload["provenance"]["input_sha256"] and payload["stages"][1]["stats"]["shape"] == [32, 64, 64, 1]
+    assert payload["provenance"]["input_sha256"] and payload["stages"][1]["stats"]["shape"] == [
+        32,
+        64,
+        64,
+        1,
+    ]
     # seed variant: dataset-derived training scale ≈ sqrt(1e9 / (N/2)²) for normalised X, gridsize 1
-    np.testing.assert_allclose(payload["intensity_scaler_state"]["params_cfg_intensity_scale"], np.sqrt(1e9) / 32, rtol=1e-4)
+    np.testing.assert_allclose(
+        payload["intensity_scaler_state"]["params_cfg_intensity_scale"],
+        np.sqrt(1e9) / 32,
+        rtol=1e-4,
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,7 +165,11 @@ def test_bad_input_exits_2_without_partial_output(tmp_path, capsys, argv, match)
 
 @pytest.mark.parametrize(
     "argv",
-    [["report", "--groups", "5"], ["crosscheck", "--neighbor-count", "4", "--out", "x"], ["report", "--variant", "dose"]],
+    [
+        ["report", "--groups", "5"],
+        ["crosscheck", "--neighbor-count", "4", "--out", "x"],
+        ["report", "--variant", "dose"],
+    ],
 )
 def test_old_or_bad_chain_flags_are_usage_errors(argv, capsys):
     # One vocabulary: report's --groups and crosscheck's --neighbor-count are now --n-groups and --K.
@@ -122,7 +188,9 @@ def test_report_chain_flags_reach_chain_params(tmp_path):
             "--seed", "5", "--sequential", "--nphotons", "1e6", "--engine", "scipy", "--patch-positions", "member",
             "--no-figure", "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 0
-    params = json.loads((tmp_path / "out" / "intensity_stats.json").read_text())["provenance"]["parameters"]
+    params = json.loads((tmp_path / "out" / "intensity_stats.json").read_text())["provenance"][
+        "parameters"
+    ]
     want = {"N": 8, "gridsize": 1, "K": 3, "n_groups": 7, "seed": 5, "sequential": True, "oversample": False,
             "nphotons": 1e6, "variant": "main", "engine": "scipy", "patch_positions": "member"}  # fmt: skip
     assert {k: params[k] for k in want} == want

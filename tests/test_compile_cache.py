@@ -18,7 +18,9 @@ jax.jit(lambda x: jnp.sin(x) * 3 + 1)(jnp.arange(7.0)).block_until_ready()
 
 
 def test_default_dir_follows_xdg(tmp_path):
-    assert cc.default_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "ptycho-jax" / "jax"
+    assert (
+        cc.default_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "ptycho-jax" / "jax"
+    )
     assert cc.default_cache_dir({"HOME": "/nowhere"}).parts[-3:] == (".cache", "ptycho-jax", "jax")
     explicit = {"PTYCHO_JAX_CACHE_DIR": str(tmp_path / "c"), "XDG_CACHE_HOME": "/x"}
     assert cc.default_cache_dir(explicit) == tmp_path / "c"
@@ -75,7 +77,9 @@ def test_cli_flag_turns_the_cache_off(tmp_path):
                {"XDG_CACHE_HOME": str(tmp_path / "off")})  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "a.npz").is_file() and not (tmp_path / "off").exists()
-    out = _cli(["-q", *sim, "--out", str(tmp_path / "b.npz")], {"XDG_CACHE_HOME": str(tmp_path / "on")})
+    out = _cli(
+        ["-q", *sim, "--out", str(tmp_path / "b.npz")], {"XDG_CACHE_HOME": str(tmp_path / "on")}
+    )
     assert out.returncode == 0, out.stderr
     where = tmp_path / "on" / "ptycho-jax" / "jax"
     assert len([p for p in where.iterdir() if not p.name.endswith("-atime")]) >= 1

@@ -224,14 +224,26 @@ ODD = [
     ("empty, same shape, int vs float", np.zeros((0,), np.int32), np.zeros((0,), np.float32)),
     ("0-d", np.float32(1.0), np.float32(2.0)),
     ("0-d vs 1-d", np.float32(1.0), np.ones(3, np.float32)),
-    ("all NaN", np.full((2, 8, 8, 2), np.nan, np.float32), np.full((2, 8, 8, 2), np.nan, np.float32)),
-    ("NaN on both sides at one place", np.where(np.eye(8)[None, :, :, None] > 0, np.nan, 1.5).astype(np.float32), np.where(np.eye(8)[None, :, :, None] > 0, np.nan, 1.0).astype(np.float32)),
+    (
+        "all NaN",
+        np.full((2, 8, 8, 2), np.nan, np.float32),
+        np.full((2, 8, 8, 2), np.nan, np.float32),
+    ),
+    (
+        "NaN on both sides at one place",
+        np.where(np.eye(8)[None, :, :, None] > 0, np.nan, 1.5).astype(np.float32),
+        np.where(np.eye(8)[None, :, :, None] > 0, np.nan, 1.0).astype(np.float32),
+    ),
     ("Inf vs -Inf", np.array([np.inf, 1.0]), np.array([-np.inf, 1.0])),
     ("all zero reference", np.ones((3, 8, 8, 1)), np.zeros((3, 8, 8, 1))),
     ("object arrays", np.array([1, "a"], dtype=object), np.array([1, "b"], dtype=object)),
     ("strings", np.array(["a", "b"]), np.array(["a", "c"])),
     ("bool", np.array([True, False]), np.array([True, True])),
-    ("complex vs real", np.ones((2, 8, 8, 2), np.complex64) * 1j, np.ones((2, 8, 8, 2), np.float32)),
+    (
+        "complex vs real",
+        np.ones((2, 8, 8, 2), np.complex64) * 1j,
+        np.ones((2, 8, 8, 2), np.float32),
+    ),
     ("float16 vs float64", np.ones(4, np.float16), np.full(4, 1.0001)),
     ("huge values", np.full((2, 2), 3e38, np.float32), np.full((2, 2), -3e38, np.float32)),
     ("int vs float, equal", np.arange(6, dtype=np.int64), np.arange(6, dtype=np.float64)),
@@ -279,7 +291,12 @@ def test_harness_quantities():
     }
     cache = {}
     q = D.harness_quantities(
-        raw=raw, params=params, reference_outputs=outs, stage="normalize", array_name="X_full", cache=cache
+        raw=raw,
+        params=params,
+        reference_outputs=outs,
+        stage="normalize",
+        array_name="X_full",
+        cache=cache,
     )
     e = np.sum(frames.astype(np.float64) ** 2, axis=(1, 2))
     assert q["E_raw"] == pytest.approx(e.mean(), rel=1e-12)
@@ -287,13 +304,21 @@ def test_harness_quantities():
     assert q["s"] == pytest.approx(1000 / 4)  # float32 closed form √nphotons / (N/2)
     assert q["gain"] == 0.5 and q["nphotons"] == 1e6
     q = D.harness_quantities(
-        raw=raw, params=params, reference_outputs=outs, stage="scaler", array_name="seed_era.scaler_out", cache=cache
+        raw=raw,
+        params=params,
+        reference_outputs=outs,
+        stage="scaler",
+        array_name="seed_era.scaler_out",
+        cache=cache,
     )
     assert q["s"] == 7.0
     # broken input: no quantities, no exception
-    assert D.harness_quantities(
-        raw=None, params=None, reference_outputs={}, stage="x", array_name="y", cache={}
-    ) == {}
+    assert (
+        D.harness_quantities(
+            raw=None, params=None, reference_outputs={}, stage="x", array_name="y", cache={}
+        )
+        == {}
+    )
 
 
 # -- zero-filled, rounding, row counts, mirrored and shifted -------------------------------------

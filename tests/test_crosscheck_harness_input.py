@@ -43,14 +43,54 @@ def _boom(d):
 @pytest.mark.parametrize(
     "change, stage, verdict, words",
     [
-        ({"normalize": _boom}, "normalize", Verdict.FAIL, ["port 'bad' normalize() raised RuntimeError: port exploded in normalize"]),
-        ({"normalize": lambda d: [d["X_full"]]}, "normalize", Verdict.FAIL, ["normalize() returned list, expected a mapping"]),
-        ({"normalize": lambda d: None}, "normalize", Verdict.FAIL, ["returned NoneType, expected a mapping"]),
-        ({"normalize": lambda d: {**d, "X_full": np.array(["a", "b"])}}, "normalize", Verdict.FAIL, ["['X_full']: expected a numeric array, got dtype <U1"]),
-        ({"normalize": lambda d: {**d, "X_full": np.array([object()], dtype=object)}}, "normalize", Verdict.FAIL, ["got dtype object"]),
-        ({"grouped": replaced(diffraction=lambda x: x[:, :-1])}, "grouped", Verdict.FAIL, ["shape"]),
-        ({"grouped": replaced(coords_nn=lambda x: x.astype(np.float32))}, "grouped", Verdict.FAIL, ["float"]),
-        ({"normalize": lambda d: {"Xfull": d["X_full"], "normalize_gain": d["normalize_gain"]}}, "normalize", Verdict.INCOMPLETE, ["did you mean 'X_full'?"]),
+        (
+            {"normalize": _boom},
+            "normalize",
+            Verdict.FAIL,
+            ["port 'bad' normalize() raised RuntimeError: port exploded in normalize"],
+        ),
+        (
+            {"normalize": lambda d: [d["X_full"]]},
+            "normalize",
+            Verdict.FAIL,
+            ["normalize() returned list, expected a mapping"],
+        ),
+        (
+            {"normalize": lambda d: None},
+            "normalize",
+            Verdict.FAIL,
+            ["returned NoneType, expected a mapping"],
+        ),
+        (
+            {"normalize": lambda d: {**d, "X_full": np.array(["a", "b"])}},
+            "normalize",
+            Verdict.FAIL,
+            ["['X_full']: expected a numeric array, got dtype <U1"],
+        ),
+        (
+            {"normalize": lambda d: {**d, "X_full": np.array([object()], dtype=object)}},
+            "normalize",
+            Verdict.FAIL,
+            ["got dtype object"],
+        ),
+        (
+            {"grouped": replaced(diffraction=lambda x: x[:, :-1])},
+            "grouped",
+            Verdict.FAIL,
+            ["shape"],
+        ),
+        (
+            {"grouped": replaced(coords_nn=lambda x: x.astype(np.float32))},
+            "grouped",
+            Verdict.FAIL,
+            ["float"],
+        ),
+        (
+            {"normalize": lambda d: {"Xfull": d["X_full"], "normalize_gain": d["normalize_gain"]}},
+            "normalize",
+            Verdict.INCOMPLETE,
+            ["did you mean 'X_full'?"],
+        ),
     ],
     ids=["raises", "list", "none", "strings", "objects", "shape", "dtype", "wrong_key"],
 )
@@ -69,12 +109,21 @@ def test_bad_port_output_is_a_clear_stage_verdict(raw, outs, change, stage, verd
 def test_shape_and_dtype_failures_are_named(raw, outs):
     res = run(
         raw,
-        Stub(outs, change={"grouped": replaced(diffraction=lambda x: x[:, :-1], coords_nn=lambda x: x.astype(np.float32))}),
+        Stub(
+            outs,
+            change={
+                "grouped": replaced(
+                    diffraction=lambda x: x[:, :-1], coords_nn=lambda x: x.astype(np.float32)
+                )
+            },
+        ),
         Stub(outs),
     )
     arrays = {a.name: a for a in res.stage("grouped").arrays}
     assert arrays["diffraction"].status == "shape_mismatch" and not arrays["diffraction"].passed
-    assert arrays["diffraction"].shape_port == (16, 31, 32, 4) and arrays["diffraction"].shape_ref == (16, 32, 32, 4)
+    assert arrays["diffraction"].shape_port == (16, 31, 32, 4) and arrays[
+        "diffraction"
+    ].shape_ref == (16, 32, 32, 4)
     assert (arrays["coords_nn"].dtype_port, arrays["coords_nn"].dtype_ref) == ("float32", "float64")
     assert not arrays["coords_nn"].passed
 
@@ -108,7 +157,10 @@ def test_layout_declaration_that_does_not_fit_fails_the_stage(raw, outs):
     port = Stub(outs, layouts={"coords_offsets": "B xy"})  # returns (B, 1, 2, 1)
     res = run(raw, port, Stub(outs), stages="grouped")
     assert res.verdict == Verdict.FAIL
-    assert "declared layout 'B xy' has 2 axes, got an array of shape (16, 1, 2, 1)" in format_failure(res)
+    assert (
+        "declared layout 'B xy' has 2 axes, got an array of shape (16, 1, 2, 1)"
+        in format_failure(res)
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,21 +201,44 @@ CHAIN = ["--N", "32", "--gridsize", "2", "--n-groups", "16", "--seed", "3", "--n
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--reference", "golden:{tmp}/nowhere"], "expected a golden case folder with stage1_grouping.npz, got a missing folder"),
+        (
+            ["--reference", "golden:{tmp}/nowhere"],
+            "expected a golden case folder with stage1_grouping.npz, got a missing folder",
+        ),
         (["--reference", "golden:{tmp}/corrupt"], "cannot read"),
         (["--reference", "golden:{tmp}/badjson"], "params.json"),
-        (["--stages", "grouping,normalise"], "unknown stage 'normalise'; valid stages: grouping, grouped"),
+        (
+            ["--stages", "grouping,normalise"],
+            "unknown stage 'normalise'; valid stages: grouping, grouped",
+        ),
         (["--tolerances", "{tmp}/bad.toml"], "unknown keys ['ulps']"),
         (["--tolerances", "{tmp}/missing.toml"], "cannot read"),
         (["--port", "module:crosscheck.backends:TFBackend"], "expected package.module:Attribute"),
         (["--port", "crosscheck.backends:NoSuch"], "has no attribute 'NoSuch'"),
         (["--port", "no_such_pkg.mod:Backend"], "cannot import module 'no_such_pkg.mod'"),
         (["--port", "crosscheck.backends:GoldenBackend"], "GoldenBackend() raised TypeError"),
-        (["--reference", "torchx"], "expected jax, tf, upstream, ptycho_torch, golden:DIR or package.module:Attribute"),
+        (
+            ["--reference", "torchx"],
+            "expected jax, tf, upstream, ptycho_torch, golden:DIR or package.module:Attribute",
+        ),
     ],
-    ids=["golden_missing", "golden_corrupt", "golden_bad_json", "stage", "tol_keys", "tol_missing", "module_prefix", "no_attr", "no_module", "ctor_raises", "unknown"],
+    ids=[
+        "golden_missing",
+        "golden_corrupt",
+        "golden_bad_json",
+        "stage",
+        "tol_keys",
+        "tol_missing",
+        "module_prefix",
+        "no_attr",
+        "no_module",
+        "ctor_raises",
+        "unknown",
+    ],
 )
-def test_cli_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, npz, argv, message):
+def test_cli_bad_input_exits_2_with_a_message_and_writes_nothing(
+    tmp_path, capsys, npz, argv, message
+):
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "stage1_grouping.npz").write_bytes(b"not a zip file")
     (tmp_path / "badjson").mkdir()
@@ -172,7 +247,18 @@ def test_cli_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsy
     (tmp_path / "bad.toml").write_text("[stages.grouped.float64]\nulps = 1\n")
     argv = [a.format(tmp=tmp_path) for a in argv]
     out = tmp_path / "out"
-    rc, stdout, err = _main(tmp_path, capsys, "--input", str(npz), *CHAIN, "--reference", "jax", *argv, "--out", str(out))
+    rc, stdout, err = _main(
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--reference",
+        "jax",
+        *argv,
+        "--out",
+        str(out),
+    )
     assert rc == 2, (stdout, err)
     assert message in err and "Traceback" not in err
     assert stdout == ""
@@ -184,8 +270,23 @@ def test_unreadable_golden_file_exits_2(tmp_path, capsys, npz):
     d.mkdir()
     np.savez(d / "stage1_grouping.npz", nn_indices=np.zeros((2, 4), np.int64))
     (d / "stage2_normalize.npz").mkdir()  # unreadable as a file, for root too
-    rc, _, err = _main(tmp_path, capsys, "--input", str(npz), *CHAIN, "--reference", f"golden:{d}", "--out", str(tmp_path / "o"))
-    assert rc == 2 and "cannot read" in err and "stage2_normalize.npz" in err and "IsADirectoryError" in err
+    rc, _, err = _main(
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--reference",
+        f"golden:{d}",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert (
+        rc == 2
+        and "cannot read" in err
+        and "stage2_normalize.npz" in err
+        and "IsADirectoryError" in err
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -206,11 +307,24 @@ def test_port_that_raises_exits_1_with_the_stage_message(tmp_path, capsys, npz, 
     monkeypatch.syspath_prepend(str(mod))
     out = tmp_path / "out"
     rc, stdout, err = _main(
-        tmp_path, capsys, "--input", str(npz), *CHAIN, "--port", "raising_port:Backend", "--reference", "jax", "--out", str(out)
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--port",
+        "raising_port:Backend",
+        "--reference",
+        "jax",
+        "--out",
+        str(out),
     )
     assert rc == 1
     assert "| container | FAIL |" in stdout
-    assert "port 'raising' container() raised ZeroDivisionError: division by zero in my container" in stdout
+    assert (
+        "port 'raising' container() raised ZeroDivisionError: division by zero in my container"
+        in stdout
+    )
     assert "Traceback" not in stdout + err
     payload = json.loads((out / "crosscheck.json").read_text())
     assert payload["verdict"] == "FAIL"
@@ -239,7 +353,9 @@ def test_outputs_are_all_or_nothing(raw, outs, tmp_path, monkeypatch):
 
 
 def test_resolve_backend_messages():
-    with pytest.raises(pj.BackendUnavailableError, match=r"one colon between an importable module path"):
+    with pytest.raises(
+        pj.BackendUnavailableError, match=r"one colon between an importable module path"
+    ):
         resolve_backend("module:pkg:Cls")
     with pytest.raises(pj.BackendUnavailableError, match=r"expected package.module:Attribute"):
         resolve_backend(":Backend")
@@ -262,7 +378,10 @@ def _channel_first(outs):
 def test_name_maps_and_layouts_are_applied(raw, outs):
     cf = _channel_first(outs)
     decl = {
-        "array_names": {"grouped": {"frames": "diffraction"}, "normalize": {"X": "X_full", "gain": "normalize_gain"}},
+        "array_names": {
+            "grouped": {"frames": "diffraction"},
+            "normalize": {"X": "X_full", "gain": "normalize_gain"},
+        },
         "layouts": {"images": "B C H W", "coords_nn": "B C xy"},
     }
     undeclared = run(raw, Stub(cf, "cf"), Stub(outs), stages="grouped,normalize")
@@ -298,8 +417,17 @@ def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
     """The backend of specs/writing-a-backend.md, run as the guide runs it."""
     out = tmp_path / "out"
     rc, stdout, err = _main(
-        tmp_path, capsys, "--input", str(npz), *CHAIN,
-        "--port", "crosscheck.examples.numpy_port:NumpyPort", "--reference", "jax", "--out", str(out),
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--port",
+        "crosscheck.examples.numpy_port:NumpyPort",
+        "--reference",
+        "jax",
+        "--out",
+        str(out),
     )
     assert rc == 0, stdout + err
     payload = json.loads((out / "crosscheck.json").read_text())
@@ -319,18 +447,51 @@ def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
     assert "| normalize | PASS | 2/2 | X_full | 0 |" in stdout
     # the seed variant is declared not computed by the example (not_computed(params))
     rc, stdout, _ = _main(
-        tmp_path, capsys, "--input", str(npz), *CHAIN, "--variant", "seed",
-        "--port", "crosscheck.examples.numpy_port:NumpyPort", "--reference", "jax", "--out", str(tmp_path / "seed"),
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--variant",
+        "seed",
+        "--port",
+        "crosscheck.examples.numpy_port:NumpyPort",
+        "--reference",
+        "jax",
+        "--out",
+        str(tmp_path / "seed"),
     )
     assert rc == 0 and "| normalize | EXCEPTED |" in stdout
     # without its declarations the same port is INCOMPLETE, never PASS
     rc, stdout, _ = _main(
-        tmp_path, capsys, "--input", str(npz), *CHAIN, "--port", "crosscheck.examples.numpy_port:NumpyPort",
-        "--reference", "jax", "--stages", "grouped,patches", "--out", str(tmp_path / "p"),
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--port",
+        "crosscheck.examples.numpy_port:NumpyPort",
+        "--reference",
+        "jax",
+        "--stages",
+        "grouped,patches",
+        "--out",
+        str(tmp_path / "p"),
     )
     assert rc == 0  # patches is declared not computed
     rc, stdout, _ = _main(
-        tmp_path, capsys, "--input", str(npz), *CHAIN, "--port", "crosscheck.examples.numpy_port:NumpyPort",
-        "--reference", "jax", "--out", str(tmp_path / "q"), "--allow-missing", "patches",
+        tmp_path,
+        capsys,
+        "--input",
+        str(npz),
+        *CHAIN,
+        "--port",
+        "crosscheck.examples.numpy_port:NumpyPort",
+        "--reference",
+        "jax",
+        "--out",
+        str(tmp_path / "q"),
+        "--allow-missing",
+        "patches",
     )
     assert rc == 0

@@ -371,7 +371,12 @@ def _gain_rule(rule):
         orig = _normalize.gain_of
 
         def gain_of(variant, *, total, count, frame_sums, N, where):
-            return rule(total, count, N, lambda **kw: orig(variant, frame_sums=frame_sums, where=where, **kw))
+            return rule(
+                total,
+                count,
+                N,
+                lambda **kw: orig(variant, frame_sums=frame_sums, where=where, **kw),
+            )
 
         return [(orig, gain_of)]
 
@@ -389,7 +394,9 @@ _m_target_N2 = _gain_rule(lambda total, count, N, orig: orig(total=total, count=
 def _m_torch_normalisation(raw):
     # ptycho_torch's rule: target N² over the mean energy of the raw frames (not the grouped ones)
     e_raw = _frame_energy(raw.diff3d)
-    return _gain_rule(lambda total, count, N, orig: np.float32(math.sqrt(float(N) ** 2 / e_raw)))(raw)
+    return _gain_rule(lambda total, count, N, orig: np.float32(math.sqrt(float(N) ** 2 / e_raw)))(
+        raw
+    )
 
 
 def _m_inverted_scaler(raw):
@@ -504,7 +511,10 @@ def _m_scaler_in_float64(raw):
         return np.exp(np.float64(np.asarray(self.log_scale)))
 
     return [
-        ((pj.IntensityScaler, "__call__"), lambda self, x: np.asarray(x, np.float64) / factor(self)),
+        (
+            (pj.IntensityScaler, "__call__"),
+            lambda self, x: np.asarray(x, np.float64) / factor(self),
+        ),
         ((pj.IntensityScaler, "inverse"), lambda self, x: factor(self) * np.asarray(x, np.float64)),
     ]
 
@@ -515,7 +525,12 @@ CODE_MUTATIONS = {
         _m_inverted_scaler,
         PARAMS,
         [
-            ("scaler", "main_head.scaler_out", "scale_factor", ["3906.25", "s²", "inverted scaler"]),
+            (
+                "scaler",
+                "main_head.scaler_out",
+                "scale_factor",
+                ["3906.25", "s²", "inverted scaler"],
+            ),
             ("scaler", "main_head.scaler_inv_out", "scale_factor", ["s²", "inverted scaler"]),
             ("scaler", "seed_era.scaler_out", "scale_factor", ["s²", "s = 31.25"]),
         ],
@@ -527,8 +542,18 @@ CODE_MUTATIONS = {
             ("normalize", "X_full", "scale_factor", ["0.333333", "1/√C"]),
             ("normalize", "normalize_gain", "scale_factor", ["1/√C"]),
             ("container", "X", "scale_factor", ["1/√C"]),
-            ("intensity_scales", "seed_era_dataset_derived_scale_normalized_X", "scale_factor", ["√C"]),
-            ("intensity_scales", "normalized_X_mean_sum_sq_over_HWC", "scale_factor", ["1/C", "sum vs mean over the C channels"]),
+            (
+                "intensity_scales",
+                "seed_era_dataset_derived_scale_normalized_X",
+                "scale_factor",
+                ["√C"],
+            ),
+            (
+                "intensity_scales",
+                "normalized_X_mean_sum_sq_over_HWC",
+                "scale_factor",
+                ["1/C", "sum vs mean over the C channels"],
+            ),
         ],
     ),
     "target_N_squared": (
@@ -536,26 +561,56 @@ CODE_MUTATIONS = {
         PARAMS,
         [
             ("normalize", "X_full", "scale_factor", ["constant scale factor 2 ", "double-scaling"]),
-            ("intensity_scales", "normalized_X_mean_sum_sq_over_HWC", "scale_factor", ["4 = N²/(N/2)²", "normalisation target"]),
-            ("intensity_scales", "seed_era_dataset_derived_scale_normalized_X", "scale_factor", ["1/2"]),
+            (
+                "intensity_scales",
+                "normalized_X_mean_sum_sq_over_HWC",
+                "scale_factor",
+                ["4 = N²/(N/2)²", "normalisation target"],
+            ),
+            (
+                "intensity_scales",
+                "seed_era_dataset_derived_scale_normalized_X",
+                "scale_factor",
+                ["1/2"],
+            ),
         ],
     ),
     "torch_raw_energy_normalisation": (
         _m_torch_normalisation,
         PARAMS,
         [
-            ("normalize", "X_full", "scale_factor", ["2·√(E_grouped/E_raw)", "raw vs grouped energy", "E_raw = ", "E_grouped = "]),
+            (
+                "normalize",
+                "X_full",
+                "scale_factor",
+                ["2·√(E_grouped/E_raw)", "raw vs grouped energy", "E_raw = ", "E_grouped = "],
+            ),
             ("normalize", "normalize_gain", "scale_factor", ["2·√(E_grouped/E_raw)"]),
             ("container", "X", "scale_factor", ["2·√(E_grouped/E_raw)"]),
-            ("intensity_scales", "seed_era_dataset_derived_scale_normalized_X", "scale_factor", ["1/2·√(E_raw/E_grouped)"]),
-            ("intensity_scales", "normalized_X_mean_sum_sq_over_HWC", "scale_factor", ["4·E_grouped/E_raw"]),
+            (
+                "intensity_scales",
+                "seed_era_dataset_derived_scale_normalized_X",
+                "scale_factor",
+                ["1/2·√(E_raw/E_grouped)"],
+            ),
+            (
+                "intensity_scales",
+                "normalized_X_mean_sum_sq_over_HWC",
+                "scale_factor",
+                ["4·E_grouped/E_raw"],
+            ),
         ],
     ),
     "nphotons_not_rooted": (
         _m_unrooted_nphotons,
         PARAMS,
         [
-            ("intensity_scales", "main_head_train_pinn_calculate_intensity_scale", "scale_factor", ["1000", "√nphotons", "nphotons = 1e+06"]),
+            (
+                "intensity_scales",
+                "main_head_train_pinn_calculate_intensity_scale",
+                "scale_factor",
+                ["1000", "√nphotons", "nphotons = 1e+06"],
+            ),
         ],
     ),
     "half_pixel_patch_convention": (
@@ -580,8 +635,18 @@ CODE_MUTATIONS = {
         _groups(lambda nn: nn.astype(np.int64)),
         PARAMS,
         [
-            ("grouping", "nn_indices", "dtype_only", ["dtype only: port int64 vs reference int32, values equal"]),
-            ("container", "nn_indices", "dtype_only", ["dtype only: port int64 vs reference int32, values equal"]),
+            (
+                "grouping",
+                "nn_indices",
+                "dtype_only",
+                ["dtype only: port int64 vs reference int32, values equal"],
+            ),
+            (
+                "container",
+                "nn_indices",
+                "dtype_only",
+                ["dtype only: port int64 vs reference int32, values equal"],
+            ),
         ],
     ),
     "coordinates_through_float32": (
@@ -597,9 +662,19 @@ CODE_MUTATIONS = {
         _m_scaler_in_float64,
         PARAMS,
         [
-            ("scaler", "main_head.scaler_out", "dtype_only", ["port float64 vs reference float32", "float32 precision"]),
+            (
+                "scaler",
+                "main_head.scaler_out",
+                "dtype_only",
+                ["port float64 vs reference float32", "float32 precision"],
+            ),
             ("scaler", "seed_era.scaler_out", "dtype_only", ["port float64 vs reference float32"]),
-            ("scaler", "main_head.scaler_inv_out", "dtype_only", ["port float64 vs reference float32"]),
+            (
+                "scaler",
+                "main_head.scaler_inv_out",
+                "dtype_only",
+                ["port float64 vs reference float32"],
+            ),
         ],
     ),
     "transposed_frames": (
@@ -660,14 +735,24 @@ CODE_MUTATIONS = {
         _frames_gathered(_columns([0, 1, 2, 2])),
         PARAMS,
         [
-            ("grouped", "diffraction", "channels_duplicated", ["reference channel 2 appears as port channels [2, 3]", "[3] missing"]),
+            (
+                "grouped",
+                "diffraction",
+                "channels_duplicated",
+                ["reference channel 2 appears as port channels [2, 3]", "[3] missing"],
+            ),
         ],
     ),
     "last_member_dropped": (
         _groups(lambda nn: nn[:, :-1]),
         PARAMS,
         [
-            ("grouped", "diffraction", "channels_dropped", ["3 of the reference's 4", "[3] missing"]),
+            (
+                "grouped",
+                "diffraction",
+                "channels_dropped",
+                ["3 of the reference's 4", "[3] missing"],
+            ),
             ("grouped", "coords_nn", "channels_dropped", ["[3] missing"]),
             ("container", "nn_indices", "channels_dropped", ["[3] missing"]),
             ("container", "X", "shape_mismatch", ["(16, 32, 32, 3)"]),
@@ -677,7 +762,12 @@ CODE_MUTATIONS = {
         _frames_gathered(_background),
         PARAMS,
         [
-            ("normalize", "X_full", "unclassified", ["no class fits", "best-fit scale factor", "relative residual", "best-fit shift"]),
+            (
+                "normalize",
+                "X_full",
+                "unclassified",
+                ["no class fits", "best-fit scale factor", "relative residual", "best-fit shift"],
+            ),
         ],
     ),
 }

@@ -72,7 +72,10 @@ def test_divergences_from_the_tf_reference_gs2(torch_port, tf):
 
     # normalize: factor 2·sqrt(E_grouped / E_raw), per-frame energies (N² target, all raw frames)
     ps = tf.intensity_scales(raw, params, nn_indices=nn)
-    pn, rn = torch_port.normalize(raw, params, nn_indices=nn), tf.normalize(raw, params, nn_indices=nn)
+    pn, rn = (
+        torch_port.normalize(raw, params, nn_indices=nn),
+        tf.normalize(raw, params, nn_indices=nn),
+    )
     ratio = float(pn["normalize_gain"]) / float(rn["normalize_gain"])
     E_grouped = ps["grouped_E_batch_sum_psi2_over_HWC"] / C  # the golden key sums over H, W, C
     expect = 2 * math.sqrt(E_grouped / ps["raw_E_batch_sum_psi2"])
@@ -92,9 +95,10 @@ def test_divergences_from_the_tf_reference_gs2(torch_port, tf):
     # intensity scale: channel mean instead of channel sum (√C) on the 2.085× X
     pi = torch_port.intensity_scales(raw, params, nn_indices=nn)
     assert set(pi) == {"seed_era_dataset_derived_scale_normalized_X"}
-    f = pi["seed_era_dataset_derived_scale_normalized_X"] / ps[
-        "seed_era_dataset_derived_scale_normalized_X"
-    ]
+    f = (
+        pi["seed_era_dataset_derived_scale_normalized_X"]
+        / ps["seed_era_dataset_derived_scale_normalized_X"]
+    )
     assert f == pytest.approx(math.sqrt(C) / ratio, rel=1e-6)
 
     # scaler: x·s where upstream has x/s — a factor exp(log_scale)² on scaler_out
@@ -108,7 +112,10 @@ def test_divergences_from_the_tf_reference_gs2(torch_port, tf):
     np.testing.assert_allclose(po["scaler_inv_out"], ro["scaler_inv_out"], rtol=3e-7)
 
     # container: X inherits the factor, Y_I the half-pixel patches, offsets via float32
-    pc, rc = torch_port.container(raw, params, nn_indices=nn), tf.container(raw, params, nn_indices=nn)
+    pc, rc = (
+        torch_port.container(raw, params, nn_indices=nn),
+        tf.container(raw, params, nn_indices=nn),
+    )
     assert "norm_Y_I" not in pc
     assert np.array_equal(pc["nn_indices"], rc["nn_indices"])
     assert pc["nn_indices"].dtype == np.int32
@@ -192,7 +199,9 @@ def test_harness_names_every_divergence_with_a_class(torch_port, case, reference
     expected = EXPECTED_CLASSES[case] | {k: "excepted" for k in NOT_COMPUTED}
     assert {k: v for k, v in got.items() if k in expected} == expected
     assert "unclassified" not in render_markdown(res)
-    assert all(a.diagnosis_class not in (None, "unclassified") for st in res.stages for a in st.failures)
+    assert all(
+        a.diagnosis_class not in (None, "unclassified") for st in res.stages for a in st.failures
+    )
     # what each class says: the measured quantities of §2.5.1
     msg = {f"{st.name}.{a.name}": a.diagnosis for st in res.stages for a in st.failures}
     f = {"gs1_ideal": "2.02846", "gs2_ideal": "2.08496"}[case]

@@ -77,11 +77,19 @@ def test_cfg_scope_restores_in_place_even_on_error():
 def test_readme_builds_the_upstream_environment_as_ci_does():
     """README's crosscheck section gives CI's command for the upstream environment, verbatim,
     and names every variable the upstream/torch backends and their tests read."""
-    readme = (ROOT / "README.md").read_text().split("## Cross-check a port", 1)[1].split("\n## ", 1)[0]
+    readme = (
+        (ROOT / "README.md").read_text().split("## Cross-check a port", 1)[1].split("\n## ", 1)[0]
+    )
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     build = [line for line in ci if line.startswith("python3 -m venv .venv-upstream")]
     assert len(build) == 1 and f"```bash\n{build[0]}\n```" in readme
-    for word in (up.ENV_PYTHON, up.ENV_PATH, "PTYCHO_REQUIRE_UPSTREAM", "--port ptycho_torch", "--reference upstream"):
+    for word in (
+        up.ENV_PYTHON,
+        up.ENV_PATH,
+        "PTYCHO_REQUIRE_UPSTREAM",
+        "--port ptycho_torch",
+        "--reference upstream",
+    ):
         assert word in readme, word
     assert any(line.startswith("export PTYCHO_REQUIRE_UPSTREAM=1") for line in ci)
 
@@ -143,7 +151,13 @@ def test_jax_against_upstream_compares_everything(upstream, case):
     res = run_crosscheck(raw, port="jax", reference=upstream, params=params)
     _assert_complete(res, label=f"jax vs upstream {case}")
     c = res.counts()
-    assert (c["required"], c["compared"], c["uncompared"], c["excepted"], c["failed"]) == (37, 37, 0, 0, 0)
+    assert (c["required"], c["compared"], c["uncompared"], c["excepted"], c["failed"]) == (
+        37,
+        37,
+        0,
+        0,
+        0,
+    )
 
 
 def test_injected_groups_are_built_by_upstream(upstream):

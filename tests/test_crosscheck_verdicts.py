@@ -113,7 +113,15 @@ def test_fail_wins_over_incomplete_and_worst_column_is_the_worst_compared(raw, o
 
 
 def test_nothing_compared_is_incomplete(raw, outs):
-    every = {"grouping", "grouped", "normalize", "patches", "intensity_scales", "container", "scaler"}
+    every = {
+        "grouping",
+        "grouped",
+        "normalize",
+        "patches",
+        "intensity_scales",
+        "container",
+        "scaler",
+    }
     res = run(raw, Stub(outs), Stub(outs, unsupported=every - {"grouping"}), stages="normalize")
     assert res.verdict == Verdict.INCOMPLETE and EXIT_CODES[res.verdict] == 3
     assert res.counts()["compared"] == 0
@@ -192,7 +200,9 @@ def test_bad_stage_and_exception_names_are_errors(raw, outs, kw, match):
 
 
 def test_bad_not_computed_declaration_is_an_error(raw, outs):
-    with pytest.raises(HarnessInputError, match="port 'stub' not_computed: stage 'normalize' has no array 'X'"):
+    with pytest.raises(
+        HarnessInputError, match="port 'stub' not_computed: stage 'normalize' has no array 'X'"
+    ):
         run(raw, Stub(outs, not_computed=["normalize.X"]), Stub(outs))
 
 
@@ -241,7 +251,9 @@ def test_pytest_helper_fails_on_incomplete_unless_allowed(raw, outs):
 def stub_module(tmp_path_factory, outs):
     """An importable module of stub backends built on recorded outputs."""
     d = tmp_path_factory.mktemp("stubmods")
-    np.savez(d / "outs.npz", **{f"{s}/{k}": np.asarray(v) for s, o in outs.items() for k, v in o.items()})
+    np.savez(
+        d / "outs.npz", **{f"{s}/{k}": np.asarray(v) for s, o in outs.items() for k, v in o.items()}
+    )
     (d / "verdict_stubs.py").write_text(
         textwrap.dedent(f"""
         import pathlib
@@ -278,25 +290,74 @@ def _cli(tmp_path, monkeypatch, stub_module, raw, *argv):
 
 
 def test_cli_exit_codes_per_verdict(tmp_path, monkeypatch, capsys, stub_module, raw):
-    assert _cli(tmp_path, monkeypatch, stub_module, raw, "--port", "verdict_stubs:Same", "--out", str(tmp_path / "a")) == 0
+    assert (
+        _cli(
+            tmp_path,
+            monkeypatch,
+            stub_module,
+            raw,
+            "--port",
+            "verdict_stubs:Same",
+            "--out",
+            str(tmp_path / "a"),
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "same vs reference: PASS" in out and "PASS (exit 0): 37 of 37" in out
-    rc = _cli(tmp_path, monkeypatch, stub_module, raw, "--port", "verdict_stubs:NoGain", "--out", str(tmp_path / "b"))
+    rc = _cli(
+        tmp_path,
+        monkeypatch,
+        stub_module,
+        raw,
+        "--port",
+        "verdict_stubs:NoGain",
+        "--out",
+        str(tmp_path / "b"),
+    )
     assert rc == cli.ExitCode.INCOMPLETE == 3
     assert "INCOMPLETE (exit 3)" in capsys.readouterr().out
     assert json.loads((tmp_path / "b" / "crosscheck.json").read_text())["verdict"] == "INCOMPLETE"
     rc = _cli(
-        tmp_path, monkeypatch, stub_module, raw,
-        "--port", "verdict_stubs:NoGain", "--allow-missing", "normalize.normalize_gain", "--out", str(tmp_path / "c"),
+        tmp_path,
+        monkeypatch,
+        stub_module,
+        raw,
+        "--port",
+        "verdict_stubs:NoGain",
+        "--allow-missing",
+        "normalize.normalize_gain",
+        "--out",
+        str(tmp_path / "c"),
     )
     assert rc == 0
     out = capsys.readouterr().out
-    assert "PASS (exit 0): 36 of 37 required arrays compared, 0 out of tolerance, 1 documented exception, 7 of 7" in out
-    rc = _cli(tmp_path, monkeypatch, stub_module, raw, "--port", "verdict_stubs:Doubled", "--out", str(tmp_path / "d"))
+    assert (
+        "PASS (exit 0): 36 of 37 required arrays compared, 0 out of tolerance, 1 documented exception, 7 of 7"
+        in out
+    )
+    rc = _cli(
+        tmp_path,
+        monkeypatch,
+        stub_module,
+        raw,
+        "--port",
+        "verdict_stubs:Doubled",
+        "--out",
+        str(tmp_path / "d"),
+    )
     assert rc == cli.ExitCode.MISMATCH == 1
     rc = _cli(
-        tmp_path, monkeypatch, stub_module, raw,
-        "--port", "verdict_stubs:Doubled", "--stages", "grouped,patches", "--out", str(tmp_path / "e"),
+        tmp_path,
+        monkeypatch,
+        stub_module,
+        raw,
+        "--port",
+        "verdict_stubs:Doubled",
+        "--stages",
+        "grouped,patches",
+        "--out",
+        str(tmp_path / "e"),
     )
     assert rc == 0
 
@@ -309,7 +370,11 @@ def test_cli_exit_codes_per_verdict(tmp_path, monkeypatch, capsys, stub_module, 
         # a port without the stage method at all
         (["--port", "verdict_stubs:NoScalerMethod"], "scaler", "| scaler | INCOMPLETE | 0/6 |"),
         # an array missing on the port's side
-        (["--port", "verdict_stubs:NoGain"], "normalize", "| normalize | INCOMPLETE | 1/2 | X_full |"),
+        (
+            ["--port", "verdict_stubs:NoGain"],
+            "normalize",
+            "| normalize | INCOMPLETE | 1/2 | X_full |",
+        ),
         # an array missing on the reference's side
         (
             ["--port", "verdict_stubs:Same", "--reference", "verdict_stubs:NoGainReference"],
@@ -318,7 +383,9 @@ def test_cli_exit_codes_per_verdict(tmp_path, monkeypatch, capsys, stub_module, 
         ),
     ],
 )
-def test_cli_every_uncompared_route_exits_3_never_pass(tmp_path, monkeypatch, capsys, stub_module, raw, argv, stage, row):
+def test_cli_every_uncompared_route_exits_3_never_pass(
+    tmp_path, monkeypatch, capsys, stub_module, raw, argv, stage, row
+):
     """Done when: no run prints PASS or exits 0 while a required stage or array went uncompared."""
     rc = _cli(tmp_path, monkeypatch, stub_module, raw, *argv, "--out", str(tmp_path / "o"))
     captured = capsys.readouterr()
@@ -336,13 +403,27 @@ def test_cli_every_uncompared_route_exits_3_never_pass(tmp_path, monkeypatch, ca
 @pytest.mark.parametrize(
     "port, env, message",
     [
-        ("no_such_backend", {}, "backend 'no_such_backend': expected jax, tf, upstream, ptycho_torch"),
+        (
+            "no_such_backend",
+            {},
+            "backend 'no_such_backend': expected jax, tf, upstream, ptycho_torch",
+        ),
         ("verdict_stubs:Missing", {}, "module 'verdict_stubs' has no attribute 'Missing'"),
-        ("upstream", {"PTYCHO_UPSTREAM_PYTHON": "/nonexistent/python"}, "PTYCHO_UPSTREAM_PYTHON=/nonexistent/python"),
-        ("ptycho_torch", {"PTYCHO_UPSTREAM_PYTHON": "/nonexistent/python"}, "PTYCHO_UPSTREAM_PYTHON=/nonexistent/python"),
+        (
+            "upstream",
+            {"PTYCHO_UPSTREAM_PYTHON": "/nonexistent/python"},
+            "PTYCHO_UPSTREAM_PYTHON=/nonexistent/python",
+        ),
+        (
+            "ptycho_torch",
+            {"PTYCHO_UPSTREAM_PYTHON": "/nonexistent/python"},
+            "PTYCHO_UPSTREAM_PYTHON=/nonexistent/python",
+        ),
     ],
 )
-def test_cli_unsupported_backend_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, stub_module, raw, port, env, message):
+def test_cli_unsupported_backend_exits_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, stub_module, raw, port, env, message
+):
     """An unknown or unavailable backend is bad input (exit 2), never a run with skipped stages."""
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -358,12 +439,27 @@ def test_cli_unsupported_backend_exits_2_and_writes_nothing(tmp_path, monkeypatc
     "argv, message",
     [
         (["--stages", ""], "--stages: expected at least one of grouping"),
-        (["--stages", "grouped,scalar"], "unknown stage 'scalar'; valid stages: grouping, grouped, normalize"),
+        (
+            ["--stages", "grouped,scalar"],
+            "unknown stage 'scalar'; valid stages: grouping, grouped, normalize",
+        ),
         (["--allow-missing", "container.Yphi"], "stage 'container' has no array 'Yphi'"),
     ],
 )
-def test_cli_bad_stage_names_exit_2_and_write_nothing(tmp_path, monkeypatch, capsys, stub_module, raw, argv, message):
-    rc = _cli(tmp_path, monkeypatch, stub_module, raw, "--port", "verdict_stubs:Same", *argv, "--out", str(tmp_path / "o"))
+def test_cli_bad_stage_names_exit_2_and_write_nothing(
+    tmp_path, monkeypatch, capsys, stub_module, raw, argv, message
+):
+    rc = _cli(
+        tmp_path,
+        monkeypatch,
+        stub_module,
+        raw,
+        "--port",
+        "verdict_stubs:Same",
+        *argv,
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert rc == cli.ExitCode.USAGE == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -374,7 +470,9 @@ def test_cli_bad_stage_names_exit_2_and_write_nothing(tmp_path, monkeypatch, cap
 # parameters from the reference: a golden recording's parameters are used, even with --input
 
 
-def _golden_dir(case: str, tmp_path_factory, source: str = "full") -> tuple[pathlib.Path, list[str]]:
+def _golden_dir(
+    case: str, tmp_path_factory, source: str = "full"
+) -> tuple[pathlib.Path, list[str]]:
     """The case folder of ../shared/golden (source "full", when present), else one rebuilt from
     the trimmed copy in tests/data/golden.
 
@@ -386,7 +484,10 @@ def _golden_dir(case: str, tmp_path_factory, source: str = "full") -> tuple[path
         return _golden.SHARED / case, []
     g = _golden.load_case(case, "trimmed")
     d = tmp_path_factory.mktemp(f"trimmed_{case}")
-    stage = {i: {k.split("/", 1)[1]: v for k, v in g.arrays.items() if k.startswith(f"stage{i}/")} for i in (1, 2, 3, 4)}
+    stage = {
+        i: {k.split("/", 1)[1]: v for k, v in g.arrays.items() if k.startswith(f"stage{i}/")}
+        for i in (1, 2, 3, 4)
+    }
     for k in ("Y", "Y_from_sim_patches"):
         stage[1].pop(k, None)
     for i, stem in enumerate(("grouping", "normalize", "container", "intensity"), start=1):
@@ -413,7 +514,9 @@ def _golden_dir(case: str, tmp_path_factory, source: str = "full") -> tuple[path
 
 @pytest.mark.parametrize("source", _golden.SOURCES)
 @pytest.mark.parametrize("case", _golden.CASES)
-def test_golden_reference_supplies_its_parameters_even_with_input(case, source, tmp_path_factory, capsys):
+def test_golden_reference_supplies_its_parameters_even_with_input(
+    case, source, tmp_path_factory, capsys
+):
     """The issue's false pass: `--input <golden>/input_rawdata.npz --reference golden:<golden>`
     without the recording's flags grouped with default parameters, skipped 6 of 7 stages and
     printed PASS. Now the recording's parameters are used and every required array compared."""
@@ -445,23 +548,44 @@ def test_recorded_parameters_cover_oversampling_and_pool_size(tmp_path):
     (tmp_path / "params.json").write_text(
         json.dumps(
             {
-                "case_params": {"K": 6, "gridsize": 2, "n_groups": 900, "group_seed": 7,
-                                "enable_oversampling": True, "neighbor_pool_size": 8,
-                                "variant": "seed", "sim": None},
+                "case_params": {
+                    "K": 6,
+                    "gridsize": 2,
+                    "n_groups": 900,
+                    "group_seed": 7,
+                    "enable_oversampling": True,
+                    "neighbor_pool_size": 8,
+                    "variant": "seed",
+                    "sim": None,
+                },
                 "sim": {"N": 32, "nphotons": 1e6},
                 "params_cfg_after": {"enable_oversampling": False, "N": 64, "nphotons": 1e9},
             }
         )
     )
     rec = GoldenBackend(tmp_path).recorded_params()
-    assert rec == {"gridsize": 2, "K": 6, "n_groups": 900, "seed": 7, "oversample": True,
-                   "neighbor_pool_size": 8, "N": 32, "nphotons": 1e6, "variant": "seed"}
+    assert rec == {
+        "gridsize": 2,
+        "K": 6,
+        "n_groups": 900,
+        "seed": 7,
+        "oversample": True,
+        "neighbor_pool_size": 8,
+        "N": 32,
+        "nphotons": 1e6,
+        "variant": "seed",
+    }
     import argparse
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     params = cli._params(parser.parse_args(["--out", "x"]), rec)
-    assert (params.oversample, params.neighbor_pool_size, params.variant, params.n_groups) == (True, 8, "seed", 900)
+    assert (params.oversample, params.neighbor_pool_size, params.variant, params.n_groups) == (
+        True,
+        8,
+        "seed",
+        900,
+    )
 
 
 @pytest.mark.parametrize(
@@ -474,10 +598,22 @@ def test_recorded_parameters_cover_oversampling_and_pool_size(tmp_path):
         (["--unseeded"], ["--unseeded contradicts", "seed=42"]),
     ],
 )
-def test_flag_contradicting_the_recording_is_exit_2_naming_both(flags, words, tmp_path_factory, capsys):
+def test_flag_contradicting_the_recording_is_exit_2_naming_both(
+    flags, words, tmp_path_factory, capsys
+):
     d, _ = _golden_dir("gs2_ideal", tmp_path_factory)
     out = tmp_path_factory.mktemp("contradiction") / "out"
-    rc = cli.main(["--input", str(d / "input_rawdata.npz"), "--reference", f"golden:{d}", *flags, "--out", str(out)])
+    rc = cli.main(
+        [
+            "--input",
+            str(d / "input_rawdata.npz"),
+            "--reference",
+            f"golden:{d}",
+            *flags,
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     for w in words:
@@ -485,10 +621,22 @@ def test_flag_contradicting_the_recording_is_exit_2_naming_both(flags, words, tm
     assert not out.exists()
 
 
-def test_run_crosscheck_refuses_parameters_or_input_the_recording_contradicts(tmp_path_factory, raw):
+def test_run_crosscheck_refuses_parameters_or_input_the_recording_contradicts(
+    tmp_path_factory, raw
+):
     d, _ = _golden_dir("gs2_ideal", tmp_path_factory)
     golden_raw = pj.RawData.from_npz(d / "input_rawdata.npz")
     with pytest.raises(HarnessInputError, match=r"gridsize: recorded 2, asked for 1"):
-        run_crosscheck(golden_raw, port="jax", reference=f"golden:{d}", params=pj.ChainParams(gridsize=1, n_groups=64, seed=42))
+        run_crosscheck(
+            golden_raw,
+            port="jax",
+            reference=f"golden:{d}",
+            params=pj.ChainParams(gridsize=1, n_groups=64, seed=42),
+        )
     with pytest.raises(HarnessInputError, match="coordinates differ"):
-        run_crosscheck(raw, port="jax", reference=f"golden:{d}", params=pj.ChainParams(N=64, gridsize=2, n_groups=64, seed=42))
+        run_crosscheck(
+            raw,
+            port="jax",
+            reference=f"golden:{d}",
+            params=pj.ChainParams(N=64, gridsize=2, n_groups=64, seed=42),
+        )

@@ -22,8 +22,18 @@ import ptycho_jax as pj
 
 VARIANTS = ("main", "seed")
 BIT_EQUAL = (
-    "diffraction", "Y", "nn_indices", "Y_I", "Y_phi", "coords_nominal", "coords_nn", "coords_offsets",
-    "coords_relative", "coords_start_nn", "coords_start_offsets", "coords_start_relative",
+    "diffraction",
+    "Y",
+    "nn_indices",
+    "Y_I",
+    "Y_phi",
+    "coords_nominal",
+    "coords_nn",
+    "coords_offsets",
+    "coords_relative",
+    "coords_start_nn",
+    "coords_start_offsets",
+    "coords_start_relative",
 )
 
 
@@ -43,15 +53,40 @@ def two_processes(raw, tmp_path_factory):
     data, out = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("out")
     np.savez(
         data / "positions.npz",
-        **{k: getattr(raw, k) for k in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "probeGuess", "objectGuess")},
+        **{
+            k: getattr(raw, k)
+            for k in (
+                "xcoords",
+                "ycoords",
+                "xcoords_start",
+                "ycoords_start",
+                "probeGuess",
+                "objectGuess",
+            )
+        },
     )
     np.save(data / "diff3d.npy", raw.diff3d)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
     port = _free_port()
-    cmd = [sys.executable, str(HERE / "distributed_worker.py"), str(data), str(out), "--port", str(port), "--num-processes", "2"]
+    cmd = [
+        sys.executable,
+        str(HERE / "distributed_worker.py"),
+        str(data),
+        str(out),
+        "--port",
+        str(port),
+        "--num-processes",
+        "2",
+    ]
     cmd += [a for v in VARIANTS for a in ("--variant", v)]
     procs = [
-        subprocess.Popen(cmd + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            cmd + ["--process-id", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     logs = []
@@ -63,7 +98,9 @@ def two_processes(raw, tmp_path_factory):
             if p.poll() is None:
                 p.kill()
     for i, p in enumerate(procs):
-        assert p.returncode == 0, f"process {i} failed (rc {p.returncode}):\n{logs[i][-6000:] if i < len(logs) else ''}"
+        assert p.returncode == 0, (
+            f"process {i} failed (rc {p.returncode}):\n{logs[i][-6000:] if i < len(logs) else ''}"
+        )
     return out
 
 
@@ -75,14 +112,20 @@ def test_each_process_loaded_only_its_part(two_processes):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_two_processes_equal_one(two_processes, raw, variant):
-    params = pj.ChainParams(gridsize=2, n_groups=61, seed=42, variant=variant, patch_positions="member")
+    params = pj.ChainParams(
+        gridsize=2, n_groups=61, seed=42, variant=variant, patch_positions="member"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ref = pj.run_chain(raw, params)
     got = dict(np.load(two_processes / f"result_{variant}.npz"))
     g, c = ref.grouped, ref.container
-    want = {k: getattr(g, k) for k in ("diffraction", "X_full", "Y", "nn_indices", "normalize_gain")}
-    want |= {k: getattr(g, k) for k in BIT_EQUAL if k.startswith("coords_") and k != "coords_nominal"}
+    want = {
+        k: getattr(g, k) for k in ("diffraction", "X_full", "Y", "nn_indices", "normalize_gain")
+    }
+    want |= {
+        k: getattr(g, k) for k in BIT_EQUAL if k.startswith("coords_") and k != "coords_nominal"
+    }
     want |= {k: getattr(c, k) for k in ("Y_I", "Y_phi", "coords_nominal", "norm_Y_I")}
     for k in BIT_EQUAL:
         a, b = got[k], np.asarray(want[k])

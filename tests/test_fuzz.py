@@ -35,7 +35,11 @@ def fuzz_settings(ci_examples: int):
         derandomize=DERANDOMIZE,
         deadline=None,
         database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
     )
 
 
@@ -56,13 +60,25 @@ def base_fields(seed: int = 0) -> dict:
 
 
 FIELDS = tuple(base_fields())
-DTYPES = (np.float16, np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_, np.complex64, np.complex128)
+DTYPES = (
+    np.float16,
+    np.float32,
+    np.float64,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.bool_,
+    np.complex64,
+    np.complex128,
+)
 SPECIAL = (np.nan, np.inf, -np.inf, 0.0, -1.0, 1e30, -1e30, 1e-30, 3e7, 5000.0, -5000.0)
 
 
 def _cast(a, dtype):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # complex -> real, overflow on the cast: that is the corruption
+        warnings.simplefilter(
+            "ignore"
+        )  # complex -> real, overflow on the cast: that is the corruption
         return np.asarray(a).astype(dtype)
 
 
@@ -85,7 +101,9 @@ def corruption(draw):
             a = f[name]
         if a is None:  # an earlier corruption removed the field
             return f
-        if kind == "none":  # None only where the API takes it; elsewhere it is a type error, not a value
+        if (
+            kind == "none"
+        ):  # None only where the API takes it; elsewhere it is a type error, not a value
             a = None if name in ("objectGuess", "Y", "scan_index") else a
         elif kind == "dtype":
             a = _cast(a, dtype)
@@ -131,7 +149,10 @@ def corruption(draw):
             f[name + "_start"] = a  # move the whole scan, not only the nominal positions
         return f
 
-    return f"{kind} {name} ({np.dtype(dtype).name}, {special}, {frac:.3g}, {axis_delta}, {size_delta})", apply
+    return (
+        f"{kind} {name} ({np.dtype(dtype).name}, {special}, {frac:.3g}, {axis_delta}, {size_delta})",
+        apply,
+    )
 
 
 GOOD_PARAMS = {
@@ -157,6 +178,7 @@ BAD_PARAMS = {  # type-correct values the chain must refuse or handle
 
 def params_strategy(bad: bool):
     """Chain parameters: valid values only, or each parameter corrupted with probability ~1/3."""
+
     def one(name):
         good = st.sampled_from(GOOD_PARAMS[name])
         if not bad or name not in BAD_PARAMS:
@@ -181,10 +203,20 @@ def check_result(result, caught) -> None:
     assert np.isfinite(result.training_scale) and result.training_scale > 0
     assert np.asarray(c.X).any(), "X all zero"
     if result.grouped.Y is not None and not np.asarray(c.Y_I).any():
-        assert any(issubclass(w.category, AllZeroPatchesWarning) for w in caught), "all-zero Y without a warning"
-    named = (pj.MirroredPatchWarning, pj.DuplicatePositionWarning, pj.PatchOutsideObjectWarning, AllZeroPatchesWarning, UserWarning)
+        assert any(issubclass(w.category, AllZeroPatchesWarning) for w in caught), (
+            "all-zero Y without a warning"
+        )
+    named = (
+        pj.MirroredPatchWarning,
+        pj.DuplicatePositionWarning,
+        pj.PatchOutsideObjectWarning,
+        AllZeroPatchesWarning,
+        UserWarning,
+    )
     for w in caught:
-        assert issubclass(w.category, named) and not issubclass(w.category, RuntimeWarning), f"unnamed warning {w.category.__name__}: {w.message}"
+        assert issubclass(w.category, named) and not issubclass(w.category, RuntimeWarning), (
+            f"unnamed warning {w.category.__name__}: {w.message}"
+        )
 
 
 OUTCOMES: dict[str, int] = {}
@@ -292,14 +324,21 @@ def test_fuzz_npz_bytes(tmp_path_factory, corrupt):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = pj.run_chain(raw, pj.ChainParams(gridsize=1, K=4, n_groups=8, seed=1, patch_positions="member"))
+            result = pj.run_chain(
+                raw, pj.ChainParams(gridsize=1, K=4, n_groups=8, seed=1, patch_positions="member")
+            )
         except pj.PtychoInputError:
             return
     check_result(result, caught)
 
 
 @fuzz_settings(12)
-@given(npz_corruption(), corruption(), st.sampled_from(("1", "2")), st.sampled_from(("8", "0", "-3", "x")))
+@given(
+    npz_corruption(),
+    corruption(),
+    st.sampled_from(("1", "2")),
+    st.sampled_from(("8", "0", "-3", "x")),
+)
 def test_fuzz_cli(tmp_path_factory, capsys, npz, field, gridsize, groups):
     tmp = tmp_path_factory.mktemp("cli")
     data = tmp / "data.npz"
@@ -312,7 +351,19 @@ def test_fuzz_cli(tmp_path_factory, capsys, npz, field, gridsize, groups):
         except ValueError:  # np.savez refuses (object arrays): nothing to feed
             return
     out = tmp / "rep"
-    argv = ["-q", "report", "--input", str(data), "--gridsize", gridsize, "--n-groups", groups, "--no-figure", "--out", str(out)]
+    argv = [
+        "-q",
+        "report",
+        "--input",
+        str(data),
+        "--gridsize",
+        gridsize,
+        "--n-groups",
+        groups,
+        "--no-figure",
+        "--out",
+        str(out),
+    ]
     try:
         code = main(argv)
     except SystemExit as e:  # argparse: an unparsable flag value (usage line + error line)
@@ -322,9 +373,14 @@ def test_fuzz_cli(tmp_path_factory, capsys, npz, field, gridsize, groups):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line]
-    assert all(line.startswith(("ptycho-jax: error: ", "ptycho-jax: warning: ")) for line in lines), err
+    assert all(
+        line.startswith(("ptycho-jax: error: ", "ptycho-jax: warning: ")) for line in lines
+    ), err
     if code == 0:
-        assert sorted(p.name for p in out.iterdir()) == ["intensity_stats.json", "intensity_stats.md"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "intensity_stats.json",
+            "intensity_stats.md",
+        ]
     else:
         assert code == 2 and sum(line.startswith("ptycho-jax: error: ") for line in lines) == 1, err
         assert not out.exists() or not any(out.iterdir())
@@ -350,4 +406,3 @@ def test_extent_classification_is_exact(xy, shape, n):
     ref = np.asarray(pj.extract_patches(big, centre + np.float32(pad), N=n))[0]
     assert bool(in_x[0] and in_y[0]) == bool((patch == ref).all())
     assert bool(out_x[0] or out_y[0]) == (not patch.any())
-

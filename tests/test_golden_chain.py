@@ -9,12 +9,21 @@ from _golden import CASES, SOURCES, load_case, max_ulp, shared_available
 
 import ptycho_jax as pj
 
-COORDS = ("coords_nn", "coords_offsets", "coords_relative", "coords_start_nn", "coords_start_offsets", "coords_start_relative")
+COORDS = (
+    "coords_nn",
+    "coords_offsets",
+    "coords_relative",
+    "coords_start_nn",
+    "coords_start_offsets",
+    "coords_start_relative",
+)
 
 
 def _case(name, source):
     if source == "full" and not shared_available():
-        pytest.skip("full goldens (../shared/golden) not present; the trimmed copy is tested instead")
+        pytest.skip(
+            "full goldens (../shared/golden) not present; the trimmed copy is tested instead"
+        )
     return load_case(name, source)
 
 
@@ -23,11 +32,22 @@ def _group(g, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pj.MirroredPatchWarning)
         return pj.group(
-            g.raw, N=64, gridsize=p["gridsize"], K=4, n_groups=p["n_groups"], seed=42, sequential=p["sequential"], **kw
+            g.raw,
+            N=64,
+            gridsize=p["gridsize"],
+            K=4,
+            n_groups=p["n_groups"],
+            seed=42,
+            sequential=p["sequential"],
+            **kw,
         )
 
 
-@pytest.fixture(scope="module", params=[(c, s) for c in CASES for s in SOURCES], ids=lambda cs: f"{cs[0]}-{cs[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(c, s) for c in CASES for s in SOURCES],
+    ids=lambda cs: f"{cs[0]}-{cs[1]}",
+)
 def golden(request):
     g = _case(*request.param)
     return g, _group(g)
@@ -71,19 +91,35 @@ def test_normalize_seed_matches_loader_copy(golden):
 def test_injected_indices_reproduce_stages(golden):
     g, _ = golden
     nn = g.stage("stage1/nn_indices")
-    grouped = pj.group(g.raw, N=64, gridsize=g.params["gridsize"], n_groups=len(nn), nn_indices=nn, patch_positions="member")
+    grouped = pj.group(
+        g.raw,
+        N=64,
+        gridsize=g.params["gridsize"],
+        n_groups=len(nn),
+        nn_indices=nn,
+        patch_positions="member",
+    )
     np.testing.assert_array_equal(np.asarray(grouped.diffraction), g.stage("stage1/diffraction"))
     assert max_ulp(grouped.X_full, g.stage("stage2/X_full")) <= 1
 
 
-@pytest.mark.parametrize("positions,key", [("upstream", "stage1/Y"), ("member", "stage1/Y_from_sim_patches")])
+@pytest.mark.parametrize(
+    "positions,key", [("upstream", "stage1/Y"), ("member", "stage1/Y_from_sim_patches")]
+)
 def test_object_patches(golden, positions, key):
     g, _ = golden
     ref = g.stage(key)
     nn = g.stage("stage1/nn_indices")[: ref.shape[0]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        grouped = pj.group(g.raw, N=64, gridsize=g.params["gridsize"], n_groups=len(nn), nn_indices=nn, patch_positions=positions)
+        grouped = pj.group(
+            g.raw,
+            N=64,
+            gridsize=g.params["gridsize"],
+            n_groups=len(nn),
+            nn_indices=nn,
+            patch_positions=positions,
+        )
     mirrored = [w for w in caught if issubclass(w.category, pj.MirroredPatchWarning)]
     assert len(mirrored) == (1 if positions == "upstream" and g.params["gridsize"] > 1 else 0)
     got = np.asarray(grouped.Y)
@@ -135,7 +171,13 @@ def test_training_scale_per_variant(golden):
     main = pj.training_intensity_scale(c, nphotons=1e9, variant="main")
     assert main == float(g.stage("stage4/main_head_train_pinn_calculate_intensity_scale"))
     seed = pj.training_intensity_scale(c, nphotons=1e9, variant="seed")
-    assert max_ulp(np.float32(seed), np.float32(g.stage("stage4/seed_era_dataset_derived_scale_normalized_X"))) <= 1
+    assert (
+        max_ulp(
+            np.float32(seed),
+            np.float32(g.stage("stage4/seed_era_dataset_derived_scale_normalized_X")),
+        )
+        <= 1
+    )
 
 
 @pytest.mark.parametrize("era", ["seed_era", "main_head"])
@@ -144,7 +186,9 @@ def test_scaler_and_inverse(golden, era):
     s = float(g.stage(f"stage4/{era}_intensity_scale_in"))
     scaler = pj.IntensityScaler.from_scale(s)
     assert scaler.log_scale_f32 == g.stage(f"stage4/{era}_log_scale")
-    x, out_ref, inv_ref = (g.stage(f"stage4/{era}_{k}") for k in ("scaler_in", "scaler_out", "scaler_inv_out"))
+    x, out_ref, inv_ref = (
+        g.stage(f"stage4/{era}_{k}") for k in ("scaler_in", "scaler_out", "scaler_inv_out")
+    )
     out = scaler(x)
     assert max_ulp(out, out_ref) <= 1
     assert max_ulp(scaler.inverse(out_ref), inv_ref) <= 1
@@ -155,8 +199,16 @@ def test_scaler_and_inverse(golden, era):
 def test_run_chain_matches_stagewise(golden):
     g, grouped = golden
     p = g.params
-    params = pj.ChainParams(gridsize=p["gridsize"], n_groups=p["n_groups"], seed=42, sequential=p["sequential"], patch_positions="member")
+    params = pj.ChainParams(
+        gridsize=p["gridsize"],
+        n_groups=p["n_groups"],
+        seed=42,
+        sequential=p["sequential"],
+        patch_positions="member",
+    )
     result = pj.run_chain(dataclasses.replace(g.raw, objectGuess=None), params)
     np.testing.assert_array_equal(result.grouped.nn_indices, g.stage("stage1/nn_indices"))
-    assert result.training_scale == float(g.stage("stage4/main_head_train_pinn_calculate_intensity_scale"))
+    assert result.training_scale == float(
+        g.stage("stage4/main_head_train_pinn_calculate_intensity_scale")
+    )
     assert result.scaler.log_scale_f32 == g.stage("stage4/main_head_log_scale")

@@ -22,8 +22,16 @@ def grid_raw(side=6, n=8, spacing=5.0, duplicate=False) -> pj.RawData:
         x[1], y[1] = x[0], y[0]
     m = x.size
     rng = np.random.default_rng(1)
-    return make_raw(m=m, n=n, xcoords=x, ycoords=y, xcoords_start=x.copy(), ycoords_start=y.copy(),
-                    diff3d=rng.random((m, n, n), dtype=np.float32), scan_index=np.zeros(m, np.int64))
+    return make_raw(
+        m=m,
+        n=n,
+        xcoords=x,
+        ycoords=y,
+        xcoords_start=x.copy(),
+        ycoords_start=y.copy(),
+        diff3d=rng.random((m, n, n), dtype=np.float32),
+        scan_index=np.zeros(m, np.int64),
+    )
 
 
 def test_standard_groups_are_k_nearest_excluding_seed():
@@ -40,7 +48,9 @@ def test_seed_reproducible_and_independent_of_global_rng():
     state = np.random.get_state()[1].copy()
     b = pj.group(raw, N=8, gridsize=2, n_groups=10, seed=7).nn_indices
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(np.random.get_state()[1], state)  # the global RNG is never touched
+    np.testing.assert_array_equal(
+        np.random.get_state()[1], state
+    )  # the global RNG is never touched
 
 
 def test_gridsize1_all_positions_in_order_when_nsamples_exceeds_n():
@@ -114,7 +124,10 @@ def test_oversampling_requires_opt_in_and_draws_combinations():
         (dict(n_groups=0), r"n_groups must be an int >= 1, got 0"),
         (dict(K=3), r"K=3 neighbours must be >= C=gridsize²=4"),
         (dict(gridsize=3), r"only n=6 positions but C=gridsize²=9"),
-        (dict(nn_indices=np.array([[0, 1, 2, 6]])), r"nn_indices must lie in \[0, 6\), got values in \[0, 6\]"),
+        (
+            dict(nn_indices=np.array([[0, 1, 2, 6]])),
+            r"nn_indices must lie in \[0, 6\), got values in \[0, 6\]",
+        ),
         (dict(nn_indices=np.array([[0, 1, 2]])), r"nn_indices must have shape \(B, C=4\)"),
         (dict(nn_indices=np.array([[0.0, 1, 2, 3]])), r"nn_indices must be integers"),
         (dict(variant="dose"), r"variant: expected one of"),
@@ -188,8 +201,16 @@ def test_jax_cell_list_finds_the_k_nearest(layout):
     rng = np.random.default_rng(3)
     if layout == "uniform":
         p = rng.uniform(0, 5000, (3000, 2))
-    elif layout == "clustered":  # dense and sparse regions, isolated points: exercises the exhaustive fallback
-        p = np.concatenate([rng.normal(100, 1, (1500, 2)), rng.normal(900, 40, (1400, 2)), rng.uniform(0, 2000, (20, 2))])
+    elif (
+        layout == "clustered"
+    ):  # dense and sparse regions, isolated points: exercises the exhaustive fallback
+        p = np.concatenate(
+            [
+                rng.normal(100, 1, (1500, 2)),
+                rng.normal(900, 40, (1400, 2)),
+                rng.uniform(0, 2000, (20, 2)),
+            ]
+        )
     else:  # all on one row: degenerate cell grid
         p = np.stack([rng.uniform(0, 100, 500), np.full(500, 7.0)], axis=1)
     K = 5
@@ -197,5 +218,7 @@ def test_jax_cell_list_finds_the_k_nearest(layout):
     ref = kdtree_neighbours(p, np.arange(len(p)), k=K + 1)[:, 1:]
     d_got = np.sort(np.linalg.norm(p[got] - p[:, None], axis=-1), axis=1)
     d_ref = np.sort(np.linalg.norm(p[ref] - p[:, None], axis=-1), axis=1)
-    np.testing.assert_allclose(d_got, d_ref, rtol=1e-5, atol=1e-4)  # same distances: the K nearest, up to ties
+    np.testing.assert_allclose(
+        d_got, d_ref, rtol=1e-5, atol=1e-4
+    )  # same distances: the K nearest, up to ties
     assert not (got == np.arange(len(p))[:, None]).any()

@@ -33,9 +33,29 @@ def test_round_trip_is_exact(tmp_path):
     path = tmp_path / "raw.npz"
     raw.to_npz(path)
     with np.load(path) as z:
-        assert sorted(z.files) == sorted(["xcoords", "ycoords", "xcoords_start", "ycoords_start", "diff3d", "probeGuess", "objectGuess", "scan_index"])
+        assert sorted(z.files) == sorted(
+            [
+                "xcoords",
+                "ycoords",
+                "xcoords_start",
+                "ycoords_start",
+                "diff3d",
+                "probeGuess",
+                "objectGuess",
+                "scan_index",
+            ]
+        )
     back = pj.RawData.from_npz(path)
-    for f in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "diff3d", "probeGuess", "objectGuess", "scan_index"):
+    for f in (
+        "xcoords",
+        "ycoords",
+        "xcoords_start",
+        "ycoords_start",
+        "diff3d",
+        "probeGuess",
+        "objectGuess",
+        "scan_index",
+    ):
         a, b = getattr(raw, f), getattr(back, f)
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
@@ -44,7 +64,9 @@ def test_round_trip_is_exact(tmp_path):
 def test_upstream_defaults_for_optional_keys(tmp_path):
     raw = make_raw()
     path = tmp_path / "minimal.npz"
-    np.savez(path, xcoords=raw.xcoords, ycoords=raw.ycoords, diff3d=raw.diff3d, probeGuess=raw.probeGuess)
+    np.savez(
+        path, xcoords=raw.xcoords, ycoords=raw.ycoords, diff3d=raw.diff3d, probeGuess=raw.probeGuess
+    )
     back = pj.RawData.from_npz(path)
     np.testing.assert_array_equal(back.xcoords_start, raw.xcoords)
     np.testing.assert_array_equal(back.scan_index, np.zeros(len(raw), np.int64))
@@ -91,7 +113,14 @@ def test_not_an_npz(tmp_path):
 def test_pickled_placeholder_is_refused(tmp_path):
     raw = make_raw()
     path = tmp_path / "pickled.npz"
-    np.savez(path, xcoords=raw.xcoords, ycoords=raw.ycoords, diff3d=raw.diff3d, probeGuess=raw.probeGuess, objectGuess=np.array(None))
+    np.savez(
+        path,
+        xcoords=raw.xcoords,
+        ycoords=raw.ycoords,
+        diff3d=raw.diff3d,
+        probeGuess=raw.probeGuess,
+        objectGuess=np.array(None),
+    )
     with pytest.raises(pj.RawDataError, match="pickle"):
         pj.RawData.from_npz(path)
 
@@ -102,7 +131,10 @@ def test_pickled_placeholder_is_refused(tmp_path):
         (dict(xcoords=np.zeros((6, 1))), r"xcoords: expected a 1-D float array"),
         (dict(ycoords=np.arange(6)), r"ycoords: expected a 1-D float array.*int"),
         (dict(ycoords_start=np.zeros(5)), r"one length, got lengths"),
-        (dict(diff3d=np.zeros((6, 8, 9), np.float32)), r"diff3d: expected a 3-D array of square frames"),
+        (
+            dict(diff3d=np.zeros((6, 8, 9), np.float32)),
+            r"diff3d: expected a 3-D array of square frames",
+        ),
         (dict(diff3d=np.zeros((6, 8), np.float32)), r"diff3d: expected a 3-D array"),
         (dict(diff3d=np.ones((6, 8, 8), np.float64)), r"diff3d: expected dtype float32.*float64"),
         (dict(diff3d=np.ones((5, 8, 8), np.float32)), r"diff3d: expected 6 frames.*got 5"),
@@ -111,11 +143,22 @@ def test_pickled_placeholder_is_refused(tmp_path):
         (dict(objectGuess=np.ones((4, 4, 2), np.complex64)), r"objectGuess: expected a 2-D"),
         (dict(objectGuess=np.ones((4, 4), np.float32)), r"objectGuess: expected dtype complex64"),
         (dict(scan_index=np.zeros(6, np.float64)), r"scan_index: expected a 1-D integer array"),
-        (dict(xcoords=np.array([1.0, np.nan, 3, 4, 5, 6])), r"xcoords: expected finite values.*index \(1,\)"),
+        (
+            dict(xcoords=np.array([1.0, np.nan, 3, 4, 5, 6])),
+            r"xcoords: expected finite values.*index \(1,\)",
+        ),
         (dict(ycoords=np.array([1.0, np.inf, 3, 4, 5, 6])), r"ycoords: expected finite values"),
         (dict(diff3d=np.full((6, 8, 8), np.nan, np.float32)), r"diff3d: expected finite values"),
         (dict(diff3d=-np.ones((6, 8, 8), np.float32)), r"diff3d: expected amplitudes >= 0"),
-        (dict(xcoords=np.zeros(0), ycoords=np.zeros(0), xcoords_start=np.zeros(0), ycoords_start=np.zeros(0)), "at least one"),
+        (
+            dict(
+                xcoords=np.zeros(0),
+                ycoords=np.zeros(0),
+                xcoords_start=np.zeros(0),
+                ycoords_start=np.zeros(0),
+            ),
+            "at least one",
+        ),
     ],
 )
 def test_invalid_fields(overrides, match):
@@ -156,7 +199,9 @@ def test_frames_are_64_byte_aligned_and_exact(tmp_path, save):
     # JAX's CPU client aliases 64-byte-aligned host arrays in device_put instead of copying them.
     src = make_raw(m=7, n=8)
     Y = np.random.default_rng(1).random((7, 8, 8, 1)).astype(np.complex64)
-    unaligned = np.empty(src.diff3d.nbytes + 4, np.uint8)[4:].view(np.float32).reshape(src.diff3d.shape)
+    unaligned = (
+        np.empty(src.diff3d.nbytes + 4, np.uint8)[4:].view(np.float32).reshape(src.diff3d.shape)
+    )
     unaligned[...] = src.diff3d
     raw = dataclasses.replace(src, diff3d=unaligned, Y=Y)
     assert raw.diff3d.ctypes.data % 64 == 0 and raw.Y.ctypes.data % 64 == 0

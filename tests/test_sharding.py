@@ -27,9 +27,22 @@ DEVICES = 8
 
 # Exact (gathers, indices, coordinates, and what is computed from them elementwise).
 BIT_EQUAL = (
-    "diffraction", "Y", "nn_indices", "coords_nn", "coords_offsets", "coords_relative", "coords_start_nn",
-    "coords_start_offsets", "coords_start_relative", "c.coords_nominal", "c.coords_true", "c.probe",
-    "c.global_offsets", "c.local_offsets", "c.Y_I", "c.Y_phi",
+    "diffraction",
+    "Y",
+    "nn_indices",
+    "coords_nn",
+    "coords_offsets",
+    "coords_relative",
+    "coords_start_nn",
+    "coords_start_offsets",
+    "coords_start_relative",
+    "c.coords_nominal",
+    "c.coords_true",
+    "c.probe",
+    "c.global_offsets",
+    "c.local_offsets",
+    "c.Y_I",
+    "c.Y_phi",
 )
 # Downstream of a cross-device reduction: within 1 float32 ulp (observed: 0).
 WITHIN_ULP = ("X_full", "normalize_gain", "c.X", "c.norm_Y_I", "log_scale", "scaled_X")
@@ -48,7 +61,20 @@ def _fields(result) -> dict:
     g, c = result.grouped, result.container
     out = {k: getattr(g, k) for k in ("diffraction", "X_full", "Y", "normalize_gain", "nn_indices")}
     out |= {k: getattr(g, k) for k in BIT_EQUAL if k.startswith("coords")}
-    out |= {"c." + k: getattr(c, k) for k in ("X", "Y_I", "Y_phi", "coords_nominal", "coords_true", "probe", "norm_Y_I", "global_offsets", "local_offsets")}
+    out |= {
+        "c." + k: getattr(c, k)
+        for k in (
+            "X",
+            "Y_I",
+            "Y_phi",
+            "coords_nominal",
+            "coords_true",
+            "probe",
+            "norm_Y_I",
+            "global_offsets",
+            "local_offsets",
+        )
+    }
     out["log_scale"] = result.scaler.log_scale_f32
     out["scaled_X"] = result.scaler(c.X)  # the scaler applied per shard when X is sharded
     return out
@@ -71,8 +97,13 @@ def chain_deltas(got, ref) -> dict:
         out[k] = entry
     for k, v in ref.intensity_scales.items():
         w = got.intensity_scales[k]
-        out["scale." + k] = {"f32_ulp": max_ulp(np.float32(w), np.float32(v)), "rel": abs(w - v) / abs(v)}
-    out["training_scale"] = {"f32_ulp": max_ulp(np.float32(got.training_scale), np.float32(ref.training_scale))}
+        out["scale." + k] = {
+            "f32_ulp": max_ulp(np.float32(w), np.float32(v)),
+            "rel": abs(w - v) / abs(v),
+        }
+    out["training_scale"] = {
+        "f32_ulp": max_ulp(np.float32(got.training_scale), np.float32(ref.training_scale))
+    }
     return out
 
 
@@ -81,20 +112,32 @@ def golden_deltas(result, case: str) -> dict:
     grouped = result.grouped
     out = {
         "nn_indices": bool(np.array_equal(grouped.nn_indices, g.stage("stage1/nn_indices"))),
-        "diffraction": np.asarray(grouped.diffraction).tobytes() == np.ascontiguousarray(g.stage("stage1/diffraction")).tobytes(),
+        "diffraction": np.asarray(grouped.diffraction).tobytes()
+        == np.ascontiguousarray(g.stage("stage1/diffraction")).tobytes(),
         "X_full_ulp": max_ulp(np.asarray(grouped.X_full), g.stage("stage2/X_full")),
         "gain_ulp": max_ulp(np.asarray(grouped.normalize_gain), g.stage("stage2/normalize_gain")),
         "norm_Y_I_ulp": max_ulp(np.asarray(result.container.norm_Y_I), g.stage("stage3/norm_Y_I")),
         "log_scale": bool(result.scaler.log_scale_f32 == g.stage("stage4/main_head_log_scale")),
     }
-    for k in ("coords_nn", "coords_offsets", "coords_relative", "coords_start_nn", "coords_start_offsets", "coords_start_relative"):
+    for k in (
+        "coords_nn",
+        "coords_offsets",
+        "coords_relative",
+        "coords_start_nn",
+        "coords_start_offsets",
+        "coords_start_relative",
+    ):
         out[k] = getattr(grouped, k).tobytes() == g.stage(f"stage1/{k}").tobytes()
     return out
 
 
 def _layout(result) -> dict:
     X = result.grouped.X_full
-    return {"devices": len(X.sharding.device_set), "shard_rows": int(X.addressable_shards[0].data.shape[0]), "rows": int(X.shape[0])}
+    return {
+        "devices": len(X.sharding.device_set),
+        "shard_rows": int(X.addressable_shards[0].data.shape[0]),
+        "rows": int(X.shape[0]),
+    }
 
 
 def eight_device_report() -> dict:
@@ -105,7 +148,9 @@ def eight_device_report() -> dict:
     mesh = pj.make_mesh(DEVICES)
     report = {}
     for name, golden, gs, groups, variant, positions, K, streamed in CASES:
-        params = pj.ChainParams(gridsize=gs, K=K, n_groups=groups, seed=42, variant=variant, patch_positions=positions)
+        params = pj.ChainParams(
+            gridsize=gs, K=K, n_groups=groups, seed=42, variant=variant, patch_positions=positions
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", pj.MirroredPatchWarning)
             ref = pj.run_chain(raw, params)
@@ -115,7 +160,9 @@ def eight_device_report() -> dict:
                 entry["golden"] = golden_deltas(sharded, golden)
             if streamed:
                 chunk = -(-groups // 7)
-                entry["streamed"] = chain_deltas(pj.run_chain(raw, params, chunk_groups=chunk, mesh=mesh), ref)
+                entry["streamed"] = chain_deltas(
+                    pj.run_chain(raw, params, chunk_groups=chunk, mesh=mesh), ref
+                )
         report[name] = entry
     return report
 
@@ -126,15 +173,28 @@ def eight(tmp_path_factory):
     if len(jax.devices()) >= DEVICES:
         return eight_device_report()
     out = tmp_path_factory.mktemp("eight") / "report.json"
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "test_sharding.py"), str(out)], env=env, capture_output=True, text=True, timeout=300, check=False
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
+        JAX_PLATFORMS="cpu",
     )
-    assert proc.returncode == 0, f"8-device run failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "test_sharding.py"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"8-device run failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("case,mode", [(c[0], "sharded") for c in CASES] + [(c[0], "streamed") for c in CASES if c[-1]])
+@pytest.mark.parametrize(
+    "case,mode", [(c[0], "sharded") for c in CASES] + [(c[0], "streamed") for c in CASES if c[-1]]
+)
 def test_eight_devices_equal_one(eight, case, mode):
     d = eight[case][mode]
     for k in BIT_EQUAL:
@@ -154,12 +214,17 @@ def test_eight_devices_equal_one(eight, case, mode):
 def test_eight_devices_layout(eight):
     # B divisible by 8 stays sharded (B/8 rows per device); otherwise padded, masked and sliced back.
     assert eight["gs2_ideal"]["layout"] == {"devices": 8, "shard_rows": 8, "rows": 64}
-    assert eight["gs2_61_main"]["layout"]["rows"] == 61 and eight["gs3_29_seed"]["layout"]["rows"] == 29
+    assert (
+        eight["gs2_61_main"]["layout"]["rows"] == 61
+        and eight["gs3_29_seed"]["layout"]["rows"] == 29
+    )
 
 
 def test_eight_devices_match_upstream_golden(eight):
     g = eight["gs2_ideal"]["golden"]
-    for k in ("nn_indices", "diffraction", "log_scale") + tuple(k for k in g if k.startswith("coords")):
+    for k in ("nn_indices", "diffraction", "log_scale") + tuple(
+        k for k in g if k.startswith("coords")
+    ):
         assert g[k] is True, k
     assert g["X_full_ulp"] <= 1 and g["gain_ulp"] <= 1 and g["norm_Y_I_ulp"] <= 1, g
 
@@ -178,15 +243,27 @@ def _simulate_ring(nn, groups, frames, plan, M):
             buffer.append(frame_ids[o][send[o]])
         buffer.append(np.array([-1]))
         buffer = np.concatenate(buffer)
-        got[r * groups.size : (r + 1) * groups.size] = buffer[plan.local_nn[r * groups.size : (r + 1) * groups.size]]
+        got[r * groups.size : (r + 1) * groups.size] = buffer[
+            plan.local_nn[r * groups.size : (r + 1) * groups.size]
+        ]
     return got
 
 
 @pytest.mark.parametrize("D", [1, 3, 8])
-@pytest.mark.parametrize("M,B,C,layout", [(512, 61, 4, "random"), (512, 64, 1, "random"), (100, 97, 4, "sequential"), (5, 9, 2, "random")])
+@pytest.mark.parametrize(
+    "M,B,C,layout",
+    [
+        (512, 61, 4, "random"),
+        (512, 64, 1, "random"),
+        (100, 97, 4, "sequential"),
+        (5, 9, 2, "random"),
+    ],
+)
 def test_exchange_plan_delivers_each_member_frame(D, M, B, C, layout):
     rng = np.random.default_rng(D * 1000 + M + B)
-    if layout == "sequential":  # neighbouring groups use neighbouring frames: traffic stays near the diagonal
+    if (
+        layout == "sequential"
+    ):  # neighbouring groups use neighbouring frames: traffic stays near the diagonal
         nn = (np.arange(B)[:, None] + np.arange(C)[None, :]) % M
     else:
         nn = rng.integers(0, M, size=(B, C))
@@ -197,15 +274,24 @@ def test_exchange_plan_delivers_each_member_frame(D, M, B, C, layout):
     assert (got[B:] == -1).all()  # padding groups read the zero row
     assert len(plan.sizes) == D and plan.local_nn.dtype == np.int32
     # No device receives more rows than the frames its groups need times the rounds' padding.
-    need = max(len(np.unique(nn[groups.starts[r] : groups.starts[r] + groups.counts[r]])) for r in range(D))
+    need = max(
+        len(np.unique(nn[groups.starts[r] : groups.starts[r] + groups.counts[r]])) for r in range(D)
+    )
     assert sum(plan.sizes) <= D * need
     if layout == "sequential" and D == 8:
-        assert sum(plan.sizes) <= 3 * need  # a ring of permutes, not an all-to-all padded to the worst pair
+        assert (
+            sum(plan.sizes) <= 3 * need
+        )  # a ring of permutes, not an all-to-all padded to the worst pair
 
 
 def test_blocks():
     g = tail_padded_blocks(61, 8)
-    assert g.size == 8 and g.padded == 64 and g.counts.tolist() == [8] * 7 + [5] and g.valid().sum() == 61
+    assert (
+        g.size == 8
+        and g.padded == 64
+        and g.counts.tolist() == [8] * 7 + [5]
+        and g.valid().sum() == 61
+    )
     f = balanced_blocks(10, 4)
     assert f.starts.tolist() == [0, 2, 5, 7] and f.counts.tolist() == [2, 3, 2, 3] and f.size == 3
     assert balanced_blocks(3, 8).counts.sum() == 3
@@ -218,14 +304,25 @@ def test_process_frame_range_single_process():
 
 def test_make_mesh():
     mesh = pj.make_mesh(1)
-    assert mesh.axis_names == ("groups",) and mesh.size == 1 and mesh.devices.flat[0] == jax.devices()[0]
+    assert (
+        mesh.axis_names == ("groups",)
+        and mesh.size == 1
+        and mesh.devices.flat[0] == jax.devices()[0]
+    )
     assert pj.make_mesh().size == len(jax.devices())
     assert pj.make_mesh([jax.devices()[0]]).size == 1
 
 
 @pytest.mark.parametrize(
     "devices,match",
-    [(0, r"devices: expected an int in \[1, \d+\]"), (10**6, "xla_force_host_platform_device_count"), ([], "at least one device"), (["cpu"], "jax.Device"), (True, "got bool"), ("cpu", "got str")],
+    [
+        (0, r"devices: expected an int in \[1, \d+\]"),
+        (10**6, "xla_force_host_platform_device_count"),
+        ([], "at least one device"),
+        (["cpu"], "jax.Device"),
+        (True, "got bool"),
+        ("cpu", "got str"),
+    ],
 )
 def test_make_mesh_errors(devices, match):
     with pytest.raises(pj.PtychoInputError, match=match):
@@ -253,7 +350,10 @@ def test_group_and_normalize_sharded_on_available_devices():
     for variant in ("main", "seed"):
         X, gain = pj.normalize_data(ref.diffraction, 64, mesh=mesh, variant=variant)
         X_ref, gain_ref = pj.normalize_data(ref.diffraction, 64, variant=variant)
-        assert max_ulp(np.asarray(X), np.asarray(X_ref)) <= 1 and max_ulp(np.asarray(gain), np.asarray(gain_ref)) <= 1
+        assert (
+            max_ulp(np.asarray(X), np.asarray(X_ref)) <= 1
+            and max_ulp(np.asarray(gain), np.asarray(gain_ref)) <= 1
+        )
 
 
 @pytest.mark.parametrize(
@@ -271,5 +371,7 @@ def test_normalize_data_sharded_errors(x, N, match):
         pj.normalize_data(x, N, mesh=pj.make_mesh(1))
 
 
-if __name__ == "__main__":  # the 8-device run: python tests/test_sharding.py OUT.json (with XLA_FLAGS set)
+if (
+    __name__ == "__main__"
+):  # the 8-device run: python tests/test_sharding.py OUT.json (with XLA_FLAGS set)
     pathlib.Path(sys.argv[1]).write_text(json.dumps(eight_device_report(), indent=1))

@@ -288,7 +288,9 @@ def test_diffract_falls_back_when_xla_rejects_the_compiler_options(monkeypatch):
     want = pj.simulate_raw(sc, key=jr.key(5))
 
     def reject(*args, **kw):
-        raise RuntimeError("INVALID_ARGUMENT: No such compile option: 'xla_cpu_use_fusion_emitters'")
+        raise RuntimeError(
+            "INVALID_ARGUMENT: No such compile option: 'xla_cpu_use_fusion_emitters'"
+        )
 
     monkeypatch.setattr(_simulate, "_diffract_cheap", reject)
     monkeypatch.setattr(_simulate, "_compiler_options_ok", [True])

@@ -40,7 +40,9 @@ def _assert_equal_chain(d):
     [(2, 61, "main", "upstream"), (1, 61, "seed", "member")],
 )
 def test_streamed_in_sevenths_equals_one_shot(raw, gridsize, groups, variant, positions):
-    params = pj.ChainParams(gridsize=gridsize, n_groups=groups, seed=42, variant=variant, patch_positions=positions)
+    params = pj.ChainParams(
+        gridsize=gridsize, n_groups=groups, seed=42, variant=variant, patch_positions=positions
+    )
     chunk = -(-groups // 7)
     stages = []
     with warnings.catch_warnings():
@@ -51,7 +53,13 @@ def test_streamed_in_sevenths_equals_one_shot(raw, gridsize, groups, variant, po
     _assert_equal_chain(chain_deltas(got, ref))
     n = -(-groups // chunk)
     assert n == 7
-    assert stages == ["grouping", *(f"energy pass {i}/7" for i in range(1, 8)), *(f"scale pass {i}/7" for i in range(1, 8)), "intensity_scale", "scaler"]
+    assert stages == [
+        "grouping",
+        *(f"energy pass {i}/7" for i in range(1, 8)),
+        *(f"scale pass {i}/7" for i in range(1, 8)),
+        "intensity_scale",
+        "scaler",
+    ]
     # Every chunk is padded to one size: the seven chunks share one compilation.
     assert compiles("scale_on_mesh") <= 1
     assert got.grouped.X_full.shape == (groups, 64, 64, gridsize**2)
@@ -60,7 +68,21 @@ def test_streamed_in_sevenths_equals_one_shot(raw, gridsize, groups, variant, po
 def test_chunk_larger_than_dataset_and_raw_Y(raw):
     # raw.Y (simulation patches) is gathered like the frames; one chunk holding everything.
     Y = (raw.diff3d[..., None] * np.complex64(1 + 0.5j)).astype(np.complex64)
-    sim = pj.RawData(**{k: getattr(raw, k) for k in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "diff3d", "probeGuess", "scan_index")}, Y=Y)
+    sim = pj.RawData(
+        **{
+            k: getattr(raw, k)
+            for k in (
+                "xcoords",
+                "ycoords",
+                "xcoords_start",
+                "ycoords_start",
+                "diff3d",
+                "probeGuess",
+                "scan_index",
+            )
+        },
+        Y=Y,
+    )
     params = pj.ChainParams(gridsize=2, n_groups=16, seed=3)
     ref = pj.run_chain(sim, params)
     got = pj.run_chain(sim, params, chunk_groups=1000)
@@ -87,6 +109,19 @@ def test_bad_chunk_size(raw, chunk):
 
 
 def test_zero_frames_raise(raw):
-    dark = pj.RawData(**{k: getattr(raw, k) for k in ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "probeGuess", "scan_index")}, diff3d=np.zeros_like(raw.diff3d))
+    dark = pj.RawData(
+        **{
+            k: getattr(raw, k)
+            for k in (
+                "xcoords",
+                "ycoords",
+                "xcoords_start",
+                "ycoords_start",
+                "probeGuess",
+                "scan_index",
+            )
+        },
+        diff3d=np.zeros_like(raw.diff3d),
+    )
     with pytest.raises(pj.NormalizationError, match="zero total energy"):
         pj.run_chain(dark, pj.ChainParams(gridsize=1, n_groups=8, seed=0), chunk_groups=3)

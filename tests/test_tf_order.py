@@ -8,7 +8,19 @@ from ptycho_jax._tf_order import mean_all, sum_over_frame
 tf = pytest.importorskip("tensorflow")
 
 
-@pytest.mark.parametrize("B,N,C", [(5, 64, 1), (3, 64, 4), (4, 16, 8), (7, 64, 9), (2, 128, 1), (3, 8, 2), (6, 32, 16), (3, 4, 3)])
+@pytest.mark.parametrize(
+    "B,N,C",
+    [
+        (5, 64, 1),
+        (3, 64, 4),
+        (4, 16, 8),
+        (7, 64, 9),
+        (2, 128, 1),
+        (3, 8, 2),
+        (6, 32, 16),
+        (3, 4, 3),
+    ],
+)
 def test_frame_sums_bit_equal_to_tf(B, N, C):
     rng = np.random.default_rng(B * N + C)
     x = (rng.random((B, N, N, C), dtype=np.float32) ** 3 * 20).astype(np.float32)

@@ -73,6 +73,8 @@ def npz_bytes(arrays: Mapping[str, np.ndarray], *, compressed: bool = False) -> 
     return buf.getvalue()
 
 
-def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, compressed: bool = False) -> None:
+def write_npz_atomic(
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, compressed: bool = False
+) -> None:
     """Write `arrays` to `path` as an NPZ archive, atomically."""
     write_files_atomically([(path, npz_bytes(arrays, compressed=compressed))])

@@ -31,48 +31,100 @@ class Progress:
         self.done += 1
         if not self.quiet:
             count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
-            print(f"ptycho-jax: [{count}] {stage} (t={now - self.t0:.1f} s)", file=sys.stderr, flush=True)
+            print(
+                f"ptycho-jax: [{count}] {stage} (t={now - self.t0:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="ptycho-jax: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = (
+        logging.WARNING
+        if quiet
+        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    )
+    logging.basicConfig(
+        level=level, format="ptycho-jax: %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def _add_input_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", type=pathlib.Path, help="RawData NPZ file (upstream format)")
-    src.add_argument("--scenario", help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO})")
-    p.add_argument("--noise-seed", type=int, default=None, help="PRNG seed of the simulated photon noise (default: the scenario's sim_seed)")
+    src.add_argument(
+        "--scenario", help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO})"
+    )
+    p.add_argument(
+        "--noise-seed",
+        type=int,
+        default=None,
+        help="PRNG seed of the simulated photon noise (default: the scenario's sim_seed)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(prog="ptycho-jax", description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark.")
+    parser = argparse.ArgumentParser(
+        prog="ptycho-jax",
+        description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark.",
+    )
     parser.add_argument("--version", action="version", version=f"ptycho-jax {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output on stderr"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    parser.add_argument("--no-compile-cache", action="store_true", help="no persistent compilation cache (as PTYCHO_JAX_NO_CACHE=1)")
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="no persistent compilation cache (as PTYCHO_JAX_NO_CACHE=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="{simulate,report,crosscheck,bench}")
 
-    p = sub.add_parser("simulate", help="simulate a sim_lines scenario into an upstream-compatible RawData NPZ")
-    p.add_argument("--scenario", default=DEFAULT_SCENARIO, help=f"preset name (default {DEFAULT_SCENARIO})")
+    p = sub.add_parser(
+        "simulate", help="simulate a sim_lines scenario into an upstream-compatible RawData NPZ"
+    )
+    p.add_argument(
+        "--scenario", default=DEFAULT_SCENARIO, help=f"preset name (default {DEFAULT_SCENARIO})"
+    )
     p.add_argument("--out", type=pathlib.Path, required=True, help="output .npz path")
-    p.add_argument("--split", choices=("test", "train", "all"), default="test", help="which half to write (default test, the report's)")
-    p.add_argument("--noise-seed", type=int, default=None, help="PRNG seed of the photon noise (default: the scenario's sim_seed)")
+    p.add_argument(
+        "--split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="which half to write (default test, the report's)",
+    )
+    p.add_argument(
+        "--noise-seed",
+        type=int,
+        default=None,
+        help="PRNG seed of the photon noise (default: the scenario's sim_seed)",
+    )
     p.add_argument("--no-noise", action="store_true", help="write expected (noise-free) amplitudes")
     p.add_argument("--N", type=int, help="override the frame size")
     p.add_argument("--nphotons", type=float, help="override the photon budget")
-    p.add_argument("--gridsize", type=int, help="override the scenario gridsize (changes the counts)")
+    p.add_argument(
+        "--gridsize", type=int, help="override the scenario gridsize (changes the counts)"
+    )
 
-    p = sub.add_parser("report", help="run the chain and write the Intensity Statistics report (Markdown, JSON, PNG)")
+    p = sub.add_parser(
+        "report",
+        help="run the chain and write the Intensity Statistics report (Markdown, JSON, PNG)",
+    )
     _add_input_arguments(p)
     add_chain_arguments(p)
-    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("report"), help="output folder (default ./report)")
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path("report"),
+        help="output folder (default ./report)",
+    )
     p.add_argument("--no-figure", action="store_true", help="skip the PNG")
 
-    p = sub.add_parser("crosscheck", help="compare a port against a reference stage by stage (exit 1 on mismatch)")
+    p = sub.add_parser(
+        "crosscheck", help="compare a port against a reference stage by stage (exit 1 on mismatch)"
+    )
     from crosscheck.cli import (
         add_arguments as add_crosscheck,  # the harness, imported only to run it
     )
@@ -99,7 +151,9 @@ def _load_raw(args, progress: Progress):
     from ._simulate import get_scenario, simulate
 
     scenario = get_scenario(args.scenario or DEFAULT_SCENARIO)
-    progress(f"simulating scenario {scenario.name} ({scenario.total_images} frames of {scenario.N}x{scenario.N})")
+    progress(
+        f"simulating scenario {scenario.name} ({scenario.total_images} frames of {scenario.N}x{scenario.N})"
+    )
     key = None if args.noise_seed is None else jr.key(args.noise_seed)
     return simulate(scenario, key=key).test, scenario
 
@@ -123,10 +177,16 @@ def _cmd_simulate(args) -> int:
 
     from ._simulate import get_scenario, simulate, simulate_raw
 
-    overrides = {k: v for k, v in (("N", args.N), ("nphotons", args.nphotons), ("gridsize", args.gridsize)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("N", args.N), ("nphotons", args.nphotons), ("gridsize", args.gridsize))
+        if v is not None
+    }
     scenario = get_scenario(args.scenario, **overrides)
     progress = Progress(2, quiet=args.quiet)
-    progress(f"simulating {scenario.name}: {scenario.total_images} frames of {scenario.N}x{scenario.N}")
+    progress(
+        f"simulating {scenario.name}: {scenario.total_images} frames of {scenario.N}x{scenario.N}"
+    )
     key = None if args.noise_seed is None else jr.key(args.noise_seed)
     if args.split == "all":
         raw = simulate_raw(scenario, key=key, noise=not args.no_noise)
@@ -185,7 +245,13 @@ def _cmd_bench(args) -> int:
         )
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + path if path else "")}
-    argv = [sys.executable, "-m", "benchmarks", *(["--quiet"] if args.quiet else []), *args.bench_args]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        *(["--quiet"] if args.quiet else []),
+        *args.bench_args,
+    ]
     return subprocess.run(argv, env=env, check=False).returncode
 
 

@@ -27,7 +27,9 @@ def one_line(text: object) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{PROG}: warning: {one_line(message)} [{category.__name__}]", file=sys.stderr, flush=True)
+    print(
+        f"{PROG}: warning: {one_line(message)} [{category.__name__}]", file=sys.stderr, flush=True
+    )
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -68,7 +70,12 @@ def cli_messages(verbose: int) -> Iterator[None]:
         if not sys.warnoptions:  # the CLI decides (the user's -W / PYTHONWARNINGS win): Python's defaults, once per message
             warnings.resetwarnings()
             warnings.simplefilter("default")
-            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            for quiet in (
+                DeprecationWarning,
+                PendingDeprecationWarning,
+                ImportWarning,
+                ResourceWarning,
+            ):
                 warnings.simplefilter("ignore", quiet)
         warnings.showwarning = _show_warning
         try:
@@ -93,9 +100,13 @@ def _check_creatable(path: pathlib.Path, what: str) -> None:
     """`path` (absent) can be created: its nearest existing ancestor is a writable folder."""
     anc = _nearest_existing(path.parent if path.parent != path else path)
     if not anc.is_dir():
-        raise OutputPathError(f"--out {str(path)!r}: cannot create the {what}: {str(anc)!r} is a file, not a folder")
+        raise OutputPathError(
+            f"--out {str(path)!r}: cannot create the {what}: {str(anc)!r} is a file, not a folder"
+        )
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise OutputPathError(f"--out {str(path)!r}: cannot create the {what}: folder {str(anc)!r} is not writable")
+        raise OutputPathError(
+            f"--out {str(path)!r}: cannot create the {what}: folder {str(anc)!r} is not writable"
+        )
 
 
 def check_output_dir(path: str | os.PathLike) -> None:
@@ -129,7 +140,9 @@ def check_output_file(path: str | os.PathLike) -> None:
     parent = path.parent
     if parent.exists():
         if not parent.is_dir():
-            raise OutputPathError(f"--out {str(path)!r}: cannot create the file: {str(parent)!r} is a file, not a folder")
+            raise OutputPathError(
+                f"--out {str(path)!r}: cannot create the file: {str(parent)!r} is a file, not a folder"
+            )
         if not os.access(parent, os.W_OK | os.X_OK):
             raise OutputPathError(f"--out {str(path)!r}: folder {str(parent)!r} is not writable")
         return

@@ -59,7 +59,9 @@ def _recombine(amp, phase):
 def _real_angle(Y):
     # atan2(±0, x) without the atan2: ±0 for x > 0 or x = +0, ±π for x < 0 or x = −0.
     pi = jnp.float32(np.pi)
-    return jnp.where(jnp.signbit(Y.real), jnp.copysign(pi, Y.imag), jnp.copysign(jnp.float32(0), Y.imag))
+    return jnp.where(
+        jnp.signbit(Y.real), jnp.copysign(pi, Y.imag), jnp.copysign(jnp.float32(0), Y.imag)
+    )
 
 
 def _amplitude(Y):
@@ -75,7 +77,9 @@ def _split_real(Y):
 def _split_device(Y):
     # Objects are often real (all sim_lines ones are): skip atan2, the costliest op of the chain
     # on CPU, when no imaginary part is non-zero; both branches give np.angle's values.
-    phase = jax.lax.cond(jnp.all(Y.imag == 0), _real_angle, lambda y: jnp.angle(y).astype(jnp.float32), Y)
+    phase = jax.lax.cond(
+        jnp.all(Y.imag == 0), _real_angle, lambda y: jnp.angle(y).astype(jnp.float32), Y
+    )
     return _amplitude(Y), phase
 
 
@@ -132,11 +136,15 @@ def check_probe(probe, N: int, where: str) -> np.ndarray:
     """The probe as NumPy, checked to be (N, N) complex64."""
     p = np.asarray(probe)
     if p.shape != (N, N) or p.dtype != np.complex64:
-        raise PtychoInputError(f"{where}: probe must be ({N}, {N}) complex64, got shape {p.shape} dtype {p.dtype}")
+        raise PtychoInputError(
+            f"{where}: probe must be ({N}, {N}) complex64, got shape {p.shape} dtype {p.dtype}"
+        )
     return p
 
 
-def assemble_container(grouped: GroupedData, *, probe, Y_I, Y_phi, norm_Y_I: np.float32, where: str) -> Container:
+def assemble_container(
+    grouped: GroupedData, *, probe, Y_I, Y_phi, norm_Y_I: np.float32, where: str
+) -> Container:
     """The container of `grouped` from its computed fields (`Y_I`, `Y_phi`, `norm_Y_I`); every path builds it here.
 
     `coords_nominal = coords_true = float32(coords_start_relative)`; `global_offsets = coords_offsets`,
@@ -146,7 +154,9 @@ def assemble_container(grouped: GroupedData, *, probe, Y_I, Y_phi, norm_Y_I: np.
     probe = check_probe(probe, X.shape[1], where)
     for name, a in (("Y_I", Y_I), ("Y_phi", Y_phi)):
         if a.shape != X.shape:
-            raise PtychoInputError(f"{where}: {name} shape {a.shape} must equal X shape {X.shape} (channel mismatch)")
+            raise PtychoInputError(
+                f"{where}: {name} shape {a.shape} must equal X shape {X.shape} (channel mismatch)"
+            )
     coords = jnp.asarray(grouped.coords_start_relative.astype(np.float32))
     return Container(
         X=X,
@@ -176,7 +186,11 @@ def make_container(grouped: GroupedData, probe: ArrayLike, *, nphotons: float = 
     where = "make_container"
     X = grouped.X_full
     if grouped.Y is not None and grouped.Y.shape != X.shape:
-        raise PtychoInputError(f"{where}: Y shape {grouped.Y.shape} must equal X shape {X.shape} (channel mismatch)")
+        raise PtychoInputError(
+            f"{where}: Y shape {grouped.Y.shape} must equal X shape {X.shape} (channel mismatch)"
+        )
     Y_I, Y_phi = no_patches(X) if grouped.Y is None else split_patches(grouped.Y)
     norm = np.float32(diffsim_norm_Y_I(X, nphotons))
-    return assemble_container(grouped, probe=probe, Y_I=Y_I, Y_phi=Y_phi, norm_Y_I=norm, where=where)
+    return assemble_container(
+        grouped, probe=probe, Y_I=Y_I, Y_phi=Y_phi, norm_Y_I=norm, where=where
+    )

@@ -39,7 +39,9 @@ def _numpy_order_sum(terms: list[Array]) -> Array:
 
 
 @ft.partial(jax.jit, static_argnames=("sign",))
-def coordinates_kernel(x: Float64[Array, " n"], y: Float64[Array, " n"], nn: Int[Array, "B C"], *, sign: float):
+def coordinates_kernel(
+    x: Float64[Array, " n"], y: Float64[Array, " n"], nn: Int[Array, "B C"], *, sign: float
+):
     members = jnp.stack([x[nn], y[nn]], axis=1)[:, None, :, :]  # (B, 1, 2, C)
     c = nn.shape[1]
     total = _numpy_order_sum([members[..., i] for i in range(c)])
@@ -52,7 +54,11 @@ def coordinates_kernel(x: Float64[Array, " n"], y: Float64[Array, " n"], nn: Int
 
 
 def group_coordinates(
-    x: Float64[np.ndarray, " n"], y: Float64[np.ndarray, " n"], nn_indices: HostGroups, *, variant: str = "main"
+    x: Float64[np.ndarray, " n"],
+    y: Float64[np.ndarray, " n"],
+    nn_indices: HostGroups,
+    *,
+    variant: str = "main",
 ) -> tuple[HostCoords, HostOffsets, HostCoords]:
     """Member coordinates, group centre and relative offsets of each group, bit-equal to upstream.
 
@@ -67,5 +73,10 @@ def group_coordinates(
     """
     with jax.enable_x64(True):
         sign = get_variant(variant).local_offset_sign
-        out = coordinates_kernel(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64), jnp.asarray(nn_indices), sign=sign)
+        out = coordinates_kernel(
+            jnp.asarray(x, jnp.float64),
+            jnp.asarray(y, jnp.float64),
+            jnp.asarray(nn_indices),
+            sign=sign,
+        )
         return tuple(np.asarray(a) for a in out)

@@ -23,7 +23,9 @@ _PANEL_W_IN = 3.2  # inches per histogram panel
 _FIG_H_IN = 7.0
 
 
-_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+_SUPERSCRIPT = str.maketrans(
+    "-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
 
 
 def _decade_ticks(top: float) -> tuple[list[float], list[str]]:
@@ -65,7 +67,9 @@ def render_figure(report: IntensityReport, *, dpi: int = 100) -> bytes:
     for i, st in enumerate(stages):
         ax = fig.add_axes((_LEFT + i * (width + _COL_GAP), _TOP_ROW[0], width, _TOP_ROW[1]))
         label = STAGE_LABELS.get(st.name, st.name)
-        ax.set_title(f"{label}\n{st.stats.get('shape')} {st.stats.get('dtype')}", fontsize=9, y=1.01)
+        ax.set_title(
+            f"{label}\n{st.stats.get('shape')} {st.stats.get('dtype')}", fontsize=9, y=1.01
+        )
         mean = st.stats.get("mean")
         hist = st.histogram
         if hist is not None and hist.counts.sum() > 0:

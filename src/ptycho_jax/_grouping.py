@@ -46,7 +46,9 @@ def _legacy_rng(seed: int | None) -> np.random.RandomState:
 
 def _validate_counts(n: int, C: int, K: int) -> None:
     if n < C:
-        raise GroupingError(f"group: dataset has only n={n} positions but C=gridsize²={C} positions per group were requested (need n >= C)")
+        raise GroupingError(
+            f"group: dataset has only n={n} positions but C=gridsize²={C} positions per group were requested (need n >= C)"
+        )
     if K < C:
         raise GroupingError(f"group: K={K} neighbours must be >= C=gridsize²={C}")
 
@@ -77,7 +79,9 @@ def _standard_groups(positions, seed_indices, *, C: int, K: int, rng, variant: s
     return groups
 
 
-def _oversampled_groups(positions, *, C: int, K: int, n_groups: int, sequential: bool, rng) -> np.ndarray:
+def _oversampled_groups(
+    positions, *, C: int, K: int, n_groups: int, sequential: bool, rng
+) -> np.ndarray:
     """pipeline.md §3.6: K-choose-C combinations around seeds, then `n_groups` of them."""
     n = positions.shape[0]
     combos_per_seed = math.comb(K, C)
@@ -108,7 +112,9 @@ def _oversampled_groups(positions, *, C: int, K: int, n_groups: int, sequential:
         if len(pool) >= 2 * n_groups:
             break
     if not pool:
-        raise GroupingError(f"group: oversampling produced no candidate groups (n={n}, K={K}, C={C})")
+        raise GroupingError(
+            f"group: oversampling produced no candidate groups (n={n}, K={K}, C={C})"
+        )
     replace = n_groups > len(pool)
     if replace:
         warnings.warn(
@@ -169,11 +175,15 @@ def select_groups(
                 f"oversample=True and neighbor_pool_size >= C={C}"
             )
         if k_eff < C:
-            raise GroupingError(f"group: neighbor_pool_size={k_eff} must be >= C={C} for oversampling")
+            raise GroupingError(
+                f"group: neighbor_pool_size={k_eff} must be >= C={C} for oversampling"
+            )
         _validate_counts(n, C, k_eff)
         if p.engine != "scipy":
             raise GroupingError("group: oversampling is implemented for engine='scipy' only")
-        return _oversampled_groups(positions, C=C, K=k_eff, n_groups=B, sequential=p.sequential, rng=_legacy_rng(p.seed))
+        return _oversampled_groups(
+            positions, C=C, K=k_eff, n_groups=B, sequential=p.sequential, rng=_legacy_rng(p.seed)
+        )
 
     _validate_counts(n, C, p.K)
     if p.sequential:
@@ -187,15 +197,23 @@ def select_groups(
         if p.engine == "jax":
             key = _key_for(key, p.seed)
             seed_key, key = jr.split(key)
-            seed_indices = np.asarray(jr.permutation(seed_key, n)[:n_actual]) if n_actual < n else np.arange(n)
+            seed_indices = (
+                np.asarray(jr.permutation(seed_key, n)[:n_actual]) if n_actual < n else np.arange(n)
+            )
         else:
-            seed_indices = rng.choice(np.arange(n), n_actual, replace=False) if n_actual < n else np.arange(n)
+            seed_indices = (
+                rng.choice(np.arange(n), n_actual, replace=False) if n_actual < n else np.arange(n)
+            )
     if C == 1:
         return np.asarray(seed_indices, np.int64).reshape(-1, 1)
     if p.engine == "jax":
         if n <= p.K:  # upstream's tiny-dataset rule (self kept) has no equivalent worth having
-            raise GroupingError(f"group: engine='jax' needs n > K, got n={n}, K={p.K}; use engine='scipy'")
-        return _jax_groups(positions, seed_indices, C=C, K=p.K, key=_key_for(key, p.seed) if p.sequential else key)
+            raise GroupingError(
+                f"group: engine='jax' needs n > K, got n={n}, K={p.K}; use engine='scipy'"
+            )
+        return _jax_groups(
+            positions, seed_indices, C=C, K=p.K, key=_key_for(key, p.seed) if p.sequential else key
+        )
     return _standard_groups(positions, seed_indices, C=C, K=p.K, rng=rng, variant=p.variant)
 
 
@@ -241,7 +259,9 @@ class GroupedData(eqx.Module):
 
 
 @jax.jit
-def gather_frames(diff3d: Shaped[Array, "M N N"], nn: Int[Array, "B C"]) -> Shaped[Array, "B N N C"]:
+def gather_frames(
+    diff3d: Shaped[Array, "M N N"], nn: Int[Array, "B C"]
+) -> Shaped[Array, "B N N C"]:
     """`out[b, :, :, c] = diff3d[nn[b, c]]` (a gather, group axis moved last): frames or complex patches."""
     return jnp.moveaxis(diff3d[nn], 1, -1)
 
@@ -268,11 +288,15 @@ def gather_frames_host(rows: np.ndarray, nn: np.ndarray, out_rows: int | None = 
 def _check_nn_indices(nn_indices, n: int, C: int) -> np.ndarray:
     nn = np.asarray(nn_indices)
     if nn.ndim != 2 or nn.shape[1] != C or nn.shape[0] < 1:
-        raise GroupingError(f"group: nn_indices must have shape (B, C={C}) with B >= 1, got {nn.shape}")
+        raise GroupingError(
+            f"group: nn_indices must have shape (B, C={C}) with B >= 1, got {nn.shape}"
+        )
     if not np.issubdtype(nn.dtype, np.integer):
         raise GroupingError(f"group: nn_indices must be integers, got dtype {nn.dtype}")
     if nn.min() < 0 or nn.max() >= n:
-        raise GroupingError(f"group: nn_indices must lie in [0, {n}), got values in [{nn.min()}, {nn.max()}]")
+        raise GroupingError(
+            f"group: nn_indices must lie in [0, {n}), got values in [{nn.min()}, {nn.max()}]"
+        )
     return nn
 
 
@@ -286,4 +310,3 @@ def warn_if_mirrored(C: int, patch_positions: str, *, stacklevel: int) -> None:
             MirroredPatchWarning,
             stacklevel=stacklevel + 1,
         )
-

@@ -64,14 +64,18 @@ def _positive_mean(total: float, count: int) -> float:
     if not math.isfinite(e):
         raise NormalizationError(f"amplitudes: expected finite values, got mean frame energy {e}")
     if e <= 0:
-        raise NormalizationError(f"amplitudes: expected a positive mean frame energy, got {e} (all frames are 0)")
+        raise NormalizationError(
+            f"amplitudes: expected a positive mean frame energy, got {e} (all frames are 0)"
+        )
     return e
 
 
 def _total_energy(x) -> float:
     shape = np.shape(x)
     if len(shape) < 2 or shape[0] == 0:
-        raise NormalizationError(f"amplitudes: expected an array (B, ...) with B > 0, got shape {shape}")
+        raise NormalizationError(
+            f"amplitudes: expected an array (B, ...) with B > 0, got shape {shape}"
+        )
     with jax.enable_x64(True):
         return float(_energy_total(jnp.asarray(x)))
 
@@ -121,7 +125,9 @@ def seed_training_intensity_scale(X: Real[ArrayLike, "..."], nphotons: float, N:
 
 
 @jax.jit
-def _norm_from_frame_sums(e: Float32[Array, "B C"], nphotons: Float32[Array, ""]) -> Float32[Array, ""]:
+def _norm_from_frame_sums(
+    e: Float32[Array, "B C"], nphotons: Float32[Array, ""]
+) -> Float32[Array, ""]:
     return jnp.sqrt(nphotons / mean_all(e))
 
 
@@ -130,7 +136,9 @@ def norm_from_frame_sums(frame_sums: np.ndarray, nphotons: float) -> np.float32:
     n = np.float32(_check_positive("nphotons", nphotons))
     s = np.float32(_norm_from_frame_sums(jnp.asarray(frame_sums, jnp.float32), jnp.asarray(n)))
     if not (np.isfinite(s) and s > 0):
-        raise NormalizationError(f"X: expected amplitudes with positive finite energy, got norm_Y_I = {float(s)}")
+        raise NormalizationError(
+            f"X: expected amplitudes with positive finite energy, got norm_Y_I = {float(s)}"
+        )
     return s
 
 
@@ -190,7 +198,12 @@ def intensity_scales(t: EnergyTotals, *, nphotons: float) -> dict[str, float]:
 
 
 def all_intensity_scales(
-    *, raw_diff3d: Real[ArrayLike, "..."], grouped_diffraction: Real[ArrayLike, "..."], X: Real[ArrayLike, "..."], N: int, nphotons: float
+    *,
+    raw_diff3d: Real[ArrayLike, "..."],
+    grouped_diffraction: Real[ArrayLike, "..."],
+    X: Real[ArrayLike, "..."],
+    N: int,
+    nphotons: float,
 ) -> dict[str, float]:
     """Every intensity-scale quantity of pipeline.md §8 from the arrays on one device (see `intensity_scales`)."""
     shape = np.shape(X)
@@ -215,7 +228,9 @@ _TRAINING_SCALES = {
 }
 
 
-def training_intensity_scale(container: eqx.Module, *, nphotons: float, variant: str = "main") -> float:
+def training_intensity_scale(
+    container: eqx.Module, *, nphotons: float, variant: str = "main"
+) -> float:
     """The training intensity scale (`params.cfg['intensity_scale']`) upstream computes for `variant`.
 
     "main": the float32 closed form (data ignored); "seed": dataset-derived from the container's

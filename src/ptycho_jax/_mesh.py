@@ -25,6 +25,7 @@ from ._rawdata import RawData
 AXIS = "groups"
 """Name of the mesh axis the group (and frame) axis is sharded over."""
 
+
 # -- mesh ----------------------------------------------------------------------------------------
 def make_mesh(devices: int | Sequence | None = None) -> Mesh:
     """A 1-D mesh with axis `"groups"` over the given devices.
@@ -54,10 +55,14 @@ def make_mesh(devices: int | Sequence | None = None) -> Mesh:
             )
         chosen = list(devices)
         if not chosen:
-            raise PtychoInputError("make_mesh: devices: expected at least one device, got an empty sequence")
+            raise PtychoInputError(
+                "make_mesh: devices: expected at least one device, got an empty sequence"
+            )
         bad = [d for d in chosen if not isinstance(d, jax.Device)]
         if bad:
-            raise PtychoInputError(f"make_mesh: devices: expected jax.Device entries, got {type(bad[0]).__name__}")
+            raise PtychoInputError(
+                f"make_mesh: devices: expected jax.Device entries, got {type(bad[0]).__name__}"
+            )
         if len(set(chosen)) != len(chosen):
             raise PtychoInputError(f"make_mesh: devices: expected distinct devices, got {chosen}")
     return Mesh(np.asarray(chosen, dtype=object), (AXIS,))
@@ -65,9 +70,13 @@ def make_mesh(devices: int | Sequence | None = None) -> Mesh:
 
 def check_mesh(mesh, where: str) -> Mesh:
     if not isinstance(mesh, Mesh):
-        raise PtychoInputError(f"{where}: mesh: expected a jax.sharding.Mesh (see make_mesh), got {type(mesh).__name__}")
+        raise PtychoInputError(
+            f"{where}: mesh: expected a jax.sharding.Mesh (see make_mesh), got {type(mesh).__name__}"
+        )
     if tuple(mesh.axis_names) != (AXIS,):
-        raise PtychoInputError(f"{where}: mesh: expected one axis named {AXIS!r}, got axes {tuple(mesh.axis_names)}")
+        raise PtychoInputError(
+            f"{where}: mesh: expected one axis named {AXIS!r}, got axes {tuple(mesh.axis_names)}"
+        )
     return mesh
 
 
@@ -122,7 +131,9 @@ class Blocks:
         """Place `rows` (total, ...) into the padded layout (D·size, ...)."""
         out = np.full((self.padded, *rows.shape[1:]), fill, rows.dtype)
         for d in range(self.devices):
-            out[d * self.size : d * self.size + self.counts[d]] = rows[self.starts[d] : self.starts[d] + self.counts[d]]
+            out[d * self.size : d * self.size + self.counts[d]] = rows[
+                self.starts[d] : self.starts[d] + self.counts[d]
+            ]
         return out
 
 
@@ -151,13 +162,21 @@ def process_frame_range(n_positions: int, *, mesh: Mesh) -> tuple[int, int]:
         PtychoInputError: no device of this process in the mesh, or its devices not contiguous in it.
     """
     check_mesh(mesh, "process_frame_range")
-    if isinstance(n_positions, bool) or not isinstance(n_positions, (int, np.integer)) or n_positions < 1:
-        raise PtychoInputError(f"process_frame_range: n_positions must be an int >= 1, got {n_positions!r}")
+    if (
+        isinstance(n_positions, bool)
+        or not isinstance(n_positions, (int, np.integer))
+        or n_positions < 1
+    ):
+        raise PtychoInputError(
+            f"process_frame_range: n_positions must be an int >= 1, got {n_positions!r}"
+        )
     n = int(n_positions)
     blocks = process_blocks(mesh)
     me = jax.process_index()
     if me not in blocks:
-        raise PtychoInputError(f"process_frame_range: mesh: no device of process {me} is in the mesh")
+        raise PtychoInputError(
+            f"process_frame_range: mesh: no device of process {me} is in the mesh"
+        )
     frames = balanced_blocks(n, mesh.size)
     first, last = blocks[me][0], blocks[me][-1]
     return int(frames.starts[first]), int(frames.starts[last] + frames.counts[last])
@@ -168,8 +187,12 @@ class Exchange:
     """Ring exchange plan: round k moves frames from device o to device (o + k) mod D."""
 
     sizes: tuple[int, ...]  # frames per round (max over devices), k = 0..D-1
-    sends: tuple[np.ndarray, ...]  # per round with size > 0: (D, size) local slots the sender o reads
-    local_nn: np.ndarray  # (D·Bs, C) int32: index into the receiver's buffer; padding -> the zero row
+    sends: tuple[
+        np.ndarray, ...
+    ]  # per round with size > 0: (D, size) local slots the sender o reads
+    local_nn: (
+        np.ndarray
+    )  # (D·Bs, C) int32: index into the receiver's buffer; padding -> the zero row
 
     @property
     def buffer_rows(self) -> int:
@@ -210,7 +233,9 @@ def plan_exchange(nn: np.ndarray, groups: Blocks, frames: Blocks) -> Exchange:
 def put(host: np.ndarray, mesh: Mesh, spec: P) -> jax.Array:
     """A global array from host data every process holds in full (multi-process safe)."""
     host = np.asarray(host)
-    return jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec), lambda idx: host[idx])
+    return jax.make_array_from_callback(
+        host.shape, NamedSharding(mesh, spec), lambda idx: host[idx]
+    )
 
 
 def put_local_blocks(local_rows: np.ndarray, lo: int, frames: Blocks, mesh: Mesh) -> jax.Array:
@@ -270,9 +295,9 @@ def exchange_frames(frames, sends, local_nn, *, mesh: Mesh, sizes: tuple[int, ..
         return gather_frames(jnp.concatenate(chunks, axis=0), local_nn)
 
     spec = P(AXIS)
-    return jax.shard_map(local, mesh=mesh, in_specs=(spec, tuple(spec for _ in sends), spec), out_specs=spec)(
-        frames, tuple(sends), local_nn
-    )
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(spec, tuple(spec for _ in sends), spec), out_specs=spec
+    )(frames, tuple(sends), local_nn)
 
 
 def place_frames(rows: np.ndarray, lo: int, frames: Blocks, mesh: Mesh) -> jax.Array:
@@ -282,7 +307,9 @@ def place_frames(rows: np.ndarray, lo: int, frames: Blocks, mesh: Mesh) -> jax.A
     return put_local_blocks(rows, lo, frames, mesh)
 
 
-def group_frames(placed: jax.Array, nn: np.ndarray, *, groups: Blocks, frames: Blocks, mesh: Mesh) -> jax.Array:
+def group_frames(
+    placed: jax.Array, nn: np.ndarray, *, groups: Blocks, frames: Blocks, mesh: Mesh
+) -> jax.Array:
     """The (groups.padded, N, N, C) grouped frames `placed[nn]` on the mesh, channels last, padding rows zero.
 
     One device: a plain gather. Several: each device's frames arrive over the ring (`exchange_frames`).
@@ -292,7 +319,9 @@ def group_frames(placed: jax.Array, nn: np.ndarray, *, groups: Blocks, frames: B
     exchange = plan_exchange(nn, groups, frames)
     spec = P(AXIS)
     sends = tuple(put(s, mesh, spec) for s in exchange.sends)
-    return exchange_frames(placed, sends, put(exchange.local_nn, mesh, spec), mesh=mesh, sizes=exchange.sizes)
+    return exchange_frames(
+        placed, sends, put(exchange.local_nn, mesh, spec), mesh=mesh, sizes=exchange.sizes
+    )
 
 
 def global_scan(raw: RawData, mesh: Mesh, where: str) -> tuple[np.ndarray, int, int]:
@@ -310,7 +339,9 @@ def global_scan(raw: RawData, mesh: Mesh, where: str) -> tuple[np.ndarray, int, 
         raise PtychoInputError(
             f"{where}: mesh: expected devices of all {jax.process_count()} processes, got processes {sorted(blocks)}"
         )
-    counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(raw)], np.int64))).reshape(-1)
+    counts = np.asarray(
+        multihost_utils.process_allgather(np.asarray([len(raw)], np.int64))
+    ).reshape(-1)
     M = int(counts.sum())
     frames = balanced_blocks(M, mesh.size)
     order = sorted(blocks, key=lambda p: blocks[p][0])
@@ -328,4 +359,3 @@ def global_scan(raw: RawData, mesh: Mesh, where: str) -> tuple[np.ndarray, int, 
     positions = np.concatenate([gathered[p, : counts[p]] for p in order])
     lo = int(frames.starts[blocks[jax.process_index()][0]])
     return positions, M, lo
-

@@ -11,7 +11,9 @@ from scipy.spatial import cKDTree
 from ._errors import GroupingError
 
 
-def kdtree_neighbours(positions: Float[np.ndarray, "n 2"], query: np.ndarray, *, k: int) -> np.ndarray:
+def kdtree_neighbours(
+    positions: Float[np.ndarray, "n 2"], query: np.ndarray, *, k: int
+) -> np.ndarray:
     """Indices of the `k` nearest positions of each query point, nearest first, as upstream orders them.
 
     SciPy's cKDTree on float64 [x, y]: ties come back in the tree's internal order, not index order
@@ -37,13 +39,17 @@ def _brute_force_neighbours(
     def one_chunk(seed_chunk):
         d = positions[seed_chunk][:, None, :] - positions[None, :, :]  # (chunk, n, 2)
         d2 = jnp.sum(d * d, axis=-1)
-        d2 = jnp.where(jnp.arange(n)[None, :] == seed_chunk[:, None], jnp.inf, d2)  # never the seed itself
+        d2 = jnp.where(
+            jnp.arange(n)[None, :] == seed_chunk[:, None], jnp.inf, d2
+        )  # never the seed itself
         return jax.lax.top_k(-d2, k)[1].astype(jnp.int32)
 
     return jax.lax.map(one_chunk, seeds_padded).reshape(-1, k)[:s]
 
 
-def brute_force_neighbours(positions: Float[np.ndarray, "n 2"], seeds: np.ndarray, *, k: int, chunk: int = 256) -> np.ndarray:
+def brute_force_neighbours(
+    positions: Float[np.ndarray, "n 2"], seeds: np.ndarray, *, k: int, chunk: int = 256
+) -> np.ndarray:
     """The `k` nearest other positions of each seed (the seed itself excluded), nearest first.
 
     A jitted exact search in float32 (distances from the seed), chunked over seeds so memory is
@@ -56,7 +62,9 @@ def brute_force_neighbours(positions: Float[np.ndarray, "n 2"], seeds: np.ndarra
     # Distances are taken relative to the centroid so float32 keeps sub-pixel resolution.
     centred = (positions - positions.mean(axis=0)).astype(np.float32)
     chunk = int(min(chunk, max(1, len(seeds))))
-    out = _brute_force_neighbours(jnp.asarray(centred), jnp.asarray(seeds, jnp.int32), k=k, chunk=chunk)
+    out = _brute_force_neighbours(
+        jnp.asarray(centred), jnp.asarray(seeds, jnp.int32), k=k, chunk=chunk
+    )
     return np.asarray(out)
 
 
@@ -80,7 +88,9 @@ def _cell_list_neighbours(
     pad = (-s) % chunk
 
     def padded(a):
-        return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]).reshape(-1, chunk, *a.shape[1:])
+        return jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]).reshape(
+            -1, chunk, *a.shape[1:]
+        )
 
     d = jnp.arange(-1, 2, dtype=jnp.int32)
     block = jnp.stack(jnp.meshgrid(d, d, indexing="ij"), -1).reshape(9, 2)  # the 3x3 cell block
@@ -126,7 +136,9 @@ def _cell_list_neighbours(
     return idx.reshape(-1, k)[:s], exact.reshape(-1)[:s]
 
 
-def jax_neighbours(positions: Float[np.ndarray, "n 2"], seeds: np.ndarray, *, k: int, chunk: int | None = None) -> np.ndarray:
+def jax_neighbours(
+    positions: Float[np.ndarray, "n 2"], seeds: np.ndarray, *, k: int, chunk: int | None = None
+) -> np.ndarray:
     """The `k` nearest other positions of each seed (seed excluded), nearest first: the JAX engine.
 
     A jitted cell list: positions are binned into square cells holding about k+1 points each, and
@@ -181,5 +193,7 @@ def jax_neighbours(positions: Float[np.ndarray, "n 2"], seeds: np.ndarray, *, k:
         # Pad to a power of two so the exhaustive pass compiles once per size class, not per call.
         size = max(16, 1 << int(redo.size - 1).bit_length())
         padded = np.concatenate([seeds[redo], np.full(size - redo.size, seeds[redo[0]])])
-        idx[redo] = brute_force_neighbours(positions, padded, k=k, chunk=min(size, 256))[: redo.size]
+        idx[redo] = brute_force_neighbours(positions, padded, k=k, chunk=min(size, 256))[
+            : redo.size
+        ]
     return idx

@@ -32,9 +32,13 @@ def check_diffraction(diffraction: ArrayLike, N: int, where: str) -> None:
         raise NormalizationError(f"{where}: N must be a positive int, got {N!r}")
     shape, dtype = np.shape(diffraction), getattr(diffraction, "dtype", None)
     if len(shape) != 4 or shape[1] != shape[2] or shape[0] < 1:
-        raise NormalizationError(f"{where}: diffraction must be (B, N, N, C) with B >= 1, got shape {shape}")
+        raise NormalizationError(
+            f"{where}: diffraction must be (B, N, N, C) with B >= 1, got shape {shape}"
+        )
     if shape[1] != N:
-        raise NormalizationError(f"{where}: N={N} does not match the frame size {shape[1]} of diffraction {shape}")
+        raise NormalizationError(
+            f"{where}: N={N} does not match the frame size {shape[1]} of diffraction {shape}"
+        )
     if dtype != np.float32:
         raise NormalizationError(f"{where}: diffraction must be float32 amplitudes, got {dtype}")
 
@@ -60,9 +64,9 @@ def energy_on_mesh(x, valid, first, *, mesh: Mesh, total_groups: int, tf_order: 
 
     out_specs = (P(), P(AXIS)) if tf_order else (P(),)
     # check_vma=False: the TF-order scans start from unvarying zeros (their carries become varying).
-    out = jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()), out_specs=out_specs, check_vma=False)(
-        x, valid, first
-    )
+    out = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()), out_specs=out_specs, check_vma=False
+    )(x, valid, first)
     return out[0], (out[1] if tf_order else None)
 
 
@@ -80,13 +84,15 @@ def scale_on_mesh(D, gain, valid, first, *, mesh: Mesh, total_groups: int, with_
 
     spec = P(AXIS)
     out_specs = (spec, P(), spec) if with_energy else (spec,)
-    out = jax.shard_map(local, mesh=mesh, in_specs=(spec, P(), spec, P()), out_specs=out_specs, check_vma=False)(
-        D, gain, valid, first
-    )
+    out = jax.shard_map(
+        local, mesh=mesh, in_specs=(spec, P(), spec, P()), out_specs=out_specs, check_vma=False
+    )(D, gain, valid, first)
     return out if with_energy else (out[0], None, None)
 
 
-def scale_on_host(D: jax.Array, gain: np.float32, smallest_positive: np.float32) -> jax.Array | None:
+def scale_on_host(
+    D: jax.Array, gain: np.float32, smallest_positive: np.float32
+) -> jax.Array | None:
     """`X = gain · D` by NumPy on a one-device CPU `D`, into an aligned buffer the device aliases, or None.
 
     The same bits as `scale_on_mesh` whenever no subnormal float32 is read or made (XLA on CPU
@@ -119,7 +125,9 @@ def gain_from_energy(energy: np.floating, N: int) -> np.float32:
         return np.float32(np.sqrt(np.asarray((N / 2) ** 2, energy.dtype) / energy))
 
 
-def gain_of(variant: Variant, *, total: float, count: int, frame_sums: np.ndarray | None, N: int, where: str) -> np.float32:
+def gain_of(
+    variant: Variant, *, total: float, count: int, frame_sums: np.ndarray | None, N: int, where: str
+) -> np.float32:
     """The float32 gain from the combined partial sums of all groups (one rule for every path).
 
     Main: mean energy `total / count` in float64. Seed: NumPy's float32 mean of the (B, C) TF-order
@@ -128,11 +136,21 @@ def gain_of(variant: Variant, *, total: float, count: int, frame_sums: np.ndarra
     Raises:
         NormalizationError: the gain is not finite and positive (NaN/Inf frames or all frames 0).
     """
-    energy = host_mean_f32(frame_sums) if variant.tf_order_energies else np.float64(total) / np.float64(count)
+    energy = (
+        host_mean_f32(frame_sums)
+        if variant.tf_order_energies
+        else np.float64(total) / np.float64(count)
+    )
     gain = gain_from_energy(energy, N)
     if not (np.isfinite(gain) and gain > 0):
-        reason = "zero total energy (all frames are 0)" if np.isfinite(energy) and np.isfinite(total) else "non-finite (NaN/Inf) amplitudes"
-        raise NormalizationError(f"{where}: expected a finite positive gain, got {float(gain)} from {reason}")
+        reason = (
+            "zero total energy (all frames are 0)"
+            if np.isfinite(energy) and np.isfinite(total)
+            else "non-finite (NaN/Inf) amplitudes"
+        )
+        raise NormalizationError(
+            f"{where}: expected a finite positive gain, got {float(gain)} from {reason}"
+        )
     return gain
 
 
@@ -165,10 +183,20 @@ def normalize_data(
         if mesh.size == 1:
             x = jax.device_put(diffraction, mesh.devices.flat[0])
         else:
-            x = put(rows.scatter(to_host(diffraction) if isinstance(diffraction, jax.Array) else np.asarray(diffraction)), mesh, P(AXIS))
+            x = put(
+                rows.scatter(
+                    to_host(diffraction)
+                    if isinstance(diffraction, jax.Array)
+                    else np.asarray(diffraction)
+                ),
+                mesh,
+                P(AXIS),
+            )
         valid = put(rows.valid(), mesh, P(AXIS))
         first = put(np.asarray(0, np.int32), mesh, P())
-        total, sums = energy_on_mesh(x, valid, first, mesh=mesh, total_groups=B, tf_order=numerics.tf_order_energies)
+        total, sums = energy_on_mesh(
+            x, valid, first, mesh=mesh, total_groups=B, tf_order=numerics.tf_order_energies
+        )
         gain = gain_of(
             numerics,
             total=float(to_host(total)),
@@ -178,5 +206,7 @@ def normalize_data(
             where="normalize_data",
         )
         gain_dev = put(np.asarray(gain), mesh, P())
-        X = scale_on_mesh(x, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=False)[0]
+        X = scale_on_mesh(x, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=False)[
+            0
+        ]
     return unpad(X, B, mesh), gain_dev

@@ -42,7 +42,9 @@ class ChainParams:
     oversample: bool = False
     neighbor_pool_size: int | None = None
     nphotons: float | int = 1e9
-    variant: str = "main"  # "main" | "seed" (checked in __post_init__ with an error naming the field)
+    variant: str = (
+        "main"  # "main" | "seed" (checked in __post_init__ with an error naming the field)
+    )
     engine: str = "scipy"  # "scipy" | "jax"
     patch_positions: str = "upstream"  # "upstream" | "member"
     trainable: bool = True
@@ -50,21 +52,33 @@ class ChainParams:
     def __post_init__(self):
         for name in ("gridsize", "K", "n_groups", "N", "neighbor_pool_size"):
             v = getattr(self, name)
-            if (v is not None or name in ("gridsize", "K", "n_groups")) and not (_is_int(v) and v >= 1):
+            if (v is not None or name in ("gridsize", "K", "n_groups")) and not (
+                _is_int(v) and v >= 1
+            ):
                 raise PtychoInputError(f"ChainParams.{name} must be an int >= 1, got {v!r}")
         if self.seed is not None and not (_is_int(self.seed) and self.seed >= 0):
-            raise PtychoInputError(f"ChainParams.seed must be an int >= 0 or None, got {self.seed!r}")
+            raise PtychoInputError(
+                f"ChainParams.seed must be an int >= 0 or None, got {self.seed!r}"
+            )
         for name in ("sequential", "oversample", "trainable"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise PtychoInputError(f"ChainParams.{name} must be a bool, got {getattr(self, name)!r}")
+                raise PtychoInputError(
+                    f"ChainParams.{name} must be a bool, got {getattr(self, name)!r}"
+                )
         n = self.nphotons
-        if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)) or not (math.isfinite(n) and n > 0):
+        if (
+            isinstance(n, bool)
+            or not isinstance(n, (int, float, np.integer, np.floating))
+            or not (math.isfinite(n) and n > 0)
+        ):
             raise PtychoInputError(f"ChainParams.nphotons must be a finite number > 0, got {n!r}")
         get_variant(self.variant)
         if self.engine not in ("scipy", "jax"):
             raise GroupingError(f"ChainParams.engine must be 'scipy' or 'jax', got {self.engine!r}")
         if self.patch_positions not in ("upstream", "member"):
-            raise GroupingError(f"ChainParams.patch_positions must be 'upstream' or 'member', got {self.patch_positions!r}")
+            raise GroupingError(
+                f"ChainParams.patch_positions must be 'upstream' or 'member', got {self.patch_positions!r}"
+            )
 
     @property
     def C(self) -> int:
@@ -83,7 +97,9 @@ class ChainParams:
             GroupingError: N differs from the data's frame size.
         """
         if self.N is not None and self.N != data_N:
-            raise GroupingError(f"ChainParams.N={self.N} does not match the frame size {data_N} of raw.diff3d")
+            raise GroupingError(
+                f"ChainParams.N={self.N} does not match the frame size {data_N} of raw.diff3d"
+            )
         return int(data_N)
 
     def to_dict(self) -> dict:

@@ -209,8 +209,12 @@ def group_patch_centres(
             )
         return np.ascontiguousarray(patch_centres(None, off, rel, positions=positions))
     if positions == "member":
-        return np.ascontiguousarray(patch_centres(need("coords_nn", coords_nn, None), None, None, positions=positions))
-    raise PtychoInputError(f"{where}: positions: expected 'upstream' or 'member', got {positions!r}")
+        return np.ascontiguousarray(
+            patch_centres(need("coords_nn", coords_nn, None), None, None, positions=positions)
+        )
+    raise PtychoInputError(
+        f"{where}: positions: expected 'upstream' or 'member', got {positions!r}"
+    )
 
 
 def patch_centres(members, offsets, relative, *, positions: str):

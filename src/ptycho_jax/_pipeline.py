@@ -79,7 +79,9 @@ class ChainResult:
 
 
 @ft.partial(jax.jit, static_argnames=("mesh", "sign", "patches", "N"))
-def _layout_on_mesh(nn, x, y, xs, ys, obj=None, *, mesh: Mesh, sign: float, patches: str | None, N: int):
+def _layout_on_mesh(
+    nn, x, y, xs, ys, obj=None, *, mesh: Mesh, sign: float, patches: str | None, N: int
+):
     """Coordinates (both position sets) and, with `patches`, object patches, per group; needs x64."""
 
     def local(nn, x, y, xs, ys, *obj):
@@ -109,7 +111,11 @@ def _host_device() -> jax.Device:
 def _check_chunk_groups(chunk_groups, mesh: Mesh, where: str) -> None:
     if chunk_groups is None:
         return
-    if isinstance(chunk_groups, bool) or not isinstance(chunk_groups, (int, np.integer)) or chunk_groups < 1:
+    if (
+        isinstance(chunk_groups, bool)
+        or not isinstance(chunk_groups, (int, np.integer))
+        or chunk_groups < 1
+    ):
         raise PtychoInputError(f"{where}: chunk_groups: expected an int >= 1, got {chunk_groups!r}")
     if not is_local(mesh):
         raise PtychoInputError(
@@ -127,7 +133,11 @@ class _Frames:
         self.frames = balanced_blocks(M, mesh.size)
         self.placed = None if streamed else place_frames(rows, lo, self.frames, mesh)
         # One CPU device: gather on the host into a buffer the device aliases (the same copy, faster there).
-        self.device = mesh_devices(mesh)[0] if mesh.size == 1 and mesh_devices(mesh)[0].platform == "cpu" else None
+        self.device = (
+            mesh_devices(mesh)[0]
+            if mesh.size == 1 and mesh_devices(mesh)[0].platform == "cpu"
+            else None
+        )
         self._cache = None
 
     def grouped(self, nn: np.ndarray) -> jax.Array:
@@ -135,26 +145,52 @@ class _Frames:
         if not self.streamed:  # one chunk: gathered once, reused by both passes
             if self._cache is None:
                 if self.device is not None:
-                    self._cache = jax.device_put(gather_frames_host(self.rows, nn, self.layout.padded), self.device)
+                    self._cache = jax.device_put(
+                        gather_frames_host(self.rows, nn, self.layout.padded), self.device
+                    )
                 else:
-                    self._cache = group_frames(self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh)
+                    self._cache = group_frames(
+                        self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh
+                    )
             return self._cache
         return put(gather_frames_host(self.rows, nn, self.layout.padded), self.mesh, P(AXIS))
 
     def energy_total(self) -> float:
         """Σ over all frames of Σ_hw frame² in float64 (the raw-frame dataset scale)."""
         if not self.streamed:
-            valid = put(self.frames.valid() if self.mesh.size > 1 else np.ones(len(self.rows), bool), self.mesh, P(AXIS))
+            valid = put(
+                self.frames.valid() if self.mesh.size > 1 else np.ones(len(self.rows), bool),
+                self.mesh,
+                P(AXIS),
+            )
             first = put(np.asarray(0, np.int32), self.mesh, P())
-            return float(to_host(energy_on_mesh(self.placed, valid, first, mesh=self.mesh, total_groups=1, tf_order=False)[0]))
+            return float(
+                to_host(
+                    energy_on_mesh(
+                        self.placed, valid, first, mesh=self.mesh, total_groups=1, tf_order=False
+                    )[0]
+                )
+            )
         step = self.layout.padded
         total = 0.0
         for lo in range(0, len(self.rows), step):
             n = min(step, len(self.rows) - lo)
             block = np.zeros((step, *self.rows.shape[1:]), self.rows.dtype)
             block[:n] = self.rows[lo : lo + n]
-            valid, first = put(np.arange(step) < n, self.mesh, P(AXIS)), put(np.asarray(0, np.int32), self.mesh, P())
-            total += float(energy_on_mesh(put(block, self.mesh, P(AXIS)), valid, first, mesh=self.mesh, total_groups=1, tf_order=False)[0])
+            valid, first = (
+                put(np.arange(step) < n, self.mesh, P(AXIS)),
+                put(np.asarray(0, np.int32), self.mesh, P()),
+            )
+            total += float(
+                energy_on_mesh(
+                    put(block, self.mesh, P(AXIS)),
+                    valid,
+                    first,
+                    mesh=self.mesh,
+                    total_groups=1,
+                    tf_order=False,
+                )[0]
+            )
         return total
 
 
@@ -173,7 +209,9 @@ def _chain(
     """The one chain: grouping and normalisation, and with `container` the container, scales and scaler."""
     tick = progress or (lambda stage: None)
     if not isinstance(params, ChainParams):
-        raise PtychoInputError(f"{where}: params: expected a ChainParams, got {type(params).__name__}")
+        raise PtychoInputError(
+            f"{where}: params: expected a ChainParams, got {type(params).__name__}"
+        )
     numerics = params.numerics
     mesh = make_mesh(1) if mesh is None else check_mesh(mesh, where)
     _check_chunk_groups(chunk_groups, mesh, where)
@@ -183,7 +221,9 @@ def _chain(
     tick("grouping")
     N = params.frame_size(raw.N)
     nn = select_groups(positions[:, :2], params, nn_indices=nn_indices, key=key)
-    if not is_local(mesh):  # one source of truth for the groups (a seedless draw differs per process)
+    if not is_local(
+        mesh
+    ):  # one source of truth for the groups (a seedless draw differs per process)
         with jax.enable_x64(True):
             nn = np.asarray(multihost_utils.broadcast_one_to_all(nn)).astype(nn.dtype)
     B, C = nn.shape
@@ -193,15 +233,31 @@ def _chain(
         patches = params.patch_positions
         warn_if_mirrored(C, patches, stacklevel=3)
     check_group_patches(
-        raw, nn, N=N, variant=params.variant, patch_positions=params.patch_positions, where=where, positions=positions, stacklevel=3
+        raw,
+        nn,
+        N=N,
+        variant=params.variant,
+        patch_positions=params.patch_positions,
+        where=where,
+        positions=positions,
+        stacklevel=3,
     )
     cg = B if not streamed else min(int(chunk_groups), B)
     n_chunks = -(-B // cg)
-    layout = tail_padded_blocks(cg, mesh.size)  # one chunk's rows over the mesh; every chunk has layout.padded rows
+    layout = tail_padded_blocks(
+        cg, mesh.size
+    )  # one chunk's rows over the mesh; every chunk has layout.padded rows
     rows = layout.padded
     logger.info(
         "%s: %d groups of %d in %d chunk(s) of %d (%d rows each) on %d device(s)%s",
-        where, B, C, n_chunks, cg, rows, mesh.size, ", streamed" if streamed else "",
+        where,
+        B,
+        C,
+        n_chunks,
+        cg,
+        rows,
+        mesh.size,
+        ", streamed" if streamed else "",
     )
     spec = P(AXIS)
 
@@ -209,12 +265,19 @@ def _chain(
         a, b = i * cg, min((i + 1) * cg, B)
         nn_chunk = np.zeros((rows, C), np.int32)
         nn_chunk[: b - a] = nn[a:b]
-        valid, first = put(np.arange(rows) < b - a, mesh, spec), put(np.asarray(a, np.int32), mesh, P())
+        valid, first = (
+            put(np.arange(rows) < b - a, mesh, spec),
+            put(np.asarray(a, np.int32), mesh, P()),
+        )
         return a, b, nn_chunk, valid, first
 
     with jax.enable_x64(True):
         frames = _Frames(raw.diff3d, lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
-        truth = None if raw.Y is None else _Frames(raw.Y[..., 0], lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
+        truth = (
+            None
+            if raw.Y is None
+            else _Frames(raw.Y[..., 0], lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
+        )
 
         # Pass 1: energies of the grouped frames, combined into the gain.
         total_D, seed_sums = 0.0, []
@@ -223,16 +286,24 @@ def _chain(
             if streamed:
                 tick(f"energy pass {i + 1}/{n_chunks}")
             total, sums = energy_on_mesh(
-                frames.grouped(nn[a:b]), valid, first,
-                mesh=mesh, total_groups=B, tf_order=numerics.tf_order_energies,
+                frames.grouped(nn[a:b]),
+                valid,
+                first,
+                mesh=mesh,
+                total_groups=B,
+                tf_order=numerics.tf_order_energies,
             )
             total_D += float(to_host(total))
             if sums is not None:
                 seed_sums.append(to_host(sums)[: b - a])
         frame_sums = np.concatenate(seed_sums) if seed_sums else None
-        gain = gain_of(numerics, total=total_D, count=B * C, frame_sums=frame_sums, N=N, where=where)
+        gain = gain_of(
+            numerics, total=total_D, count=B * C, frame_sums=frame_sums, N=N, where=where
+        )
         gain_dev = put(np.asarray(gain), mesh, P())
-        smallest = raw.smallest_positive_amplitude if mesh.size == 1 else None  # X by NumPy where bit-equal
+        smallest = (
+            raw.smallest_positive_amplitude if mesh.size == 1 else None
+        )  # X by NumPy where bit-equal
 
         # Pass 2: X, its energies, coordinates, patches and the container's |Y| and phase.
         xyz = [put(positions[:, k].copy(), mesh, P()) for k in range(4)]
@@ -244,15 +315,30 @@ def _chain(
             D = frames.grouped(nn[a:b])
             X = scale_on_host(D, gain, smallest) if smallest is not None else None
             if X is None:
-                X, total_X, x_sums = scale_on_mesh(D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container)
+                X, total_X, x_sums = scale_on_mesh(
+                    D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container
+                )
             elif container:  # the energies scale_on_mesh would give, from the same X
-                total_X, x_sums = energy_on_mesh(X, valid, first, mesh=mesh, total_groups=B, tf_order=True)
-            out = _layout_on_mesh(put(nn_chunk, mesh, spec), *xyz, obj, mesh=mesh, sign=numerics.local_offset_sign, patches=patches, N=N)
+                total_X, x_sums = energy_on_mesh(
+                    X, valid, first, mesh=mesh, total_groups=B, tf_order=True
+                )
+            out = _layout_on_mesh(
+                put(nn_chunk, mesh, spec),
+                *xyz,
+                obj,
+                mesh=mesh,
+                sign=numerics.local_offset_sign,
+                patches=patches,
+                N=N,
+            )
             Y = truth.grouped(nn[a:b]) if truth is not None else (out[6] if patches else None)
             fields = {"diffraction": D, "X_full": X, "Y": Y}
             if container:
                 fields["Y_I"], fields["Y_phi"] = no_patches(X) if Y is None else split_patches(Y)
-                fields["total_X"], fields["x_sums"] = float(to_host(total_X)), to_host(x_sums)[: b - a]
+                fields["total_X"], fields["x_sums"] = (
+                    float(to_host(total_X)),
+                    to_host(x_sums)[: b - a],
+                )
             coords = [to_host(c)[: b - a] for c in out[:6]]
             parts.append((b - a, fields, coords))
         raw_total = frames.energy_total() if container else None
@@ -263,11 +349,13 @@ def _chain(
         def collect(name):
             if parts[0][1][name] is None:
                 return None
-            return jax.device_put(np.concatenate([np.asarray(f[name])[:n] for n, f, _ in parts]), host)
+            return jax.device_put(
+                np.concatenate([np.asarray(f[name])[:n] for n, f, _ in parts]), host
+            )
 
         gain_out = jax.device_put(np.asarray(gain), host)
     else:
-        (_, only, _), = parts
+        ((_, only, _),) = parts
 
         def collect(name):
             return unpad(only[name], B, mesh)
@@ -303,13 +391,25 @@ def _chain(
     scales = intensity_scales(totals, nphotons=params.nphotons)
     training = scales[numerics.training_scale_key]
     result_container = assemble_container(
-        grouped, probe=probe, Y_I=collect("Y_I"), Y_phi=collect("Y_phi"), norm_Y_I=np.float32(scales[NORM_Y_I_KEY]), where=where
+        grouped,
+        probe=probe,
+        Y_I=collect("Y_I"),
+        Y_phi=collect("Y_phi"),
+        norm_Y_I=np.float32(scales[NORM_Y_I_KEY]),
+        where=where,
     )
     tick("scaler")
     scaler = IntensityScaler.from_scale(training, trainable=params.trainable)
-    logger.info("%s: %d groups of %d, gain %.6g, training scale %.9g", where, B, C, float(gain), training)
+    logger.info(
+        "%s: %d groups of %d, gain %.6g, training scale %.9g", where, B, C, float(gain), training
+    )
     return ChainResult(
-        params=params, grouped=grouped, container=result_container, intensity_scales=scales, training_scale=training, scaler=scaler
+        params=params,
+        grouped=grouped,
+        container=result_container,
+        intensity_scales=scales,
+        training_scale=training,
+        scaler=scaler,
     )
 
 
@@ -341,8 +441,15 @@ def run_chain(
         GroupingError, NormalizationError, PtychoInputError: bad parameters, data, mesh or chunk size.
     """
     return _chain(
-        raw, params or ChainParams(), mesh=mesh, chunk_groups=chunk_groups, nn_indices=nn_indices, key=None,
-        container=True, progress=progress, where="run_chain",
+        raw,
+        params or ChainParams(),
+        mesh=mesh,
+        chunk_groups=chunk_groups,
+        nn_indices=nn_indices,
+        key=None,
+        container=True,
+        progress=progress,
+        where="run_chain",
     )
 
 
@@ -378,5 +485,13 @@ def group(
     """
     p = dataclasses.replace(params or ChainParams(), **fields)
     return _chain(
-        raw, p, mesh=mesh, chunk_groups=None, nn_indices=nn_indices, key=key, container=False, progress=None, where="group"
+        raw,
+        p,
+        mesh=mesh,
+        chunk_groups=None,
+        nn_indices=nn_indices,
+        key=key,
+        container=False,
+        progress=None,
+        where="group",
     )

@@ -21,7 +21,9 @@ from jaxtyping import Array, Bool, Float32, Float64, Int32, PRNGKeyArray
 
 SMALL_RATE = 10.0
 """Rates below: inversion; at and above: PTRS."""
-_SMALL_TERMS = 48  # inversion terms: P(count >= 48 | rate < 10) < 1e-16, below a uniform's resolution
+_SMALL_TERMS = (
+    48  # inversion terms: P(count >= 48 | rate < 10) < 1e-16, below a uniform's resolution
+)
 _PTRS_SHRINK = (4, 8)  # redraw buffers: M/4, then M/(4·8)
 _PAD_RATE = 100.0  # rate of padding slots in a redraw buffer (any valid PTRS rate)
 _LOG_FACTORIAL_SMALL = np.array([math.lgamma(i + 1.0) for i in range(10)])  # log k!, k = 0..9

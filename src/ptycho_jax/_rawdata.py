@@ -42,12 +42,18 @@ HOST_ROWS_PER_TASK = 64
 
 @functools.cache
 def _host_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ptycho_jax-host")
+    return ThreadPoolExecutor(
+        max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ptycho_jax-host"
+    )
 
 
 def host_map(work: Callable[[slice], None], rows: int, per_task: int = HOST_ROWS_PER_TASK) -> None:
     """`work(block)` for consecutive row blocks covering `rows`, on a few threads (NumPy releases the GIL)."""
-    list(_host_pool().map(work, [slice(i, min(i + per_task, rows)) for i in range(0, rows, per_task)]))
+    list(
+        _host_pool().map(
+            work, [slice(i, min(i + per_task, rows)) for i in range(0, rows, per_task)]
+        )
+    )
 
 
 def aligned(a: np.ndarray) -> np.ndarray:
@@ -117,7 +123,9 @@ class RawData:
                 raise RawDataError(f"RawData.{name}: expected a 1-D float array, got None")
             a = np.asarray(a)
             if a.ndim != 1 or not np.issubdtype(a.dtype, np.floating):
-                raise RawDataError(f"RawData.{name}: expected a 1-D float array (M,), got {_describe(a)}")
+                raise RawDataError(
+                    f"RawData.{name}: expected a 1-D float array (M,), got {_describe(a)}"
+                )
             a = a.astype(np.float64, copy=False)  # float32 -> float64 is exact
             _check_finite(name, a)
             if a.size and np.abs(a).max() > COORD_LIMIT:
@@ -142,7 +150,9 @@ class RawData:
             raise RawDataError("RawData.diff3d: expected a (M, N, N) float32 array, got None")
         d = np.asarray(d)
         if d.ndim != 3 or d.shape[1] != d.shape[2]:
-            raise RawDataError(f"RawData.diff3d: expected a 3-D array of square frames (M, N, N), got {_describe(d)}")
+            raise RawDataError(
+                f"RawData.diff3d: expected a 3-D array of square frames (M, N, N), got {_describe(d)}"
+            )
         if d.dtype != np.float32:
             raise RawDataError(
                 f"RawData.diff3d: expected dtype float32 (amplitudes), got {d.dtype}; "
@@ -162,10 +172,14 @@ class RawData:
 
         p = self.probeGuess
         if p is None:
-            raise RawDataError(f"RawData.probeGuess: expected a ({n}, {n}) complex64 array, got None")
+            raise RawDataError(
+                f"RawData.probeGuess: expected a ({n}, {n}) complex64 array, got None"
+            )
         p = np.asarray(p)
         if p.ndim != 2 or p.shape != (n, n):
-            raise RawDataError(f"RawData.probeGuess: expected shape ({n}, {n}) matching the frames, got {_describe(p)}")
+            raise RawDataError(
+                f"RawData.probeGuess: expected shape ({n}, {n}) matching the frames, got {_describe(p)}"
+            )
         if p.dtype != np.complex64:
             raise RawDataError(f"RawData.probeGuess: expected dtype complex64, got {p.dtype}")
         _check_finite("probeGuess", p)
@@ -179,14 +193,18 @@ class RawData:
         s = self.scan_index
         s = np.zeros(m, np.int64) if s is None else np.asarray(s)
         if s.ndim != 1 or s.shape[0] != m or not np.issubdtype(s.dtype, np.integer):
-            raise RawDataError(f"RawData.scan_index: expected a 1-D integer array of length {m}, got {_describe(s)}")
+            raise RawDataError(
+                f"RawData.scan_index: expected a 1-D integer array of length {m}, got {_describe(s)}"
+            )
         set_("scan_index", s)
 
         o = self.objectGuess
         if o is not None:
             o = np.asarray(o)
             if o.ndim != 2:
-                raise RawDataError(f"RawData.objectGuess: expected a 2-D complex64 array (H, W), got {_describe(o)}")
+                raise RawDataError(
+                    f"RawData.objectGuess: expected a 2-D complex64 array (H, W), got {_describe(o)}"
+                )
             if o.dtype != np.complex64:
                 raise RawDataError(f"RawData.objectGuess: expected dtype complex64, got {o.dtype}")
             _check_finite("objectGuess", o)
@@ -198,7 +216,9 @@ class RawData:
             if y.ndim == 3:
                 y = y[..., None]
             if y.shape != (m, n, n, 1) or y.dtype != np.complex64:
-                raise RawDataError(f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}")
+                raise RawDataError(
+                    f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}"
+                )
             _check_finite("Y", y)
             set_("Y", aligned(y))
 
@@ -215,7 +235,10 @@ class RawData:
         # as uint32 sends +0 to the top and -0 (0x80000000) above every finite positive value.
         bits = self.diff3d.reshape(-1).view(np.uint32)
         step = 1 << 22
-        low = min(int((bits[i : i + step] - np.uint32(1)).min()) for i in range(0, bits.size, step)) + 1
+        low = (
+            min(int((bits[i : i + step] - np.uint32(1)).min()) for i in range(0, bits.size, step))
+            + 1
+        )
         return np.float32(np.inf) if low >= 0x7F800000 else np.uint32(low).view(np.float32)
 
     @property
@@ -236,9 +259,13 @@ class RawData:
         """A RawData holding the positions `indices` (in that order); probe, object and metadata shared."""
         idx = np.asarray(indices)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise RawDataError(f"RawData.subset: expected 1-D integer indices, got {_describe(idx)}")
+            raise RawDataError(
+                f"RawData.subset: expected 1-D integer indices, got {_describe(idx)}"
+            )
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise RawDataError(f"RawData.subset: indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]")
+            raise RawDataError(
+                f"RawData.subset: indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]"
+            )
         return RawData(
             xcoords=self.xcoords[idx],
             ycoords=self.ycoords[idx],
@@ -269,11 +296,17 @@ class RawData:
         try:
             fh = open(path, "rb")
         except FileNotFoundError:
-            raise RawDataError(f"RawData file {path!r}: expected an existing .npz file, got no such file") from None
+            raise RawDataError(
+                f"RawData file {path!r}: expected an existing .npz file, got no such file"
+            ) from None
         except IsADirectoryError:
-            raise RawDataError(f"RawData file {path!r}: expected a .npz file, got a folder") from None
+            raise RawDataError(
+                f"RawData file {path!r}: expected a .npz file, got a folder"
+            ) from None
         except OSError as e:
-            raise RawDataError(f"RawData file {path!r}: expected a readable .npz file, could not open it ({e.strerror or e})") from None
+            raise RawDataError(
+                f"RawData file {path!r}: expected a readable .npz file, could not open it ({e.strerror or e})"
+            ) from None
         with fh:  # our own handle, so a failed parse never leaks the file
             data = _read_npz_entries(fh, path)
         metadata = None
@@ -326,21 +359,29 @@ def _read_npz_entries(fh, path: str) -> dict[str, Any]:
     try:
         npz = np.load(fh, allow_pickle=False)
     except _CORRUPT as e:
-        raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, could not read it ({_one_line(e)})") from None
+        raise RawDataError(
+            f"RawData file {path!r}: expected an NPZ archive, could not read it ({_one_line(e)})"
+        ) from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise RawDataError(f"RawData file {path!r}: expected an NPZ archive, got a single .npy array")
+        raise RawDataError(
+            f"RawData file {path!r}: expected an NPZ archive, got a single .npy array"
+        )
     with npz:
         try:
             keys = set(npz.files)
         except _CORRUPT as e:  # pragma: no cover - NpzFile lists names when it opens
-            raise RawDataError(f"RawData file {path!r}: corrupt archive directory ({_one_line(e)})") from None
+            raise RawDataError(
+                f"RawData file {path!r}: corrupt archive directory ({_one_line(e)})"
+            ) from None
         missing = [k for k in REQUIRED_NPZ_KEYS if k not in keys]
         if missing:
-            raise RawDataError(f"RawData file {path!r}: missing required key(s) {missing}; found keys {sorted(keys)}")
+            raise RawDataError(
+                f"RawData file {path!r}: missing required key(s) {missing}; found keys {sorted(keys)}"
+            )
         data: dict[str, Any] = {}
         for k in sorted(keys & {*NPZ_KEYS, "Y", "_metadata"}):
             try:
-                data[k] = (_read_aligned(npz, k) if k in FRAME_KEYS else None)
+                data[k] = _read_aligned(npz, k) if k in FRAME_KEYS else None
                 if data[k] is None:
                     data[k] = npz[k]
             except ValueError as e:
@@ -349,9 +390,13 @@ def _read_npz_entries(fh, path: str) -> dict[str, Any]:
                         f"RawData file {path!r}: entry {k!r} needs pickle to load; upstream writes "
                         "objectGuess=None that way - re-save the file without it"
                     ) from None
-                raise RawDataError(f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})") from None
+                raise RawDataError(
+                    f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})"
+                ) from None
             except _CORRUPT as e:
-                raise RawDataError(f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})") from None
+                raise RawDataError(
+                    f"RawData file {path!r}: entry {k!r} is truncated or corrupt ({_one_line(e)})"
+                ) from None
     return data
 
 

@@ -602,7 +602,9 @@ class IntensityReport:
         drop = self.largest_drop
         src, dst = STAGE_LABELS[drop["from_stage"]], STAGE_LABELS[drop["to_stage"]]
         headline = f"**{src} \u2192 {dst}** (ratio={fmt6(drop['ratio'])})"
-        lines += _section("Largest Drop", [headline], [_SEED_57, _SEED_58, _SEED_59], [_SEED_61, _SEED_62])
+        lines += _section(
+            "Largest Drop", [headline], [_SEED_57, _SEED_58, _SEED_59], [_SEED_61, _SEED_62]
+        )
 
     def _scaler_state(self, lines: list[str]) -> None:
         s = self.intensity_scaler_state
@@ -814,7 +816,9 @@ def _git_sha() -> str | None:
 
     def git(*args: str) -> str:
         cmd = ["git", "-C", str(pkg), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
 
     try:
         top = git("rev-parse", "--show-toplevel")

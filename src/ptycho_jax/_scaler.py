@@ -37,7 +37,20 @@ def _expf_jvp(primals, tangents):
 def _divide(x, factor):
     # A true division: `0·x` is not 0 for non-finite x, so XLA cannot fold the divisor into a
     # broadcast scalar and rewrite the division as a reciprocal product (1 ulp off).
-    return x / (jnp.where(jnp.isfinite(x), x * jnp.float32(0), jnp.float32(0)) + factor)
+    divisor = jnp.where(jnp.isfinite(x), x * jnp.float32(0), jnp.float32(0)) + factor
+
+    def cpu(x, divisor):
+        return x / divisor
+
+    def correctly_rounded(x, divisor):
+        # XLA's float32 division on GPUs is not correctly rounded (1 ulp seen on an H200). A float64
+        # quotient of two float32 values rounds to the correctly rounded float32 one (53 >= 2·24 + 2).
+        # Only op by op: inside one XLA program the GPU compiler may drop the float64 round trip
+        # (excess precision allowed), hence no donation (a jitted program) off the CPU.
+        return (x.astype(jnp.float64) / divisor.astype(jnp.float64)).astype(jnp.float32)
+
+    with jax.enable_x64(True):
+        return jax.lax.platform_dependent(x, divisor, cpu=cpu, default=correctly_rounded)
 
 
 _divide_in_place = jax.jit(_divide, donate_argnums=0)
@@ -45,7 +58,12 @@ _multiply_in_place = jax.jit(lambda x, factor: factor * x, donate_argnums=0)
 
 
 def _donatable(x, log_scale) -> bool:
-    return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and not isinstance(log_scale, jax.core.Tracer)
+    return (
+        isinstance(x, jax.Array)
+        and not isinstance(x, jax.core.Tracer)
+        and not isinstance(log_scale, jax.core.Tracer)
+        and all(d.platform == "cpu" for d in x.devices())
+    )
 
 
 class IntensityScaler(eqx.Module):
@@ -74,25 +92,32 @@ class IntensityScaler(eqx.Module):
         """Build from an intensity scale `s` (finite, > 0): `log_scale = float32(log(float64(s)))`."""
         s = float(intensity_scale)
         if not (math.isfinite(s) and s > 0):
-            raise PtychoInputError(f"IntensityScaler: intensity_scale must be finite and > 0, got {intensity_scale!r}")
+            raise PtychoInputError(
+                f"IntensityScaler: intensity_scale must be finite and > 0, got {intensity_scale!r}"
+            )
         return cls(jnp.asarray(np.float32(np.log(np.float64(s)))), trainable=trainable)
 
     def _factor(self) -> Float32[Array, ""]:
         ls = self.log_scale if self.trainable else jax.lax.stop_gradient(self.log_scale)
         return expf(ls)
 
-    def __call__(self, x: Float32[Array | np.ndarray, "*b"], *, donate: bool = False) -> Float32[Array, "*b"]:
+    def __call__(
+        self, x: Float32[Array | np.ndarray, "*b"], *, donate: bool = False
+    ) -> Float32[Array, "*b"]:
         """IntensityScaler: `x / exp(log_scale)`.
 
         With `donate=True` and a concrete `jax.Array` `x`, the result is written into `x`'s buffer
         (x is deleted): no new full-size buffer, whose first touch costs more than the division
-        on a CPU. Ignored for NumPy input and inside a trace (donation is then the caller's `jit`'s).
+        on a CPU. Ignored for NumPy input, inside a trace (donation is then the caller's `jit`'s)
+        and off the CPU (there the division runs op by op in float64 to stay correctly rounded).
         """
         if donate and _donatable(x, self.log_scale):
             return _divide_in_place(x, self._factor())
         return _divide(jnp.asarray(x), self._factor())
 
-    def inverse(self, x: Float32[Array | np.ndarray, "*b"], *, donate: bool = False) -> Float32[Array, "*b"]:
+    def inverse(
+        self, x: Float32[Array | np.ndarray, "*b"], *, donate: bool = False
+    ) -> Float32[Array, "*b"]:
         """IntensityScaler_inv: `exp(log_scale) · x`; `donate` as for the forward direction."""
         if donate and _donatable(x, self.log_scale):
             return _multiply_in_place(x, self._factor())

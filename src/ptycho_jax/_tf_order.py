@@ -52,7 +52,9 @@ def inner_sum(x: Float32[Array, "B n"]) -> Float32[Array, " B"]:
     n_blocks = n // 32
     pos = 0
     if n_blocks:
-        acc = _fold_rows(x[:, : 32 * n_blocks].reshape(b, n_blocks, 4, _LANES))  # (B, 4, 8) lane-vectors
+        acc = _fold_rows(
+            x[:, : 32 * n_blocks].reshape(b, n_blocks, 4, _LANES)
+        )  # (B, 4, 8) lane-vectors
         p0 = ((acc[:, 0] + acc[:, 1]) + acc[:, 2]) + acc[:, 3]
         pos = 32 * n_blocks
     while pos + _LANES <= n:  # at most three further packets
@@ -77,7 +79,9 @@ def _vector_rows(x: Float32[Array, "B R C"]) -> Float32[Array, "B C"]:
     return total
 
 
-def frame_sums(x: Float32[Array, "B N N C"], first=0, total_groups: int | None = None) -> Float32[Array, "B C"]:
+def frame_sums(
+    x: Float32[Array, "B N N C"], first=0, total_groups: int | None = None
+) -> Float32[Array, "B C"]:
     """`tf.reduce_sum(x, axis=(1, 2))` in TF-CPU's float32 order (pipeline.md §6.5), for groups
     `first .. first+B` of a `total_groups`-group array (default: the whole array).
 

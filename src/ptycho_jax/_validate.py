@@ -56,14 +56,18 @@ def _axis_extent(c: np.ndarray, size: int, N: int) -> tuple[np.ndarray, np.ndarr
     return inside, outside, off
 
 
-def _name_patches(which: np.ndarray, centres: np.ndarray, nn: np.ndarray, positions: np.ndarray | None) -> str:
+def _name_patches(
+    which: np.ndarray, centres: np.ndarray, nn: np.ndarray, positions: np.ndarray | None
+) -> str:
     C = nn.shape[1]
     parts = []
     for i in which[:SHOW]:
         b, c = divmod(int(i), C)
         s = int(nn[b, c])
         at = "" if positions is None else f" at ({positions[s, 0]:.6g}, {positions[s, 1]:.6g})"
-        parts.append(f"group {b} member {c} (scan index {s}{at}, patch centre ({centres[i, 0]:.6g}, {centres[i, 1]:.6g}))")
+        parts.append(
+            f"group {b} member {c} (scan index {s}{at}, patch centre ({centres[i, 0]:.6g}, {centres[i, 1]:.6g}))"
+        )
     more = f", and {len(which) - SHOW} more" if len(which) > SHOW else ""
     return "; ".join(parts) + more
 
@@ -88,7 +92,11 @@ def check_patch_extent(
     """
     H, W = (int(s) for s in object_shape)
     c = np.asarray(centres, np.float32).reshape(-1, 2)
-    nn = np.asarray(nn).reshape(-1, np.shape(nn)[-1]) if np.ndim(nn) == 2 else np.asarray(nn).reshape(-1, 1)
+    nn = (
+        np.asarray(nn).reshape(-1, np.shape(nn)[-1])
+        if np.ndim(nn) == 2
+        else np.asarray(nn).reshape(-1, 1)
+    )
     in_x, out_x, off_x = _axis_extent(c[:, 0], W, N)
     in_y, out_y, off_y = _axis_extent(c[:, 1], H, N)
     outside = out_x | out_y
@@ -116,7 +124,14 @@ def check_patch_extent(
             "or drop those positions with RawData.subset"
         )
     if partly.any():
-        logger.info("%s: %d of %d object patches reach past the edge of the %dx%d objectGuess (zero fill, as upstream)", where, int(partly.sum()), len(c), H, W)
+        logger.info(
+            "%s: %d of %d object patches reach past the edge of the %dx%d objectGuess (zero fill, as upstream)",
+            where,
+            int(partly.sum()),
+            len(c),
+            H,
+            W,
+        )
     if off.any():
         which = np.flatnonzero(off)
         warnings.warn(
@@ -174,4 +189,12 @@ def check_group_patches(
     xy = raw.positions() if positions is None else np.asarray(positions)[:, :2]
     coords = group_coordinates(xy[:, 0], xy[:, 1], nn, variant=variant)
     centres = group_patch_centres(coords[1], coords[2], coords[0], positions=patch_positions)
-    check_patch_extent(raw.objectGuess.shape, centres, nn, N=N, positions=xy, where=where, stacklevel=stacklevel + 1)
+    check_patch_extent(
+        raw.objectGuess.shape,
+        centres,
+        nn,
+        N=N,
+        positions=xy,
+        where=where,
+        stacklevel=stacklevel + 1,
+    )

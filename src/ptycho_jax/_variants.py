@@ -24,9 +24,15 @@ class Variant:
 
 
 MAIN = Variant(
-    name="main", tf_order_energies=False, training_scale_key="main_head_train_pinn_calculate_intensity_scale"
+    name="main",
+    tf_order_energies=False,
+    training_scale_key="main_head_train_pinn_calculate_intensity_scale",
 )
-SEED = Variant(name="seed", tf_order_energies=True, training_scale_key="seed_era_dataset_derived_scale_normalized_X")
+SEED = Variant(
+    name="seed",
+    tf_order_energies=True,
+    training_scale_key="seed_era_dataset_derived_scale_normalized_X",
+)
 VARIANTS = {v.name: v for v in (MAIN, SEED)}
 
 
@@ -39,4 +45,6 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except (KeyError, TypeError):
-        raise PtychoInputError(f"variant: expected one of {tuple(VARIANTS)}, got {name!r}") from None
+        raise PtychoInputError(
+            f"variant: expected one of {tuple(VARIANTS)}, got {name!r}"
+        ) from None

@@ -37,15 +37,24 @@ def main() -> None:
     np.savez_compressed(DST / "input_rawdata.npz", **{k: raw[k] for k in raw.files})
     manifest = {"source": "upstream main 712c23f goldens (../shared/golden)", "cases": {}}
     for case, params in CASES.items():
-        s1, s2, s3, s4 = (np.load(SRC / case / f"stage{i}_{n}.npz") for i, n in
-                          [(1, "grouping"), (2, "normalize"), (3, "container"), (4, "intensity")])
+        s1, s2, s3, s4 = (
+            np.load(SRC / case / f"stage{i}_{n}.npz")
+            for i, n in [(1, "grouping"), (2, "normalize"), (3, "container"), (4, "intensity")]
+        )
         D = s1["diffraction"]
         out = {k: s1[k] for k in s1.files if k.startswith("coords") or k == "nn_indices"}
         out["normalize_gain"] = s2["normalize_gain"]
         out["loader_gain"] = recovered_gain(s2["X_full_loader_normalize_data"], D)
         out["Y_head"] = s1["Y"][:KEEP_GROUPS]
         out["Y_from_sim_patches_head"] = s1["Y_from_sim_patches"][:KEEP_GROUPS]
-        for k in ("norm_Y_I", "coords_nominal", "coords_true", "global_offsets", "local_offsets", "probe"):
+        for k in (
+            "norm_Y_I",
+            "coords_nominal",
+            "coords_true",
+            "global_offsets",
+            "local_offsets",
+            "probe",
+        ):
             out[f"container_{k}"] = s3[k]
         for k in s4.files:
             a = s4[k]

@@ -16,10 +16,18 @@ def _ulp_distance(a, b):
 
 
 @settings(deadline=None, max_examples=25)
-@given(seed=st.integers(0, 2**31 - 1), B=st.integers(1, 6), g=st.integers(1, 3), scale=st.floats(1e-3, 1e4), variant=st.sampled_from(["main", "seed"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    B=st.integers(1, 6),
+    g=st.integers(1, 3),
+    scale=st.floats(1e-3, 1e4),
+    variant=st.sampled_from(["main", "seed"]),
+)
 def test_normalised_mean_frame_energy_is_quarter_N_squared(seed, B, g, scale, variant):
     N = 16
-    x = (np.random.default_rng(seed).random((B, N, N, g * g), dtype=np.float32) * np.float32(scale)).astype(np.float32)
+    x = (
+        np.random.default_rng(seed).random((B, N, N, g * g), dtype=np.float32) * np.float32(scale)
+    ).astype(np.float32)
     X, gain = pj.normalize_data(x, N, variant=variant)
     energy = np.mean(np.sum(np.asarray(X, np.float64) ** 2, axis=(1, 2)))
     np.testing.assert_allclose(energy, (N / 2) ** 2, rtol=2e-6)
@@ -47,14 +55,23 @@ def _positions(draw_grid, seed, n, spacing):
 
 
 @settings(deadline=None, max_examples=25)
-@given(grid=st.booleans(), seed=st.integers(0, 10_000), n=st.integers(6, 60), g=st.sampled_from([1, 2]),
-       extra_k=st.integers(0, 3), spacing=st.sampled_from([1.0, 2.5, 7.0]), engine=st.sampled_from(["scipy", "jax"]))
+@given(
+    grid=st.booleans(),
+    seed=st.integers(0, 10_000),
+    n=st.integers(6, 60),
+    g=st.sampled_from([1, 2]),
+    extra_k=st.integers(0, 3),
+    spacing=st.sampled_from([1.0, 2.5, 7.0]),
+    engine=st.sampled_from(["scipy", "jax"]),
+)
 def test_group_invariants(grid, seed, n, g, extra_k, spacing, engine):
     C, K = g * g, g * g + extra_k
     p = _positions(grid, seed, n, spacing)
     if n <= K:
         return
-    nn = pj.select_groups(p, gridsize=g, K=K, n_groups=max(1, n // 2), seed=seed, engine=engine, key=jr.key(seed))
+    nn = pj.select_groups(
+        p, gridsize=g, K=K, n_groups=max(1, n // 2), seed=seed, engine=engine, key=jr.key(seed)
+    )
     assert nn.shape == (max(1, n // 2), C)
     assert nn.min() >= 0 and nn.max() < n
     if C > 1:
