@@ -42,7 +42,6 @@ from ._mesh import (
     group_frames,
     is_local,
     make_mesh,
-    mesh_devices,
     place_frames,
     put,
     tail_padded_blocks,
@@ -132,26 +131,15 @@ class _Frames:
         self.rows, self.mesh, self.layout, self.streamed = rows, mesh, layout, streamed
         self.frames = balanced_blocks(M, mesh.size)
         self.placed = None if streamed else place_frames(rows, lo, self.frames, mesh)
-        # One CPU device: gather on the host into a buffer the device aliases (the same copy, faster there).
-        self.device = (
-            mesh_devices(mesh)[0]
-            if mesh.size == 1 and mesh_devices(mesh)[0].platform == "cpu"
-            else None
-        )
         self._cache = None
 
     def grouped(self, nn: np.ndarray) -> jax.Array:
         """The (layout.padded, N, N, C) rows of groups `nn` on the mesh, channels last, padding rows zero."""
         if not self.streamed:  # one chunk: gathered once, reused by both passes
             if self._cache is None:
-                if self.device is not None:
-                    self._cache = jax.device_put(
-                        gather_frames_host(self.rows, nn, self.layout.padded), self.device
-                    )
-                else:
-                    self._cache = group_frames(
-                        self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh
-                    )
+                self._cache = group_frames(
+                    self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh
+                )
             return self._cache
         return put(gather_frames_host(self.rows, nn, self.layout.padded), self.mesh, P(AXIS))
 
