@@ -187,12 +187,12 @@ def _chain(
     params: ChainParams,
     *,
     mesh: MeshArg,
-    chunk_groups: ChunkArg,
     nn_indices: ArrayLike | None,
-    key: jax.Array | None,
     container: bool,
-    progress: Progress | None,
     where: str,
+    chunk_groups: ChunkArg = None,
+    key: jax.Array | None = None,
+    progress: Progress | None = None,
 ):
     """The one chain: grouping and normalisation, and with `container` the container, scales and scaler."""
     tick = progress or (lambda stage: None)
@@ -432,12 +432,11 @@ def run_chain(
         raw,
         params or ChainParams(),
         mesh=mesh,
-        chunk_groups=chunk_groups,
         nn_indices=nn_indices,
-        key=None,
         container=True,
-        progress=progress,
         where="run_chain",
+        chunk_groups=chunk_groups,
+        progress=progress,
     )
 
 
@@ -472,14 +471,4 @@ def group(
         NormalizationError: all-zero or non-finite frames.
     """
     p = dataclasses.replace(params or ChainParams(), **fields)
-    return _chain(
-        raw,
-        p,
-        mesh=mesh,
-        chunk_groups=None,
-        nn_indices=nn_indices,
-        key=key,
-        container=False,
-        progress=None,
-        where="group",
-    )
+    return _chain(raw, p, mesh=mesh, nn_indices=nn_indices, container=False, where="group", key=key)
