@@ -91,7 +91,7 @@ def test_readme_builds_the_upstream_environment_as_ci_does():
         "--reference upstream",
     ):
         assert word in readme, word
-    assert any(line.startswith("export PTYCHO_REQUIRE_UPSTREAM=1") for line in ci)
+    assert any(line.strip() == "export PTYCHO_REQUIRE_UPSTREAM=1" for line in ci)
 
 
 def test_missing_environment_or_code_is_a_clear_error(monkeypatch, tmp_path):
