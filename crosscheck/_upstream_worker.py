@@ -26,37 +26,10 @@ from typing import Any
 
 import numpy as np
 
-SCALE_KEYS = (
-    "fallback_scale_closed_form",
-    "main_head_train_pinn_calculate_intensity_scale",
-    "seed_era_dataset_derived_scale_normalized_X",
-    "raw_E_batch_sum_psi2",
-    "raw_dataset_scale",
-    "grouped_E_batch_sum_psi2_over_HWC",
-    "grouped_dataset_scale_over_HWC",
-    "container_norm_Y_I_diffsim_scale_nphotons",
-    "normalized_X_mean_sum_sq_over_HWC",
-)
-CONTAINER_KEYS = (
-    "X",
-    "Y_I",
-    "Y_phi",
-    "coords_nominal",
-    "coords_true",
-    "probe",
-    "norm_Y_I",
-    "nn_indices",
-    "global_offsets",
-    "local_offsets",
-)
-COORD_KEYS = (
-    "coords_nn",
-    "coords_offsets",
-    "coords_relative",
-    "coords_start_nn",
-    "coords_start_offsets",
-    "coords_start_relative",
-)
+try:  # imported as part of the `crosscheck` package (by crosscheck.upstream)
+    from ._keys import CONTAINER_KEYS, COORD_KEYS
+except ImportError:  # run as the worker script: this folder is sys.path[0]
+    from _keys import CONTAINER_KEYS, COORD_KEYS
 
 
 class Unsupported(Exception):

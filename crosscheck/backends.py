@@ -23,36 +23,14 @@ from ptycho_jax import BackendUnavailableError
 
 from . import grouping as _grouping
 from . import tf_reference as _tfr
+from ._keys import CONTAINER_KEYS, COORD_KEYS, SCALE_KEYS
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("grouping", "grouped", "normalize", "patches", "intensity_scales", "scaler", "container")
 """Stage names, in the order the harness runs them."""
 
-GROUPED_KEYS = ("diffraction",) + _tfr.COORD_KEYS
-SCALE_KEYS = (
-    "fallback_scale_closed_form",
-    "main_head_train_pinn_calculate_intensity_scale",
-    "seed_era_dataset_derived_scale_normalized_X",
-    "raw_E_batch_sum_psi2",
-    "raw_dataset_scale",
-    "grouped_E_batch_sum_psi2_over_HWC",
-    "grouped_dataset_scale_over_HWC",
-    "container_norm_Y_I_diffsim_scale_nphotons",
-    "normalized_X_mean_sum_sq_over_HWC",
-)
-CONTAINER_KEYS = (
-    "X",
-    "Y_I",
-    "Y_phi",
-    "coords_nominal",
-    "coords_true",
-    "probe",
-    "norm_Y_I",
-    "nn_indices",
-    "global_offsets",
-    "local_offsets",
-)
+GROUPED_KEYS = ("diffraction",) + COORD_KEYS
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "grouping": ("nn_indices",),
     "grouped": GROUPED_KEYS,
