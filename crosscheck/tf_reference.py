@@ -24,15 +24,6 @@ logger = logging.getLogger(__name__)
 LOCAL_OFFSET_SIGN = -1.0
 """`local_offset_sign` of [SEED]/[MAIN] (pipeline.md §4)."""
 
-COORD_KEYS = (
-    "coords_nn",
-    "coords_offsets",
-    "coords_relative",
-    "coords_start_nn",
-    "coords_start_offsets",
-    "coords_start_relative",
-)
-
 
 @ft.cache
 def _tf():

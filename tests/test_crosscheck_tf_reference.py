@@ -21,6 +21,7 @@ pytest.importorskip("tensorflow")
 import ptycho_jax as pj
 from crosscheck import grouping as G
 from crosscheck import tf_reference as R
+from crosscheck._keys import COORD_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"
@@ -203,7 +204,7 @@ params = pytest.mark.parametrize("source,case", [(s, c) for s in SOURCES for c i
 @params
 def test_grouped_coordinates_and_diffraction_bit_equal(source, case):
     g, out = golden(source, case), computed(source, case)["grouped"]
-    for key in R.COORD_KEYS + ("diffraction",):
+    for key in COORD_KEYS + ("diffraction",):
         g.exact(f"stage1_grouping.npz/{key}", out[key])
     g.exact("stage1_grouping.npz/nn_indices", g.golden_nn)
 
