@@ -222,3 +222,32 @@ def test_jax_cell_list_finds_the_k_nearest(layout):
         d_got, d_ref, rtol=1e-5, atol=1e-4
     )  # same distances: the K nearest, up to ties
     assert not (got == np.arange(len(p))[:, None]).any()
+
+
+def _groups_by_the_letter(positions, *, C, K, B, seed):
+    """pipeline.md §3.5 written out one group at a time, with legacy `choice` per group."""
+    from scipy.spatial import cKDTree
+
+    n = len(positions)
+    rng = np.random.RandomState(seed)
+    seeds = rng.choice(np.arange(n), min(B, n), replace=False) if B < n else np.arange(n)
+    _, rows = cKDTree(positions).query(positions[seeds], k=min(K + 1, n))
+    rows = np.asarray(rows).reshape(len(seeds), -1)
+    out = []
+    for s, row in zip(seeds, rows, strict=True):
+        cand = row[1 : K + 1] if len(row) > K else row[:K]
+        avail = np.concatenate([[s], cand]) if len(cand) < C else cand
+        out.append(rng.choice(avail, C, replace=len(avail) < C))
+    return np.asarray(out, np.int32)
+
+
+@pytest.mark.parametrize(
+    ("n", "C", "K", "B", "seed"),
+    [(40, 4, 6, 25, 0), (40, 4, 4, 40, 1), (300, 9, 12, 120, 5), (5, 4, 7, 3, 2), (4, 4, 6, 3, 3)],
+)
+def test_standard_groups_match_per_group_choice(n, C, K, B, seed):
+    # The vectorised draw (one shuffle per row) consumes the legacy stream exactly as upstream's
+    # per-group `choice` does, including the tiny-dataset rule (n <= K: the seed's own row).
+    positions = np.random.default_rng(seed).uniform(0, 50, (n, 2))
+    got = pj.select_groups(positions, gridsize=int(np.sqrt(C)), K=K, n_groups=B, seed=seed)
+    np.testing.assert_array_equal(got, _groups_by_the_letter(positions, C=C, K=K, B=B, seed=seed))

