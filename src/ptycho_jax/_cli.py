@@ -268,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*argv, "report"])
     _setup_logging(args.verbose, args.quiet)
     from ._compile_cache import enable_compile_cache
+    from ._host_memory import log_last_setup
+
+    log_last_setup()  # what the console script (_launch) did to the host allocator; -v shows it
 
     if not args.no_compile_cache:
         enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 or --no-compile-cache turns it off

@@ -1,0 +1,179 @@
+"""The host-allocator tuning (`_host_memory`), the light `import ptycho_jax`, and the console entry
+point that applies the tuning before numpy or jax is imported. Every check runs in a new process:
+the tuning is per process and must precede numpy's and jax's import."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from ptycho_jax import _host_memory
+
+ENV = _host_memory.NO_MALLOC_TUNING_ENV
+
+
+def _run(code: str, *, env: dict[str, str] | None = None) -> dict:
+    """Run `code` in a new interpreter (this venv) and return the JSON on its last stdout line."""
+    environ = {k: v for k, v in os.environ.items() if k not in (ENV, "GLIBC_TUNABLES")}
+    environ.update(env or {})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environ
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_import_ptycho_jax_imports_neither_numpy_nor_jax():
+    doc = _run(
+        "import json, sys\n"
+        "import ptycho_jax\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'jax', 'jaxlib'))\n"
+        "setup = ptycho_jax.reuse_freed_host_memory\n"
+        "print(json.dumps({'heavy': heavy, 'setup': setup.__module__}))\n"
+    )
+    assert doc == {"heavy": [], "setup": "ptycho_jax._host_memory"}
+
+
+def test_public_names_load_on_first_use_and_unknown_names_are_attribute_errors():
+    doc = _run(
+        "import json, sys\n"
+        "import ptycho_jax as pj\n"
+        "from ptycho_jax import ChainParams, group\n"
+        "names = [n for n in pj.__all__ if getattr(pj, n) is None]\n"
+        "print(json.dumps({'numpy': 'numpy' in sys.modules, 'none': names,\n"
+        "    'group': group.__module__, 'params': ChainParams.__name__,\n"
+        "    'hasattr': hasattr(pj, 'no_such_name'), 'in_dir': 'run_chain' in dir(pj)}))\n"
+    )
+    assert doc == {
+        "numpy": True,
+        "none": [],
+        "group": "ptycho_jax._pipeline",
+        "params": "ChainParams",
+        "hasattr": False,
+        "in_dir": True,
+    }
+
+
+# Allocate, touch and free a 256 MiB block twice; report the minor page faults of the second
+# round. THP is switched off for the process (prctl PR_SET_THP_DISABLE) so that every page is
+# 4 KiB whatever the kernel's setting: 256 MiB = 65,536 pages, each faulted in on a fresh mapping.
+FAULTS = """
+import ctypes, json, resource, sys
+import ptycho_jax
+setup = ptycho_jax.reuse_freed_host_memory()
+assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE
+import numpy as np
+
+def round_trip():
+    a = np.empty(256 * 2**20, np.uint8)
+    a.fill(1)
+    del a
+
+round_trip()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+round_trip()
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({"applied": setup.applied, "reason": setup.reason, "faults": faults}))
+"""
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the allocator tuning applies to glibc malloc only"
+)
+def test_tuning_reuses_freed_memory_without_page_faults():
+    tuned = _run(FAULTS)
+    default = _run(FAULTS, env={ENV: "1"})
+    assert tuned["applied"] is True, tuned["reason"]
+    assert tuned["faults"] < 1000, tuned  # the freed block stayed in the heap: reused, no faults
+    assert default["applied"] is False and ENV in default["reason"]
+    assert default["faults"] > 60_000, default  # munmap'd, then a fresh mmap faulted page by page
+
+
+def test_refuses_after_numpy_is_imported():
+    doc = _run(
+        "import json\n"
+        "import numpy\n"
+        "from ptycho_jax import reuse_freed_host_memory\n"
+        "first = reuse_freed_host_memory()\n"
+        "again = reuse_freed_host_memory()\n"
+        "print(json.dumps({'applied': first.applied, 'reason': first.reason,\n"
+        "    'same': again is first, 'note': first.describe()}))\n"
+    )
+    assert doc["applied"] is False and doc["same"] is True
+    assert "numpy" in doc["reason"] and "before importing numpy or jax" in doc["reason"]
+    assert doc["note"] == f"default ({doc['reason']})"
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "TRUE"])
+def test_environment_variable_turns_it_off(value):
+    setup = _host_memory._apply({ENV: value})
+    assert setup == _host_memory.HostMemorySetup(False, f"{ENV} is set")
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "No"])
+def test_environment_variable_off_values_leave_it_on(value):
+    assert _host_memory.tuning_disabled({ENV: value}) is False
+    assert _host_memory.tuning_disabled({}) is False
+
+
+def test_environment_variable_in_a_new_process():
+    doc = _run(
+        "import json, ptycho_jax\n"
+        "s = ptycho_jax.reuse_freed_host_memory()\n"
+        "print(json.dumps([s.applied, s.reason, s.describe()]))\n",
+        env={ENV: "1"},
+    )
+    assert doc == [False, f"{ENV} is set", f"default ({ENV} is set)"]
+
+
+def test_console_entry_point_help_exits_0():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom ptycho_jax._launch import main\nsys.exit(main(['--help']))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "usage: ptycho-jax" in out.stdout
+
+
+def test_console_entry_point_logs_the_setup_with_v(tmp_path):
+    # a missing input: exit 2 after the setup line, nothing computed
+    argv = ["-v", "--no-compile-cache", "report", "--input", str(tmp_path / "missing.npz")]
+    argv += ["--out", str(tmp_path / "out")]
+    code = f"import sys\nfrom ptycho_jax._launch import main\nsys.exit(main({argv!r}))"
+    environ = {k: v for k, v in os.environ.items() if k != ENV}
+    tuned = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environ
+    )
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**environ, ENV: "1"},
+    )
+    assert (tuned.returncode, off.returncode) == (2, 2), tuned.stderr + off.stderr
+    assert f"host malloc: {_host_memory.APPLIED_NOTE}" in tuned.stderr
+    assert f"host malloc: default ({ENV} is set)" in off.stderr
+
+
+def test_cli_logs_the_setup_at_info(caplog):
+    import logging
+
+    setup = _host_memory.HostMemorySetup(True, "test")
+    saved = _host_memory._setup
+    _host_memory._setup = setup
+    try:
+        with caplog.at_level(logging.INFO, logger="ptycho_jax._host_memory"):
+            _host_memory.log_last_setup()
+    finally:
+        _host_memory._setup = saved
+    assert caplog.messages == [f"host malloc: {_host_memory.APPLIED_NOTE}"]
