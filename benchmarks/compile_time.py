@@ -14,6 +14,8 @@ from typing import Any
 _CHILD = r"""
 import json, sys, time, collections
 t0 = time.perf_counter()
+import ptycho_jax
+ptycho_jax.reuse_freed_host_memory()  # as the console script does, before jax is imported
 from jax import monitoring
 seen = collections.defaultdict(float)
 count = collections.Counter()

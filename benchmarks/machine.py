@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_jax._host_memory import last_setup
+
 
 def read_proc(path: str) -> str:
     try:
@@ -45,7 +47,18 @@ def machine_description(device) -> dict[str, Any]:
         "device_platform": device.platform,
         "device_kind": device.device_kind,
         "device_memory_bytes": None if stats is None else stats.get("bytes_limit"),
+        "host_malloc": host_malloc_note(),
     }
+
+
+def host_malloc_note() -> str:
+    """How this process's glibc malloc treats freed memory (`python -m benchmarks` tunes it at start)."""
+    setup = last_setup()
+    return (
+        "default (not tuned: the bench was not started by python -m benchmarks)"
+        if setup is None
+        else setup.describe()
+    )
 
 
 def versions(*, with_tf: bool) -> dict[str, str | None]:

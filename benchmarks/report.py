@@ -170,6 +170,7 @@ def to_markdown(result: BenchResult) -> str:
         f"{fmt_bytes(m['memory_bytes'])} RAM; device `{m['device']}` ({m['device_kind']}"
         + (f", {fmt_bytes(m['device_memory_bytes'])}" if m.get("device_memory_bytes") else "") + ")",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + f"; Python {m['python']}",
+        *([f"- Host malloc: {m['host_malloc']}"] if m.get("host_malloc") else []),
         f"- Git: `{g['sha'][:12]}`" + (" (uncommitted changes)" if g.get("dirty") else ""),
         f"- Command: `{result.command}`; started {result.started}, {result.wall_s:.0f} s",
         f"- Copy bandwidth (jitted `x + 1` over {fmt_bytes(bw['bytes'] // 2)}, read + write): {bw['gbps']:.1f} GB/s at the start "

@@ -4,6 +4,7 @@ the tuning is per process and must precede numpy's and jax's import."""
 
 import json
 import os
+import pathlib
 import platform
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from ptycho_jax import _host_memory
 
 ENV = _host_memory.NO_MALLOC_TUNING_ENV
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(code: str, *, env: dict[str, str] | None = None) -> dict:
@@ -165,15 +167,59 @@ def test_console_entry_point_logs_the_setup_with_v(tmp_path):
     assert f"host malloc: default ({ENV} is set)" in off.stderr
 
 
-def test_cli_logs_the_setup_at_info(caplog):
+def test_log_last_setup_logs_once_called_and_nothing_before(caplog, monkeypatch):
     import logging
 
-    setup = _host_memory.HostMemorySetup(True, "test")
-    saved = _host_memory._setup
-    _host_memory._setup = setup
-    try:
-        with caplog.at_level(logging.INFO, logger="ptycho_jax._host_memory"):
-            _host_memory.log_last_setup()
-    finally:
-        _host_memory._setup = saved
+    with caplog.at_level(logging.INFO, logger="ptycho_jax._host_memory"):
+        monkeypatch.setattr(_host_memory, "_setup", None)
+        _host_memory.log_last_setup()
+        monkeypatch.setattr(_host_memory, "_setup", _host_memory.HostMemorySetup(True, "test"))
+        _host_memory.log_last_setup()
     assert caplog.messages == [f"host malloc: {_host_memory.APPLIED_NOTE}"]
+
+
+def test_bench_entry_point_tunes_before_its_imports_and_its_notes_say_so():
+    # `python -m benchmarks` with a stand-in for benchmarks.cli: the real __main__ runs, in order
+    code = (
+        "import json, runpy, sys, types\n"
+        "import benchmarks\n"
+        "def main():\n"
+        "    from benchmarks.machine import host_malloc_note\n"
+        "    print(json.dumps(host_malloc_note()))\n"
+        "    return 0\n"
+        "sys.modules['benchmarks.cli'] = types.SimpleNamespace(main=main)\n"
+        "try:\n"
+        "    runpy.run_module('benchmarks', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != ENV}
+    for env, note in [
+        (environ, _host_memory.APPLIED_NOTE),
+        ({**environ, ENV: "1"}, f"default ({ENV} is set)"),
+    ]:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout.splitlines()[-1]) == note
+
+
+def test_bench_markdown_states_the_host_malloc_line(monkeypatch):
+    from benchmarks import machine, report
+    from benchmarks.result import BenchResult
+
+    monkeypatch.setattr(_host_memory, "_setup", None)  # a process that never called it
+    assert machine.host_malloc_note().startswith("default (not tuned")
+    doc = json.loads((ROOT / "benchmarks" / "results" / "cpu-large.json").read_text())
+    result = BenchResult.from_json(doc)
+    result.machine.pop("host_malloc", None)
+    assert "- Host malloc:" not in report.to_markdown(result)  # results from before the field
+    result.machine["host_malloc"] = _host_memory.APPLIED_NOTE
+    md = report.to_markdown(result)
+    assert f"- Host malloc: {_host_memory.APPLIED_NOTE}\n" in md
