@@ -446,8 +446,10 @@ def _frames_gathered(transform):
     def mutation(raw):
         orig = _mesh.group_frames
 
-        def group_frames(placed, nn, **kw):
-            return transform(orig, placed, np.asarray(nn), **kw)
+        def group_frames(placed, nn, gain=None, **kw):
+            D = transform(orig, placed, np.asarray(nn), **kw)
+            # the one-pass CPU path scales what it gathers: the wrong frames reach X too
+            return D if gain is None else (D, gain * D)
 
         return [(orig, group_frames)]
 

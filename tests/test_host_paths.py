@@ -73,3 +73,31 @@ def test_smallest_positive_amplitude(values, want):
         assert got == np.float32(want)
     assert dataclasses.replace(raw, diff3d=np.zeros_like(d)).smallest_positive_amplitude == np.inf
     assert dataclasses.replace(raw, diff3d=-np.zeros_like(d)).smallest_positive_amplitude == np.inf
+
+
+def test_gather_and_scale_in_one_pass_is_gather_then_multiply():
+    rng = np.random.default_rng(5)
+    rows = rng.random((300, 6, 6), dtype=np.float32)
+    nn = rng.integers(0, 300, (131, 4)).astype(np.int32)
+    gain = np.float32(3.7)
+    D, X = gather_frames_host(rows, nn, 136, gain=gain)
+    np.testing.assert_array_equal(D, gather_frames_host(rows, nn, 136))
+    np.testing.assert_array_equal(_bits(X), _bits(gain * D))
+    assert X.ctypes.data % 64 == 0 and not X[131:].any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_pass_gain_is_the_grouped_energy_gain(seed):
+    # The one-device chain takes the main gain from the frames' own energies (summed per group)
+    # before it gathers; normalize_data takes it from the gathered stack (XLA's reduction order).
+    rng = np.random.default_rng(seed)
+    raw = make_raw(m=200, n=16)
+    d = (rng.gamma(0.3, 1.0, raw.diff3d.shape) * 10.0 ** rng.uniform(-3, 3)).astype(np.float32)
+    raw = dataclasses.replace(raw, diff3d=d, objectGuess=None)
+    e = raw.frame_energies
+    np.testing.assert_allclose(e, np.sum(d.astype(np.float64) ** 2, axis=(1, 2)), rtol=1e-13)
+    assert not e.flags.writeable and raw.frame_energies is e  # computed once
+    g = pj.group(raw, N=16, gridsize=2, n_groups=150, seed=seed)
+    X, gain = normalize_data(g.diffraction, 16)
+    assert float(np.asarray(g.normalize_gain)) == float(np.asarray(gain))
+    np.testing.assert_array_equal(_bits(g.X_full), _bits(X))

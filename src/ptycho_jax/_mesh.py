@@ -308,18 +308,32 @@ def place_frames(rows: np.ndarray, lo: int, frames: Blocks, mesh: Mesh) -> jax.A
 
 
 def group_frames(
-    placed: jax.Array, nn: np.ndarray, *, groups: Blocks, frames: Blocks, mesh: Mesh
-) -> jax.Array:
+    placed: jax.Array,
+    nn: np.ndarray,
+    *,
+    groups: Blocks,
+    frames: Blocks,
+    mesh: Mesh,
+    gain: np.float32 | None = None,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """The (groups.padded, N, N, C) grouped frames `placed[nn]` on the mesh, channels last, padding rows zero.
 
     One device: a plain gather (on a CPU device NumPy's, into an aligned buffer the device aliases: the
     same copy, faster there). Several: each device's frames arrive over the ring (`exchange_frames`).
+    `gain` (one CPU device only; the caller checks `host_scale_is_exact`): also `gain · placed[nn]`
+    from the same pass over the frames, returned as `(D, X)`.
     """
     if mesh.size == 1:
         device = mesh_devices(mesh)[0]
         if device.platform == "cpu":
-            return jax.device_put(gather_frames_host(np.asarray(placed), nn, groups.padded), device)
-        return gather_frames(placed, jnp.asarray(nn))
+            out = gather_frames_host(np.asarray(placed), nn, groups.padded, gain=gain)
+            if gain is None:
+                return jax.device_put(out, device)
+            return jax.device_put(out[0], device), jax.device_put(out[1], device)
+        if gain is None:
+            return gather_frames(placed, jnp.asarray(nn))
+    if gain is not None:
+        raise ValueError("group_frames: gain is for one CPU device only")
     exchange = plan_exchange(nn, groups, frames)
     spec = P(AXIS)
     sends = tuple(put(s, mesh, spec) for s in exchange.sends)

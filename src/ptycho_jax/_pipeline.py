@@ -41,6 +41,7 @@ from ._mesh import (
     global_scan,
     group_frames,
     is_local,
+    mesh_devices,
     make_mesh,
     place_frames,
     put,
@@ -48,7 +49,13 @@ from ._mesh import (
     to_host,
     unpad,
 )
-from ._normalize import energy_on_mesh, gain_of, scale_on_host, scale_on_mesh
+from ._normalize import (
+    energy_on_mesh,
+    gain_of,
+    host_scale_is_exact,
+    scale_on_host,
+    scale_on_mesh,
+)
 from ._params import ChainParams
 from ._patches import patch_centres, patch_kernel
 from ._rawdata import RawData
@@ -142,6 +149,12 @@ class _Frames:
                 )
             return self._cache
         return put(gather_frames_host(self.rows, nn, self.layout.padded), self.mesh, P(AXIS))
+
+    def grouped_and_scaled(self, nn: np.ndarray, gain: np.float32) -> tuple[jax.Array, jax.Array]:
+        """`grouped(nn)` and `gain · grouped(nn)` from one pass over the frames (one CPU device, resident)."""
+        return group_frames(
+            self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh, gain=gain
+        )
 
     def energy_total(self) -> float:
         """Σ over all frames of Σ_hw frame² in float64 (the raw-frame dataset scale)."""
@@ -267,9 +280,19 @@ def _chain(
             else _Frames(raw.Y[..., 0], lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
         )
 
+        # One CPU device, main numerics: the grouped energy is a sum of the frames' own energies, so
+        # the gain is known before the gather and pass 2 gathers and scales in one pass (no pass 1).
+        one_pass = (
+            not streamed
+            and mesh.size == 1
+            and mesh_devices(mesh)[0].platform == "cpu"
+            and not numerics.tf_order_energies
+        )
         # Pass 1: energies of the grouped frames, combined into the gain.
         total_D, seed_sums = 0.0, []
-        for i in range(n_chunks):
+        if one_pass:
+            total_D = float(np.sum(raw.frame_energies[nn]))
+        for i in range(0 if one_pass else n_chunks):
             a, b, nn_chunk, valid, first = chunk(i)
             if streamed:
                 tick(f"energy pass {i + 1}/{n_chunks}")
@@ -300,8 +323,11 @@ def _chain(
         for i in range(n_chunks):
             a, b, nn_chunk, valid, first = chunk(i)
             tick(f"scale pass {i + 1}/{n_chunks}" if streamed else "container")
-            D = frames.grouped(nn[a:b])
-            X = scale_on_host(D, gain, smallest) if smallest is not None else None
+            if one_pass and host_scale_is_exact(gain, smallest):
+                D, X = frames.grouped_and_scaled(nn[a:b], gain)
+            else:
+                D = frames.grouped(nn[a:b])
+                X = scale_on_host(D, gain, smallest) if smallest is not None else None
             if X is None:
                 X, total_X, x_sums = scale_on_mesh(
                     D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container

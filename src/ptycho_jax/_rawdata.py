@@ -241,6 +241,26 @@ class RawData:
         )
         return np.float32(np.inf) if low >= 0x7F800000 else np.uint32(low).view(np.float32)
 
+    @functools.cached_property
+    def frame_energies(self) -> np.ndarray:
+        """(M,) float64 `Σ_hw diff3d[i]²` of every frame, computed once per RawData (read-only, cached).
+
+        The main variant's normalisation energy of any grouping is then `Σ_bc frame_energies[nn]`
+        (pipeline.md §6), so the one-device CPU chain knows its gain before it gathers and scales in
+        one pass over the frames. A float64 sum in another order than the grouped reduction: the
+        float32 gain it gives is the same (the orders differ by ~1e-16 relative).
+        """
+        out = np.empty(len(self.diff3d), np.float64)
+        frames = self.diff3d.reshape(len(self.diff3d), -1)
+
+        def work(block: slice) -> None:
+            f = frames[block].astype(np.float64)
+            np.einsum("ij,ij->i", f, f, out=out[block])
+
+        host_map(work, len(out))
+        out.setflags(write=False)
+        return out
+
     @property
     def N(self) -> int:
         """Frame (and probe) size in pixels."""
