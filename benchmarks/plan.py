@@ -346,7 +346,7 @@ def stage_bytes(stage: str, d: dict[str, int]) -> int:
         + 3 * S
         + coords,  # positions; read frames once, write diffraction and X
         "intensity_scale": R + 2 * S,  # raw frames, grouped diffraction, X, each read once
-        "scaler": 4 * S,  # forward then inverse
+        "scaler": 2 * S,  # read x, write inverse(forward(x)); an eager pair also writes and reads y
         "container": 5 * S,  # read complex Y (2S) and X (S); write Y_I, Y_phi
         "patches": 2 * S + obj,
         "end_to_end": R
@@ -361,7 +361,7 @@ _PEAK_FACTOR = {  # rough upper estimates of a call's output + temporaries, in u
     ("jax", "normalize"): 1, ("tf-ref", "normalize"): 6,
     ("jax", "gather_normalize"): 2, ("tf-ref", "gather_normalize"): 8, ("jax", "group_normalize"): 3,
     ("jax", "intensity_scale"): 1, ("tf-ref", "intensity_scale"): 5,
-    ("jax", "scaler"): 3, ("tf-ref", "scaler"): 2,
+    ("jax", "scaler"): 1, ("tf-ref", "scaler"): 2,
     ("jax", "container"): 3, ("tf-ref", "container"): 6,
     ("jax", "patches"): 4, ("tf-ref", "patches"): 14, ("upstream-np", "patches"): 0,
     ("jax", "end_to_end"): 10, ("tf-ref", "end_to_end"): 20,

@@ -155,8 +155,8 @@ def _jitted_scaler_roundtrip():
 
     @eqx.filter_jit
     def roundtrip(scaler, x):
-        y = scaler(x)
-        return y, scaler.inverse(y)
+        # what the TF reference's `inv(fwd(x))` returns: the inverse of the forward, one array
+        return scaler.inverse(scaler(x))
 
     return roundtrip
 
@@ -434,7 +434,7 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
         out["jax"] = Impl(
             lambda: rt(IntensityScaler.from_scale(scale), X),
             1.0,
-            "from_scale + forward + inverse, filter_jit",
+            "from_scale, then inverse(forward(x)) in one filter_jit program (one array returned, as the TF pair)",
         )
         if ref is not None:
             fwd, inv, Xt = inp.get("tf_scaler")
