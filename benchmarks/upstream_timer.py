@@ -58,7 +58,11 @@ def _cfg_helper(crosscheck_dir: str):
         "_xc_upstream_worker", pathlib.Path(crosscheck_dir) / "_upstream_worker.py"
     )
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, crosscheck_dir)  # the worker imports its sibling `_keys` as a script does
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(crosscheck_dir)
     return mod
 
 

@@ -333,7 +333,9 @@ def group_frames(
         if gain is None:
             return gather_frames(placed, jnp.asarray(nn))
     if gain is not None:
-        raise ValueError("group_frames: gain is for one CPU device only")
+        raise PtychoInputError(
+            "group_frames: gain: expected None off a one-CPU-device mesh, got a gain"
+        )
     exchange = plan_exchange(nn, groups, frames)
     spec = P(AXIS)
     sends = tuple(put(s, mesh, spec) for s in exchange.sends)
