@@ -229,7 +229,7 @@ def to_markdown(result: BenchResult) -> str:
         and f["stage"] in ("end_to_end", "container", "patches", "gather_normalize")
     ]
     if mem_rows:
-        lines += ["## Memory", "", "Peak host RSS growth during a warm call (VmHWM, reset before each call) against the bytes of the arrays it returns"
+        lines += ["## Memory", "", "Peak host RSS growth of one call made after the freed heap went back to the system (VmHWM, reset before it) against the bytes of the arrays it returns"
                   + (" (calls returning 64 MiB or more)." if big else "."), "",
                   "| case | stage | impl | peak RSS growth | arrays returned | ratio | device peak |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for f in mem_rows:

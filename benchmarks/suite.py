@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_jax._host_memory import release_freed_host_memory
+
 from .machine import (
     HostMemory,
     device_memory,
@@ -196,6 +198,9 @@ def run_suite(
                 # XLA:CPU can keep a call's buffers resident until its executable is dropped; drop them
                 # before reading the RSS the memory cuts start from (each stage recompiles anyway).
                 clear_jax_caches()
+                # The bench reuses freed memory like the CLI (`_host_memory`); between stages the pool
+                # goes back to the system, so the memory cuts see the live arrays, not a warm heap.
+                release_freed_host_memory()
                 allowed = []
                 for impl in case_impls:
                     if stage in ("selection",) and impl not in ("jax", "jax-engine", "tf-ref"):

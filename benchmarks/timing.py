@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_jax._host_memory import release_freed_host_memory
+
 from .machine import HostMemory, device_memory
 from .plan import BASELINE_OF, IMPLS, Case, stage_bytes
 from .stages import Impl
@@ -106,7 +108,8 @@ def measure_stage(
     """First call of each implementation (compile), then up to `repeats` interleaved warm rounds.
 
     After the first warm round, only as many rounds as fit `budget_s` are run (at least one).
-    Memory: peak RSS growth over the warm calls; the bytes of the arrays the last call returned.
+    Memory: peak RSS growth of one further call made after `release_freed_host_memory` (a warm
+    heap would hide temporaries); the bytes of the arrays the last warm call returned.
     The floor: every round also times a plain copy of the stage's byte model (`stage_bytes`), so
     each figure is stated as a multiple of the memory-traffic floor measured in the same run.
     """
@@ -118,7 +121,7 @@ def measure_stage(
     produced: dict[str, int | None] = {i: None for i in order}
     notes: list[str] = []
 
-    def one(impl: str, *, warm: bool) -> float:
+    def one(impl: str, *, warm: bool, memory: bool = False) -> float:
         fn, scale, _, exclude = calls[impl]
         base = mem.reset()
         t0 = time.perf_counter()
@@ -126,9 +129,8 @@ def measure_stage(
         _block(r)
         dt = (time.perf_counter() - t0) * scale
         peak = mem.peak()
-        if warm and peak is not None:
-            g = peak - base
-            growth[impl] = g if growth[impl] is None else max(growth[impl], g)
+        if memory and peak is not None:
+            growth[impl] = peak - base
         if impl.startswith("jax"):
             st = device_memory(device)
             if st and "peak_bytes_in_use" in st:
@@ -168,6 +170,11 @@ def measure_stage(
                 )
                 repeats = fit
     del floor_fn
+    for impl in order:
+        # Memory: one more call, untimed, after the heap's free pages went back to the system, so a
+        # heap kept warm by the reuse setting (`_host_memory`) does not hide a call's temporaries.
+        release_freed_host_memory()
+        one(impl, warm=False, memory=True)
     floor_s = statistics.median(floor_times)
     figs = [
         Figure(case=case.name, stage=stage, impl=i, dims=d, times_s=times[i], first_s=firsts[i], scale=calls[i].scale,

@@ -223,3 +223,22 @@ def test_bench_markdown_states_the_host_malloc_line(monkeypatch):
     result.machine["host_malloc"] = _host_memory.APPLIED_NOTE
     md = report.to_markdown(result)
     assert f"- Host malloc: {_host_memory.APPLIED_NOTE}\n" in md
+
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the allocator tuning applies to glibc malloc only"
+)
+def test_release_gives_the_freed_heap_back():
+    # After the tuned process frees its block, malloc_trim returns the pages: the next round faults again.
+    code = FAULTS.replace(
+        "print(json.dumps(",
+        "released = ptycho_jax.release_freed_host_memory()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "round_trip()\n"
+        "again = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "print(json.dumps({'released': released, 'again': again, **",
+    ).replace('"faults": faults}))', '"faults": faults}}))')
+    doc = _run(code)
+    assert doc["applied"] and doc["faults"] < 1000, doc  # kept and reused
+    assert doc["released"] and doc["again"] > 60_000, doc  # given back, faulted in anew

@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._grouping import MirroredPatchWarning as MirroredPatchWarning
     from ._grouping import select_groups as select_groups
     from ._host_memory import HostMemorySetup as HostMemorySetup
+    from ._host_memory import release_freed_host_memory as release_freed_host_memory
     from ._host_memory import reuse_freed_host_memory as reuse_freed_host_memory
     from ._intensity import EnergyTotals as EnergyTotals
     from ._intensity import all_intensity_scales as all_intensity_scales
@@ -100,6 +101,7 @@ _MODULE_OF: dict[str, str] = {
     "MirroredPatchWarning": "_grouping",
     "select_groups": "_grouping",
     "HostMemorySetup": "_host_memory",
+    "release_freed_host_memory": "_host_memory",
     "reuse_freed_host_memory": "_host_memory",
     "EnergyTotals": "_intensity",
     "all_intensity_scales": "_intensity",

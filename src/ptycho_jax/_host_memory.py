@@ -142,3 +142,18 @@ def log_last_setup() -> None:
     """Log the setup at INFO once logging is configured (`ptycho-jax -v` shows it); nothing if never called."""
     if _setup is not None:
         logger.info("host malloc: %s", _setup.describe())
+
+
+def release_freed_host_memory() -> bool:
+    """Give the heap's free pages back to the system now (glibc `malloc_trim(0)`); True if any went back.
+
+    The counterpart of `reuse_freed_host_memory` for a long-lived process between phases of
+    different sizes (the benchmark suite calls it between stages): live arrays stay, the next
+    allocations fault their pages in again. False, doing nothing, off glibc.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim.restype = ctypes.c_int
+    return bool(libc.malloc_trim(0))
