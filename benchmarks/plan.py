@@ -37,6 +37,9 @@ BASELINE_OF = {
     "upstream": "jax",
 }
 
+SAME_MALLOC = "upstream-same-malloc"
+"""Numerator of the ratios of a second real-upstream run with the port's malloc settings."""
+
 DENSITY = 512 / (369.0 * 181.0)
 """Scan positions per object pixel in gs2_ideal's test half (512 positions over 369 x 181 px):
 the synthetic cases keep it, so the object side grows as sqrt(M)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_jax._host_memory import release_freed_host_memory
+from ptycho_jax._host_memory import GLIBC_TUNABLES, last_setup, release_freed_host_memory
 
 from .machine import (
     HostMemory,
@@ -23,12 +23,12 @@ from .machine import (
     read_proc,
     versions,
 )
-from .plan import GIB, IMPLS, Case, estimate_stage_bytes, raw_bytes
+from .plan import GIB, IMPLS, SAME_MALLOC, Case, estimate_stage_bytes, raw_bytes
 from .report import evaluate_targets
 from .result import BenchResult
 from .stages import Inputs, stage_callables, tf_available, upstream_whole_canvas_patches
 from .timing import clear_jax_caches, measure_stage
-from .units import fmt_bytes
+from .units import fmt_bytes, fmt_s
 
 logger = logging.getLogger(__name__)
 
@@ -310,10 +310,37 @@ def _add_upstream(
             }
         )
     result.notes.append(
-        f"upstream: real PtychoPINN ({reply.get('versions')}), import {reply.get('import_s', 0):.1f} s, whole run {time.perf_counter() - t0:.0f} s; ratios upstream/jax are of medians (separate processes)"
+        f"upstream: real PtychoPINN ({reply.get('versions')}), import {reply.get('import_s', 0):.1f} s, whole run {time.perf_counter() - t0:.0f} s; ratios upstream/jax are of medians (separate processes); upstream's process as shipped (glibc malloc defaults)"
     )
     progress(
         f"{case.name}: upstream: " + ", ".join(f"{f['stage']} {f['median_s']:.3g} s" for f in figs)
+    )
+    setup = last_setup()
+    if setup is None or not setup.applied:
+        return
+    # The port's process reuses freed memory (`_host_memory`); so can upstream's. Timed again with
+    # the same settings, so that no ratio owes its size to the allocator alone.
+    progress(f"{case.name}: real upstream again, with the port's malloc settings ...")
+    same = time_upstream(
+        inp,
+        repeats=repeats,
+        patch_groups=case.upstream_subset,
+        extra_env={"GLIBC_TUNABLES": GLIBC_TUNABLES},
+    )
+    if not same.get("ok"):
+        result.notes.append(
+            f"upstream with the port's malloc settings: unavailable: {same.get('error')}"
+        )
+        return
+    same_figs, same_ratios = upstream_figures(case, same, result.figures)
+    medians = {f["stage"]: f["median_s"] for f in same_figs}
+    for r in same_ratios:
+        result.ratios.append(
+            {**r, "numerator": SAME_MALLOC, "numerator_median_s": medians[r["stage"]]}
+        )
+    result.notes.append(
+        f"{SAME_MALLOC}: real upstream run with GLIBC_TUNABLES={GLIBC_TUNABLES} (the port's settings): "
+        + ", ".join(f"{f['stage']} {fmt_s(f['median_s'])}" for f in same_figs)
     )
 
 

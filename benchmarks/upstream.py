@@ -12,6 +12,7 @@ import pathlib
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -45,9 +46,17 @@ def unavailable_reason() -> str | None:
 
 
 def time_upstream(
-    inp, *, repeats: int = 3, patch_groups: int = 4, timeout_s: float = 900.0
+    inp,
+    *,
+    repeats: int = 3,
+    patch_groups: int = 4,
+    timeout_s: float = 900.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run `upstream_timer.py` on the case of `inp` (a `stages.Inputs`); its JSON reply.
+
+    `extra_env` is added to the subprocess's environment (e.g. `GLIBC_TUNABLES`, to run upstream
+    with the port's malloc settings).
 
     `{"ok": False, "error": ...}` when upstream is unavailable, fails or times out.
     """
@@ -76,6 +85,7 @@ def time_upstream(
         env.update(
             TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""
         )  # upstream on the CPU, as its environment is built
+        env.update(extra_env or {})
         try:
             proc = subprocess.run(
                 [str(upstream_python()), str(pathlib.Path(__file__).with_name("upstream_timer.py")), str(pathlib.Path(tmp) / "req.json")],

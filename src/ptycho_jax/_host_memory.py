@@ -58,6 +58,9 @@ _SETTINGS = (
 # Imported, these have started (or will start) the threads whose arenas the settings must precede.
 _TOO_LATE_AFTER = ("numpy", "jax", "jaxlib")
 
+GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=4611686018427387904"
+"""The same settings for a process started with them (`GLIBC_TUNABLES` is read at process start)."""
+
 APPLIED_NOTE = "freed memory reused (mmap_max=0, arena_max=1, no trim)"
 
 logger = logging.getLogger(__name__)
