@@ -67,6 +67,7 @@ def _block(x):
 
 
 FLOOR_MAX_BYTES = 512 * 2**20
+FLOOR_MAX_BYTES_DEVICE = 8 * 2**30
 """Largest plain copy timed for a floor (bytes read + written); bigger floors scale it linearly."""
 
 
@@ -74,12 +75,16 @@ def make_floor(nbytes: int, device) -> tuple[Callable[[], Any], float]:
     """A plain copy moving `nbytes` (half read, half written; jitted `x + 1` into a fresh buffer).
 
     Returns `(call, scale)`: the copy moves `nbytes / scale` bytes; multiply its time by `scale`.
-    Above `FLOOR_MAX_BYTES` a smaller copy is timed and scaled (streaming copies scale linearly).
+    Above `FLOOR_MAX_BYTES` (CPU; `FLOOR_MAX_BYTES_DEVICE` on accelerators) a smaller copy is
+    timed and scaled (streaming copies scale linearly).
     """
     import jax
     import jax.numpy as jnp
 
-    moved = max(8, min(int(nbytes), FLOOR_MAX_BYTES))
+    # Off the CPU the whole byte model is copied (up to 8 GiB): a small copy scaled up would also
+    # scale its dispatch overhead (an H200 copies 512 MiB in ~0.2 ms, about the overhead itself).
+    cap = FLOOR_MAX_BYTES if device.platform == "cpu" else FLOOR_MAX_BYTES_DEVICE
+    moved = max(8, min(int(nbytes), cap))
     n = moved // 8  # float32 elements read, and as many written
     x = jax.device_put(jnp.zeros(n, jnp.float32), device)
     fn = jax.jit(lambda v: v + 1.0)
