@@ -225,7 +225,6 @@ def test_bench_markdown_states_the_host_malloc_line(monkeypatch):
     assert f"- Host malloc: {_host_memory.APPLIED_NOTE}\n" in md
 
 
-
 @pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="the allocator tuning applies to glibc malloc only"
 )
