@@ -241,3 +241,23 @@ def test_release_gives_the_freed_heap_back():
     doc = _run(code)
     assert doc["applied"] and doc["faults"] < 1000, doc  # kept and reused
     assert doc["released"] and doc["again"] > 60_000, doc  # given back, faulted in anew
+
+
+def test_lazy_table_matches_the_type_checking_imports():
+    # The package lists every public name twice (for type checkers, and for `__getattr__`): the same.
+    import ast
+
+    import ptycho_jax
+
+    tree = ast.parse((ROOT / "src" / "ptycho_jax" / "__init__.py").read_text())
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    )
+    imported = {
+        alias.asname or alias.name: node.module.lstrip(".")
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported == ptycho_jax._MODULE_OF
+    assert set(ptycho_jax.__all__) == {*imported, "__version__"}
