@@ -2,6 +2,8 @@
 
 import warnings
 
+import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
@@ -251,3 +253,21 @@ def test_standard_groups_match_per_group_choice(n, C, K, B, seed):
     positions = np.random.default_rng(seed).uniform(0, 50, (n, 2))
     got = pj.select_groups(positions, gridsize=int(np.sqrt(C)), K=K, n_groups=B, seed=seed)
     np.testing.assert_array_equal(got, _groups_by_the_letter(positions, C=C, K=K, B=B, seed=seed))
+
+
+def test_one_pass_program_is_gather_then_multiply():
+    # Off the CPU the one-device chain gathers and scales in one XLA program: the same bits as the
+    # gather and XLA's multiply run apart (as scale_on_mesh does it, subnormals included).
+    from ptycho_jax._grouping import gather_and_scale, gather_frames
+
+    rng = np.random.default_rng(7)
+    rows = rng.random((300, 6, 6), dtype=np.float32)
+    rows[0, 0, :2] = [1e-40, 3e-39]
+    nn = rng.integers(0, 300, (131, 4)).astype(np.int32)
+    nn[0, 0] = 0
+    frames, gain = jnp.asarray(rows), jnp.float32(0.37)
+    D, X = gather_and_scale(frames, jnp.asarray(nn), gain)
+    ref = gather_frames(frames, jnp.asarray(nn))
+    np.testing.assert_array_equal(np.asarray(D), np.asarray(ref))
+    want = jax.jit(lambda d, g: g * d)(ref, gain)
+    np.testing.assert_array_equal(np.asarray(X).view(np.uint32), np.asarray(want).view(np.uint32))

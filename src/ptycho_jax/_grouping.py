@@ -278,6 +278,16 @@ def gather_frames(
     return jnp.moveaxis(diff3d[nn], 1, -1)
 
 
+@jax.jit
+def gather_and_scale(
+    diff3d: Float32[Array, "M N N"], nn: Int[Array, "B C"], gain: Float32[Array, ""]
+) -> tuple[Float32[Array, "B N N C"], Float32[Array, "B N N C"]]:
+    """`(D, gain · D)` with `D = gather_frames(diff3d, nn)`, one program: the frames are read once
+    and both stacks written from them (off the CPU; there `gather_frames_host(..., gain=)`)."""
+    D = gather_frames(diff3d, nn)
+    return D, gain * D
+
+
 def gather_frames_host(
     rows: np.ndarray, nn: np.ndarray, out_rows: int | None = None, *, gain: np.float32 | None = None
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ._errors import PtychoInputError
-from ._grouping import gather_frames, gather_frames_host
+from ._grouping import gather_and_scale, gather_frames, gather_frames_host
 from ._rawdata import RawData
 
 AXIS = "groups"
@@ -320,8 +320,8 @@ def group_frames(
 
     One device: a plain gather (on a CPU device NumPy's, into an aligned buffer the device aliases: the
     same copy, faster there). Several: each device's frames arrive over the ring (`exchange_frames`).
-    `gain` (one CPU device only; the caller checks `host_scale_is_exact`): also `gain · placed[nn]`
-    from the same pass over the frames, returned as `(D, X)`.
+    `gain` (one device only; on a CPU the caller checks `host_scale_is_exact`): also
+    `gain · placed[nn]` from the same pass over the frames, returned as `(D, X)`.
     """
     if mesh.size == 1:
         device = mesh_devices(mesh)[0]
@@ -332,10 +332,9 @@ def group_frames(
             return jax.device_put(out[0], device), jax.device_put(out[1], device)
         if gain is None:
             return gather_frames(placed, jnp.asarray(nn))
+        return gather_and_scale(placed, jnp.asarray(nn), jnp.asarray(gain, jnp.float32))
     if gain is not None:
-        raise PtychoInputError(
-            "group_frames: gain: expected None off a one-CPU-device mesh, got a gain"
-        )
+        raise PtychoInputError("group_frames: gain: expected None on a mesh of several devices")
     exchange = plan_exchange(nn, groups, frames)
     spec = P(AXIS)
     sends = tuple(put(s, mesh, spec) for s in exchange.sends)

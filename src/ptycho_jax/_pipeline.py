@@ -151,7 +151,7 @@ class _Frames:
         return put(gather_frames_host(self.rows, nn, self.layout.padded), self.mesh, P(AXIS))
 
     def grouped_and_scaled(self, nn: np.ndarray, gain: np.float32) -> tuple[jax.Array, jax.Array]:
-        """`grouped(nn)` and `gain · grouped(nn)` from one pass over the frames (one CPU device, resident)."""
+        """`grouped(nn)` and `gain · grouped(nn)` from one pass over the frames (one device, resident)."""
         return group_frames(
             self.placed, nn, groups=self.layout, frames=self.frames, mesh=self.mesh, gain=gain
         )
@@ -280,14 +280,10 @@ def _chain(
             else _Frames(raw.Y[..., 0], lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
         )
 
-        # One CPU device, main numerics: the grouped energy is a sum of the frames' own energies, so
-        # the gain is known before the gather and pass 2 gathers and scales in one pass (no pass 1).
-        one_pass = (
-            not streamed
-            and mesh.size == 1
-            and mesh_devices(mesh)[0].platform == "cpu"
-            and not numerics.tf_order_energies
-        )
+        # One device, main numerics: the grouped energy is a sum of the frames' own energies, so the
+        # gain is known before the gather and pass 2 gathers and scales in one pass (no pass 1).
+        one_pass = not streamed and mesh.size == 1 and not numerics.tf_order_energies
+        on_cpu = mesh.size == 1 and mesh_devices(mesh)[0].platform == "cpu"
         # Pass 1: energies of the grouped frames, combined into the gain.
         total_D, seed_sums = 0.0, []
         if one_pass:
@@ -312,9 +308,7 @@ def _chain(
             numerics, total=total_D, count=B * C, frame_sums=frame_sums, N=N, where=where
         )
         gain_dev = put(np.asarray(gain), mesh, P())
-        smallest = (
-            raw.smallest_positive_amplitude if mesh.size == 1 else None
-        )  # X by NumPy where bit-equal
+        smallest = raw.smallest_positive_amplitude if on_cpu else None  # X by NumPy where bit-equal
 
         # Pass 2: X, its energies, coordinates, patches and the container's |Y| and phase.
         xyz = [put(positions[:, k].copy(), mesh, P()) for k in range(4)]
@@ -323,7 +317,7 @@ def _chain(
         for i in range(n_chunks):
             a, b, nn_chunk, valid, first = chunk(i)
             tick(f"scale pass {i + 1}/{n_chunks}" if streamed else "container")
-            if one_pass and host_scale_is_exact(gain, smallest):
+            if one_pass and (not on_cpu or host_scale_is_exact(gain, smallest)):
                 D, X = frames.grouped_and_scaled(nn[a:b], gain)
             else:
                 D = frames.grouped(nn[a:b])
