@@ -63,24 +63,24 @@ def evaluate_targets(result: BenchResult) -> list[dict[str, Any]]:
             ("container", "container", 5.0),
             ("patches", "object patches", 1000.0),
         ):
-            r = _ratio(result, big, stage, "upstream")
-            if r:
-                add(
-                    f"{label} vs real upstream ({big})",
-                    r["median"],
-                    f">= {goal:g}x",
-                    r["median"] >= goal,
-                    f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(_fig(result, big, stage, 'upstream')['median_s'])}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})",
-                )
-            r = _ratio(result, big, stage, SAME_MALLOC)
-            if r:
-                add(
-                    f"{label} vs real upstream with the port's malloc settings ({big})",
-                    r["median"],
-                    f">= {goal:g}x",
-                    r["median"] >= goal,
-                    f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(r['numerator_median_s'])}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})",
-                )
+            for numerator, how in (
+                ("upstream", ""),
+                (SAME_MALLOC, " with the port's malloc settings"),
+            ):
+                r = _ratio(result, big, stage, numerator)
+                if r:
+                    # results written before the ratios carried it: the upstream figure's median
+                    up_s = (
+                        r.get("numerator_median_s")
+                        or _fig(result, big, stage, numerator)["median_s"]
+                    )
+                    add(
+                        f"{label} vs real upstream{how} ({big})",
+                        r["median"],
+                        f">= {goal:g}x",
+                        r["median"] >= goal,
+                        f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(up_s)}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})",
+                    )
         r = _ratio(result, big, "scaler", "tf-ref")
         if r:
             add(

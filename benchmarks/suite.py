@@ -333,11 +333,7 @@ def _add_upstream(
         )
         return
     same_figs, same_ratios = upstream_figures(case, same, result.figures)
-    medians = {f["stage"]: f["median_s"] for f in same_figs}
-    for r in same_ratios:
-        result.ratios.append(
-            {**r, "numerator": SAME_MALLOC, "numerator_median_s": medians[r["stage"]]}
-        )
+    result.ratios.extend({**r, "numerator": SAME_MALLOC} for r in same_ratios)
     result.notes.append(
         f"{SAME_MALLOC}: real upstream run with GLIBC_TUNABLES={GLIBC_TUNABLES} (the port's settings): "
         + ", ".join(f"{f['stage']} {fmt_s(f['median_s'])}" for f in same_figs)

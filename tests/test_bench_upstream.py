@@ -30,3 +30,5 @@ def test_upstream_timer_times_every_stage_on_the_ports_groups():
     )  # fmt: skip
     assert {f["stage"] for f in figs} == {"group_normalize", "container", "patches"}
     assert all(np.isfinite(r["median"]) and r["median"] > 0 for r in ratios) and len(ratios) == 3
+    medians = {f["stage"]: f["median_s"] for f in figs}
+    assert all(r["numerator_median_s"] == medians[r["stage"]] for r in ratios)
