@@ -8,3 +8,16 @@ TESTS = pathlib.Path(__file__).parent
 for path in (TESTS, TESTS.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_root_of_the_session(tmp_path_factory):
+    """The CLI's caches (compiled programs, simulated datasets) in a folder of this session, not the
+    user's: tests that run `ptycho-jax` in-process would otherwise fill `~/.cache/ptycho-jax`."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PTYCHO_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("ptycho-jax-cache")))
+    yield
+    mp.undo()

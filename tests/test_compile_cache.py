@@ -23,7 +23,8 @@ def test_default_dir_follows_xdg(tmp_path):
     )
     assert cc.default_cache_dir({"HOME": "/nowhere"}).parts[-3:] == (".cache", "ptycho-jax", "jax")
     explicit = {"PTYCHO_JAX_CACHE_DIR": str(tmp_path / "c"), "XDG_CACHE_HOME": "/x"}
-    assert cc.default_cache_dir(explicit) == tmp_path / "c"
+    assert cc.default_cache_dir(explicit) == tmp_path / "c" / "jax"
+    assert cc.cache_root(explicit) == tmp_path / "c"
 
 
 def test_disable_values():

@@ -261,3 +261,31 @@ def test_lazy_table_matches_the_type_checking_imports():
     }
     assert imported == ptycho_jax._MODULE_OF
     assert set(ptycho_jax.__all__) == {*imported, "__version__"}
+
+
+def test_console_script_exits_fast_with_its_code_output_and_atexit(tmp_path):
+    # `_launch.run` skips the interpreter's teardown, but not what a normal exit guarantees: the
+    # exit code, buffered stdout (a pipe: block-buffered), and the atexit handlers.
+    argv = ["ptycho-jax", "--no-compile-cache", "report", "--input", str(tmp_path / "missing.npz")]
+    argv += ["--out", str(tmp_path / "out")]
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('atexit handler ran'))\n"
+        "print('buffered before the run')\n"
+        f"sys.argv = {argv!r}\n"
+        "from ptycho_jax._launch import run\n"
+        "run()\n"
+        "print('never reached')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["buffered before the run", "atexit handler ran"]
+    assert "ptycho-jax: error: RawData file" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_script_is_the_fast_exit_entry_point():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"ptycho-jax": "ptycho_jax._launch:run"}

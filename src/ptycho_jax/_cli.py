@@ -78,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-compile-cache",
         action="store_true",
-        help="no persistent compilation cache (as PTYCHO_JAX_NO_CACHE=1)",
+        help="no persistent compilation cache (PTYCHO_JAX_NO_CACHE=1 turns off both caches)",
+    )
+    parser.add_argument(
+        "--no-dataset-cache",
+        action="store_true",
+        help="simulate the report's scenario even when the dataset cache holds it",
     )
     sub = parser.add_subparsers(dest="command", metavar="{simulate,report,crosscheck,bench}")
 
@@ -140,22 +145,39 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_raw(args, progress: Progress):
-    """The RawData named by --input, or the test half of the simulated --scenario."""
+    """`(raw, scenario, source)`: the RawData named by --input, or the test half of the simulated
+    --scenario (from the dataset cache when it holds it); `source` is the provenance entry saying
+    which (None for --input)."""
     from ._rawdata import RawData
 
     if args.input is not None:
         progress(f"loading {args.input}")
-        return RawData.from_npz(args.input), None
-    import jax.random as jr
-
-    from ._simulate import get_scenario, simulate
+        return RawData.from_npz(args.input), None, None
+    from ._compile_cache import cache_disabled
+    from ._dataset_cache import dataset_cache_dir, dataset_key, load_dataset, store_dataset
+    from ._simulate import get_scenario
 
     scenario = get_scenario(args.scenario or DEFAULT_SCENARIO)
+    what = {"call": "simulate", "scenario": scenario.to_dict(), "noise": True,
+            "noise_seed": args.noise_seed, "split": "test"}  # fmt: skip
+    cache = None if args.no_dataset_cache or cache_disabled() else dataset_cache_dir()
+    key = None if cache is None else dataset_key(what)
+    raw = None if cache is None else load_dataset(cache, key)
+    if raw is not None:
+        progress(f"loaded scenario {scenario.name} ({len(raw)} frames) from the dataset cache")
+        return raw, scenario, "simulated earlier, loaded from the dataset cache"
     progress(
         f"simulating scenario {scenario.name} ({scenario.total_images} frames of {scenario.N}x{scenario.N})"
     )
-    key = None if args.noise_seed is None else jr.key(args.noise_seed)
-    return simulate(scenario, key=key).test, scenario
+    import jax.random as jr
+
+    from ._simulate import simulate
+
+    rng = None if args.noise_seed is None else jr.key(args.noise_seed)
+    raw = simulate(scenario, key=rng).test
+    if cache is not None and store_dataset(cache, key, raw) is not None:
+        return raw, scenario, "simulated in this run, stored in the dataset cache"
+    return raw, scenario, "simulated in this run"
 
 
 def _chain_params(args, raw, scenario):
@@ -205,7 +227,7 @@ def _cmd_report(args) -> int:
 
     # input, 4 chain stages, rendering; a streamed run reports two passes per chunk, count unknown
     progress = Progress(None if args.chunk_groups else 6, quiet=args.quiet)
-    raw, scenario = _load_raw(args, progress)
+    raw, scenario, source = _load_raw(args, progress)
     params = _chain_params(args, raw, scenario)
     result = _run_chain(raw, params, args, progress)
     progress("rendering the report")
@@ -216,6 +238,7 @@ def _cmd_report(args) -> int:
         scenario=None if scenario is None else scenario.to_dict(),
         devices=args.devices,
         chunk_groups=args.chunk_groups,
+        **({} if source is None else {"simulation": source}),
     )
     report = chain_report(result, raw=raw, provenance=provenance)
     paths = write_report(report, args.out, figure=not args.no_figure)

@@ -4,8 +4,10 @@ The console script turns the cache on before its first jitted call, so a second 
 command loads its compiled programs from disk instead of compiling them again. The library itself
 never changes JAX's configuration; only the CLI calls `enable_compile_cache`.
 
-Where: `$PTYCHO_JAX_CACHE_DIR` if set, else `$XDG_CACHE_HOME/ptycho-jax/jax`, else
-`~/.cache/ptycho-jax/jax`. Off: `PTYCHO_JAX_NO_CACHE=1` (any value but "", "0", "false", "no").
+Where: `jax/` in the cache root (`cache_root`: `$PTYCHO_JAX_CACHE_DIR` if set, else
+`$XDG_CACHE_HOME/ptycho-jax`, else `~/.cache/ptycho-jax`), beside the CLI's other cache, the
+simulated datasets (`_dataset_cache`). Off: `PTYCHO_JAX_NO_CACHE=1` (any value but "", "0",
+"false", "no"), which turns off both.
 """
 
 import logging
@@ -30,14 +32,19 @@ def cache_disabled(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(NO_CACHE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def default_cache_dir(environ: Mapping[str, str] = os.environ) -> pathlib.Path:
-    """`$PTYCHO_JAX_CACHE_DIR`, else `$XDG_CACHE_HOME/ptycho-jax/jax`, else `~/.cache/ptycho-jax/jax`."""
+def cache_root(environ: Mapping[str, str] = os.environ) -> pathlib.Path:
+    """`$PTYCHO_JAX_CACHE_DIR`, else `$XDG_CACHE_HOME/ptycho-jax`, else `~/.cache/ptycho-jax`."""
     explicit = environ.get(CACHE_DIR_ENV, "").strip()
     if explicit:
         return pathlib.Path(explicit).expanduser()
     xdg = environ.get("XDG_CACHE_HOME", "").strip()
     base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
-    return base / "ptycho-jax" / "jax"
+    return base / "ptycho-jax"
+
+
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> pathlib.Path:
+    """The compiled programs' folder: `jax/` in `cache_root(environ)`."""
+    return cache_root(environ) / "jax"
 
 
 def enable_compile_cache(
