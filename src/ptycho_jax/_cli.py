@@ -145,19 +145,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_raw(args, progress: Progress):
-    """`(raw, scenario, source)`: the RawData named by --input, or the test half of the simulated
-    --scenario (from the dataset cache when it holds it); `source` is the provenance entry saying
-    which (None for --input)."""
+    """`(raw, scenario, source)`: the RawData named by --input, or the test half of the --scenario
+    simulated (see `_simulated`); `source` is the provenance line saying how (None for --input)."""
     from ._rawdata import RawData
 
     if args.input is not None:
         progress(f"loading {args.input}")
         return RawData.from_npz(args.input), None, None
-    from ._compile_cache import cache_disabled
-    from ._dataset_cache import dataset_cache_dir, dataset_key, load_dataset, store_dataset
     from ._simulate import get_scenario
 
     scenario = get_scenario(args.scenario or DEFAULT_SCENARIO)
+    raw, source = _simulated(scenario, args, progress)
+    return raw, scenario, source
+
+
+def _simulated(scenario, args, progress: Progress):
+    """`(raw, source)`: the test half of `scenario` with --noise-seed's noise, loaded from the
+    dataset cache when it holds it, else simulated (and stored there); `source` says which."""
+    from ._compile_cache import cache_disabled
+    from ._dataset_cache import dataset_cache_dir, dataset_key, load_dataset, store_dataset
+
     what = {"call": "simulate", "scenario": scenario.to_dict(), "noise": True,
             "noise_seed": args.noise_seed, "split": "test"}  # fmt: skip
     cache = None if args.no_dataset_cache or cache_disabled() else dataset_cache_dir()
@@ -165,7 +172,7 @@ def _load_raw(args, progress: Progress):
     raw = None if cache is None else load_dataset(cache, key)
     if raw is not None:
         progress(f"loaded scenario {scenario.name} ({len(raw)} frames) from the dataset cache")
-        return raw, scenario, "simulated earlier, loaded from the dataset cache"
+        return raw, "simulated earlier, loaded from the dataset cache"
     progress(
         f"simulating scenario {scenario.name} ({scenario.total_images} frames of {scenario.N}x{scenario.N})"
     )
@@ -176,8 +183,8 @@ def _load_raw(args, progress: Progress):
     rng = None if args.noise_seed is None else jr.key(args.noise_seed)
     raw = simulate(scenario, key=rng).test
     if cache is not None and store_dataset(cache, key, raw) is not None:
-        return raw, scenario, "simulated in this run, stored in the dataset cache"
-    return raw, scenario, "simulated in this run"
+        return raw, "simulated in this run, stored in the dataset cache"
+    return raw, "simulated in this run"
 
 
 def _chain_params(args, raw, scenario):
