@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
 
 from ptycho_jax import _dataset_cache as dc
@@ -154,3 +155,31 @@ def test_no_cache_env_writes_no_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("PTYCHO_JAX_NO_CACHE", "1")
     _, how = _report(tmp_path / "r")
     assert how == "simulated in this run" and not (tmp_path / "cache" / "datasets").exists()
+
+
+def test_probe_file_content_enters_the_key(tmp_path, monkeypatch):
+    # A scenario whose probe is read from a file: the same path with other content is another dataset.
+    import argparse
+
+    from ptycho_jax._cli import Progress, _simulated
+    from ptycho_jax._simulate import make_idealized_probe
+
+    monkeypatch.setenv("PTYCHO_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PTYCHO_JAX_NO_CACHE", raising=False)
+    probe_file = tmp_path / "probe.npz"
+    scenario = get_scenario("gs1_ideal", N=16, probe_mode="custom", probe_path=str(probe_file))
+    args = argparse.Namespace(no_dataset_cache=False, noise_seed=None)
+    quiet = Progress(None, quiet=True)
+    hows, diffs = [], []
+    for scale in (1.0, 1.0, 0.5):
+        np.savez(probe_file, probeGuess=make_idealized_probe(16) * scale)
+        raw, how = _simulated(scenario, args, quiet)
+        hows.append(how)
+        diffs.append(raw.diff3d)
+    assert hows == [
+        "simulated in this run, stored in the dataset cache",
+        "simulated earlier, loaded from the dataset cache",
+        "simulated in this run, stored in the dataset cache",
+    ]
+    assert diffs[0].tobytes() == diffs[1].tobytes()
+    assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2

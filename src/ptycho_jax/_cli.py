@@ -164,10 +164,17 @@ def _simulated(scenario, args, progress: Progress):
     dataset cache when it holds it, else simulated (and stored there); `source` says which."""
     from ._compile_cache import cache_disabled
     from ._dataset_cache import dataset_cache_dir, dataset_key, load_dataset, store_dataset
+    from ._report import file_sha256
 
-    what = {"call": "simulate", "scenario": scenario.to_dict(), "noise": True,
-            "noise_seed": args.noise_seed, "split": "test"}  # fmt: skip
     cache = None if args.no_dataset_cache or cache_disabled() else dataset_cache_dir()
+    probe_sha256 = None
+    if scenario.probe_path is not None and cache is not None:  # the file's content decides bits too
+        try:
+            probe_sha256 = file_sha256(scenario.probe_path)
+        except OSError:
+            cache = None  # no caching; simulate says what is wrong with the file
+    what = {"call": "simulate", "scenario": scenario.to_dict(), "probe_sha256": probe_sha256,
+            "noise": True, "noise_seed": args.noise_seed, "split": "test"}  # fmt: skip
     key = None if cache is None else dataset_key(what)
     raw = None if cache is None else load_dataset(cache, key)
     if raw is not None:
