@@ -1,16 +1,16 @@
 """Shared test setup: tests/ importable (helper modules `_golden`, `_invariants`) from every subfolder, and
-the repository root, where the `benchmarks` suite lives (it is not part of the installed package)."""
+the repository root, where the `benchmarks` suite lives (it is not part of the installed package); the
+CLI's caches in a folder of the test session."""
 
 import pathlib
 import sys
+
+import pytest
 
 TESTS = pathlib.Path(__file__).parent
 for path in (TESTS, TESTS.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
