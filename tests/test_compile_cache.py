@@ -84,3 +84,18 @@ def test_cli_flag_turns_the_cache_off(tmp_path):
     assert out.returncode == 0, out.stderr
     where = tmp_path / "on" / "ptycho-jax" / "jax"
     assert len([p for p in where.iterdir() if not p.name.endswith("-atime")]) >= 1
+
+
+def test_unwritable_cache_root_warns_in_the_cli_format_and_the_report_goes_on(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = _cli(["report", "--no-figure", "--out", str(tmp_path / "r")],
+               {"PTYCHO_JAX_CACHE_DIR": str(blocker / "cache")})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    warnings = [ln for ln in out.stderr.splitlines() if "warning" in ln.lower()]
+    assert len(warnings) == 2, out.stderr
+    assert warnings[0].startswith(
+        "ptycho-jax: warning: persistent compilation cache off: cannot create"
+    )
+    assert warnings[1].startswith("ptycho-jax: warning: dataset cache: cannot write")
+    assert (tmp_path / "r" / "intensity_stats.json").is_file()

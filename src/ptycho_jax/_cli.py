@@ -308,12 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._host_memory import log_last_setup
 
     log_last_setup()  # what the console script (_launch) did to the host allocator; -v shows it
-
-    if not args.no_compile_cache:
-        enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 or --no-compile-cache turns it off
     from ._cli_guard import run_guarded
 
-    return run_guarded(lambda: _dispatch(parser, args), verbose=args.verbose)
+    def command() -> int:
+        if not args.no_compile_cache:  # inside the guard: a warning prints as the command's own do
+            enable_compile_cache()  # compile once; PTYCHO_JAX_NO_CACHE=1 or --no-compile-cache: off
+        return _dispatch(parser, args)
+
+    return run_guarded(command, verbose=args.verbose)
 
 
 def _dispatch(parser: argparse.ArgumentParser, args) -> int:
