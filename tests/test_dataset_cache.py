@@ -2,6 +2,7 @@
 their bits, dropped when damaged or foreign, bounded in number; the report from a cached dataset
 is the report from a fresh simulation."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,12 @@ def raw():
 
 
 def _assert_same_raw(a: RawData, b: RawData) -> None:
+    # every field of RawData is compared: one added later must be stored too
+    assert {f.name for f in dataclasses.fields(RawData)} == {
+        *dc._ARRAY_FIELDS,
+        "norm_Y_I",
+        "metadata",
+    }
     for name in dc._ARRAY_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         assert (x is None) == (y is None), name

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import write_npz_atomic
-from ._rawdata import RawData
+from ._rawdata import NPZ_KEYS, RawData
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ FORMAT_VERSION = 1
 """Bumped whenever what an entry holds, or how, changes."""
 MAX_ENTRIES = 8
 """Entries kept in the folder (the default report's is about 27 MB)."""
-_ARRAY_FIELDS = (
-    "xcoords", "ycoords", "xcoords_start", "ycoords_start",
-    "diff3d", "probeGuess", "scan_index", "objectGuess", "Y",
-)  # fmt: skip
+_ARRAY_FIELDS = (*NPZ_KEYS, "Y")  # every array field of RawData
 _JAX_NUMERICS = (
     "jax_enable_x64",
     "jax_default_prng_impl",
