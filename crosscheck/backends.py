@@ -614,15 +614,25 @@ def _user_backend(spec: str) -> Any:
     return obj
 
 
-def resolve_backend(spec: "str | Backend") -> Any:
-    """The backend named by `spec`: `jax`, `tf`, `upstream`, `ptycho_torch` (alias `torch`),
-    `golden:DIR` or `package.module:Attribute`.
+def resolve_backend(
+    spec: "str | Backend",
+    *,
+    upstream_repo: "str | os.PathLike | None" = None,
+    python: "str | os.PathLike | None" = None,
+) -> Any:
+    """The backend named by `spec`: `jax`, `tf`, `upstream`, `upstream:PATH`, `upstream@REF`,
+    `ptycho_torch` (alias `torch`, with the same `:PATH` / `@REF` forms), `golden:DIR` or
+    `package.module:Attribute`.
 
     A `module:attribute` may name a backend instance, a class (instantiated without arguments) or
-    a zero-argument factory. A non-string `spec` is returned unchanged.
+    a zero-argument factory. A non-string `spec` is returned unchanged. `upstream_repo` is the
+    git checkout `@REF` reads (default `PTYCHO_UPSTREAM_REPO`); `python` the interpreter of an
+    upstream tree's own environment (default `PTYCHO_UPSTREAM_PYTHON`).
 
     Raises:
-        BackendUnavailableError: unknown name, missing dependency, missing folder or attribute.
+        BackendUnavailableError: unknown name, missing dependency, missing folder or attribute,
+            a tree that cannot be imported.
+        HarnessInputError: a tree path without `ptycho/params.py`, a ref git does not know.
     """
     if not isinstance(spec, str):
         return spec
@@ -630,19 +640,23 @@ def resolve_backend(spec: "str | Backend") -> Any:
         return JaxBackend()
     if spec == "tf":
         return TFBackend()
-    if spec == "upstream":
-        from .upstream import UpstreamBackend
+    from . import trees
 
-        return UpstreamBackend()
-    if spec in ("ptycho_torch", "torch"):
+    if trees.is_tree_spec(spec):
+        tree = trees.parse_tree_spec(spec, repo=upstream_repo)
+        py = None if python is None else pathlib.Path(python)
+        if spec.startswith("upstream"):
+            from .upstream import UpstreamBackend
+
+            return UpstreamBackend(tree=tree, python=py)
         from .torch_port import TorchPortBackend
 
-        return TorchPortBackend()
+        return TorchPortBackend(tree=tree, python=py)
     if spec.startswith("golden:"):
         return GoldenBackend(spec[len("golden:") :])
     if ":" in spec:
         return _user_backend(spec)
     raise BackendUnavailableError(
-        f"backend {spec!r}: expected jax, tf, upstream, ptycho_torch, golden:DIR or "
-        f"package.module:Attribute (e.g. my_port.backend:Backend)"
+        f"backend {spec!r}: expected jax, tf, upstream, upstream:PATH, upstream@REF, "
+        f"ptycho_torch, golden:DIR or package.module:Attribute (e.g. my_port.backend:Backend)"
     )

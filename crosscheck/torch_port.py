@@ -12,7 +12,7 @@ What the port has no code for is declared in `not_computed`.
 from typing import Any
 
 from .backends import CONTAINER_KEYS, GROUPED_KEYS, StageUnsupported
-from .upstream import UpstreamWorker, _WorkerBackend
+from .upstream import _WorkerBackend
 
 NOT_COMPUTED = frozenset(
     {
@@ -40,10 +40,8 @@ class TorchPortBackend(_WorkerBackend):
     """Upstream's PyTorch port `ptycho_torch` (its own functions; see the module docstring)."""
 
     name = "ptycho_torch"
+    kind = "ptycho_torch"
     not_computed = NOT_COMPUTED
-
-    def __init__(self, worker: UpstreamWorker | None = None):
-        super().__init__(worker)
 
     def grouping(self, raw: Any, params: Any):
         return {"nn_indices": self._run("torch_group", raw, params, None)["grouping.nn_indices"]}

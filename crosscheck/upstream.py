@@ -32,6 +32,7 @@ import numpy as np
 from ptycho_jax import BackendUnavailableError
 
 from . import _upstream_worker as _w
+from . import trees as _trees
 from .backends import (
     CONTAINER_KEYS,
     GROUPED_KEYS,
@@ -40,6 +41,7 @@ from .backends import (
     _digest,
     _params_key,
 )
+from .trees import UpstreamTree
 
 upstream_cfg = _w.upstream_cfg
 """Set keys of upstream's `params.cfg` for a scope, restore them and the global RNG afterwards."""
@@ -53,6 +55,10 @@ MAX_NOTE = 4000
 
 class UpstreamOutput(UserWarning):
     """Text upstream printed while a stage ran (recorded by the harness as a stage note)."""
+
+
+class StageNote(UpstreamOutput):
+    """A one-line remark of the worker about how it answered a stage (e.g. a fallback used)."""
 
 
 def upstream_python() -> pathlib.Path | None:
@@ -70,19 +76,23 @@ def upstream_path() -> pathlib.Path:
     return pathlib.Path(env) if env else (REPO.parent / "shared" / "upstream")
 
 
-def availability() -> str | None:
-    """None when the upstream environment and code are found, else why not (one line)."""
-    py = upstream_python()
+def availability(
+    *, python: pathlib.Path | None = None, path: pathlib.Path | None = None
+) -> str | None:
+    """None when the upstream environment and code are found, else why not (one line).
+
+    `python` / `path` override the environment's defaults (each is checked, not the default)."""
+    py = python if python is not None else upstream_python()
     if py is None:
         return (
             f"no upstream environment: set {ENV_PYTHON} to a Python with tensorflow-cpu==2.18.1 "
             f"tf-keras==2.18.0 tensorflow-probability==0.25.0 numpy==2.0.2 (see .ci/run), or "
             f"create {REPO / '.venv-upstream'}"
         )
-    if not py.exists():
-        return f"{ENV_PYTHON}={py}: no such interpreter"
-    path = upstream_path()
-    if not (path / "ptycho" / "params.py").is_file():
+    if not pathlib.Path(py).exists():
+        return f"{ENV_PYTHON if python is None else 'python'}={py}: no such interpreter"
+    path = path if path is not None else upstream_path()
+    if not (pathlib.Path(path) / "ptycho" / "params.py").is_file():
         return (
             f"no upstream code: expected the PtychoPINN source folder (with ptycho/params.py) at "
             f"{path}; set {ENV_PATH}"
@@ -93,16 +103,35 @@ def availability() -> str | None:
 class WorkerError(RuntimeError):
     """The worker reported an error for a request (its message, upstream's traceback in notes)."""
 
+    def __init__(self, message: str, traceback: str | None = None):
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class TreeImportError(WorkerError):
+    """The tree's `ptycho` package cannot be imported at all."""
+
 
 class UpstreamWorker:
     """One worker process under the upstream environment; requests are serialised."""
 
-    def __init__(self, *, python: pathlib.Path | None = None, path: pathlib.Path | None = None):
-        why = availability() if python is None else None
+    def __init__(
+        self,
+        *,
+        python: pathlib.Path | None = None,
+        path: pathlib.Path | None = None,
+        label: str = "upstream",
+    ):
+        why = availability(
+            python=None if python is None else pathlib.Path(python),
+            path=None if path is None else pathlib.Path(path),
+        )
         if why:
-            raise BackendUnavailableError(f"backend 'upstream': {why}")
+            raise BackendUnavailableError(f"backend {label!r}: {why}")
+        self.label = label
         self.python = pathlib.Path(python or upstream_python())
-        self.path = pathlib.Path(path or upstream_path())
+        self.path = pathlib.Path(path or upstream_path()).resolve()
+        self._probe: dict[str, Any] | None = None
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="ptycho-upstream-"))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -153,8 +182,31 @@ class UpstreamWorker:
         if not reply.get("ok"):
             if reply.get("kind") == "unsupported":
                 raise StageUnsupported(reply.get("error", op))
-            raise WorkerError(reply.get("error", f"{op} failed"))
+            cls = TreeImportError if reply.get("kind") == "import_error" else WorkerError
+            raise cls(reply.get("error", f"{op} failed"), reply.get("traceback"))
+        for note in reply.get("notes") or ():
+            warnings.warn(StageNote(f"{self.label}: {note}"), stacklevel=2)
         return reply
+
+    def probe(self, stages: tuple[str, ...] = (), params: Any = None) -> dict[str, Any]:
+        """The worker's versions and, per stage, None or why the tree cannot answer it.
+
+        Raises:
+            BackendUnavailableError: the tree cannot be imported (`import ptycho.params` fails):
+                names the tree and the first error line.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UpstreamOutput)
+            try:
+                return self.request("probe", stages=list(stages), params=params or {})
+            except TreeImportError as e:
+                raise BackendUnavailableError(
+                    f"backend {self.label!r}: the tree at {self.path} cannot be imported: {e}"
+                ) from e
+            except WorkerError as e:
+                raise BackendUnavailableError(
+                    f"backend {self.label!r}: the worker under {self.python} failed: {e}"
+                ) from e
 
     def close(self) -> None:
         proc = getattr(self, "proc", None)
@@ -218,15 +270,36 @@ def raw_arrays(raw: Any) -> dict[str, np.ndarray]:
     return out
 
 
+class UpstreamTraceback(UpstreamOutput):
+    """Upstream's traceback for a request that raised (recorded once in the run's notes)."""
+
+
 class _WorkerBackend:
-    """Shared plumbing: the worker, raw-input files, a memo of chain runs."""
+    """Shared plumbing: the worker, raw-input files, a memo of stage runs, provenance."""
 
     name = "worker"
+    kind = "worker"
+    PACKAGE = "ptycho"
 
-    def __init__(self, worker: UpstreamWorker | None = None):
-        self.worker = worker or UpstreamWorker()
+    def __init__(
+        self,
+        worker: UpstreamWorker | None = None,
+        *,
+        tree: UpstreamTree | None = None,
+        python: pathlib.Path | None = None,
+    ):
+        if tree is not None:
+            self.name = tree.spec
+        self.tree = tree
+        self.worker = worker or UpstreamWorker(
+            python=python, path=None if tree is None else tree.path, label=self.name
+        )
         self._raw_files: list[tuple[Any, pathlib.Path]] = []
         self._runs: dict[tuple, dict[str, np.ndarray]] = {}
+        self.capabilities = self.worker.probe(self.PROBED, {}).get("stages", {})
+        self._provenance: dict[str, Any] | None = None
+
+    PROBED: tuple[str, ...] = ()
 
     def _raw_file(self, raw: Any) -> pathlib.Path:
         for r, path in self._raw_files:
@@ -249,9 +322,26 @@ class _WorkerBackend:
         path.unlink(missing_ok=True)
         return out
 
-    def _run(self, op: str, raw: Any, params: Any, nn_indices: Any) -> dict[str, np.ndarray]:
+    def _request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """A worker request; upstream's traceback of a failure becomes one note, the error one line."""
+        try:
+            return self.worker.request(op, **fields)
+        except WorkerError as e:
+            if e.traceback:
+                warnings.warn(
+                    UpstreamTraceback(
+                        f"{self.name}: {op} raised; upstream's traceback:\n{e.traceback}"
+                    ),
+                    stacklevel=2,
+                )
+            raise WorkerError(f"{self.name}: {e}") from None
+
+    def _run(
+        self, op: str, raw: Any, params: Any, nn_indices: Any, **extra: Any
+    ) -> dict[str, np.ndarray]:
         nn = None if nn_indices is None else np.asarray(nn_indices)
-        key = (op, id(raw), _params_key(params), None if nn is None else _digest(nn))
+        key = (op, tuple(sorted(extra.items())), id(raw), _params_key(params))
+        key += (None if nn is None else _digest(nn),)
         if key in self._runs:
             return self._runs[key]
         nn_path = None
@@ -259,17 +349,20 @@ class _WorkerBackend:
             nn_path = self.worker.file("nn")
             np.savez(nn_path, nn_indices=nn)
         out_path = self.worker.file("out")
-        self.worker.request(
-            op,
-            raw=str(self._raw_file(raw)),
-            params=params_json(params, self._N(raw, params)),
-            nn=None if nn_path is None else str(nn_path),
-            out=str(out_path),
-        )
+        try:
+            self._request(
+                op,
+                raw=str(self._raw_file(raw)),
+                params=params_json(params, self._N(raw, params)),
+                nn=None if nn_path is None else str(nn_path),
+                out=str(out_path),
+                **extra,
+            )
+        finally:
+            if nn_path is not None:
+                nn_path.unlink(missing_ok=True)
         res = self._load(out_path)
         self._runs[key] = res
-        if nn is None and "grouping.nn_indices" in res:  # the same run answers its own groups
-            self._runs[key[:3] + (_digest(res["grouping.nn_indices"]),)] = res
         return res
 
     @staticmethod
@@ -286,56 +379,102 @@ class _WorkerBackend:
         x_path, out_path = self.worker.file("x"), self.worker.file("scaler")
         np.savez(x_path, x=np.asarray(x, np.float32))
         try:
-            self.worker.request(
+            self._request(
                 op, x=str(x_path), scale=float(scale), trainable=bool(trainable), out=str(out_path)
             )
         finally:
             x_path.unlink(missing_ok=True)
         return self._load(out_path)
 
+    # -- provenance and identity (specs/crosscheck.md §2.3.3)
+    def code_identity(self) -> tuple[str, str, str]:
+        """(kind, digest of the tree's source, interpreter): equal for the same code."""
+        return (self.kind, _trees.code_digest(self.worker.path), str(self.worker.python))
+
+    def provenance(self) -> dict[str, Any]:
+        """Backend, tree path, commit and dirtiness, interpreter and the worker's library versions."""
+        if self._provenance is None:
+            tree = self.tree or _trees.tree_at(self.worker.path, self.name)
+            versions = dict(self.worker.probe((), {}).get("versions") or {})
+            self._provenance = {
+                "backend": self.kind,
+                "spec": self.name,
+                **tree.provenance(),
+                "code_sha256": _trees.code_digest(self.worker.path),
+                "interpreter": str(self.worker.python),
+                "versions": versions,
+                "unsupported_stages": {k: v for k, v in self.capabilities.items() if v},
+            }
+        return self._provenance
+
     def close(self) -> None:
         self.worker.close()
 
 
 class UpstreamBackend(_WorkerBackend):
-    """Drives the real upstream PtychoPINN `ptycho` package (pipeline.md §1–§9), complete.
+    """Drives a real upstream PtychoPINN `ptycho` tree (pipeline.md §1–§9), one stage at a time.
 
-    Per parameter set and groups, one worker request runs upstream's own code for every stage:
-    `RawData.generate_grouped_data` (own groups) or `RawData._generate_dataset_from_groups`
-    (injected `nn_indices`), `raw_data.normalize_data` / `loader.normalize_data` (variant
-    `seed`), `get_image_patches`, `loader.load`, `train_pinn.calculate_intensity_scale`; the
-    scaler stage drives `ptycho.model.IntensityScaler` / `IntensityScaler_inv` on upstream's
-    shared `log_scale` variable. `params.cfg`, the global NumPy RNG and the variable are
-    restored after each request.
+    Each stage is one worker request, checked first against what the tree has (methods,
+    signatures, log-scale layout; `_upstream_worker._check_stage`): a stage the tree cannot
+    answer raises `StageUnsupported` with one line saying what is missing, and costs only that
+    stage. Upstream's own code runs every stage: `RawData.generate_grouped_data` (own groups) or
+    `RawData._generate_dataset_from_groups` (injected `nn_indices`), `raw_data.normalize_data` /
+    `loader.normalize_data` (variant `seed`), `get_image_patches`, `loader.load`,
+    `train_pinn.calculate_intensity_scale`; the scaler stage drives `ptycho.model.IntensityScaler`
+    / `IntensityScaler_inv` on the tree's shared `log_scale` variable. `params.cfg`, the global
+    NumPy RNG and the variable are restored after each request.
+
+    Args:
+        worker: an existing worker (tests); else one is started for `tree` under `python`.
+        tree: the tree (`crosscheck.trees`); None for the default (`PTYCHO_UPSTREAM_PATH`).
+        python: the interpreter of the tree's environment (default `PTYCHO_UPSTREAM_PYTHON`).
+
+    Raises:
+        BackendUnavailableError: no environment, or the tree cannot be imported.
     """
 
     name = "upstream"
+    kind = "upstream"
     not_computed: frozenset[str] = frozenset()
+    PROBED = ("grouping", "grouped", "normalize", "patches", "container", "scaler")
+
+    def _one(self, stage: str, raw, params, nn_indices) -> dict[str, Any]:
+        res = self._run("stage", raw, params, nn_indices, stage=stage)
+        return self._stage(res, stage)
 
     def grouping(self, raw, params):
-        return {"nn_indices": self._run("chain", raw, params, None)["grouping.nn_indices"]}
+        return {"nn_indices": self._one("grouping", raw, params, None)["nn_indices"]}
 
     def grouped(self, raw, params, *, nn_indices=None):
-        return self._stage(self._run("chain", raw, params, nn_indices), "grouped", GROUPED_KEYS)
+        return {
+            k: v
+            for k, v in sorted(
+                self._one("grouped", raw, params, nn_indices).items(),
+                key=lambda kv: GROUPED_KEYS.index(kv[0]) if kv[0] in GROUPED_KEYS else 99,
+            )
+        }
 
     def normalize(self, raw, params, *, nn_indices=None):
-        return self._stage(self._run("chain", raw, params, nn_indices), "normalize")
+        return self._one("normalize", raw, params, nn_indices)
 
     def patches(self, raw, params, *, nn_indices=None):
-        out = self._stage(self._run("chain", raw, params, nn_indices), "patches")
+        out = self._one("patches", raw, params, nn_indices)
         if not out:
             raise StageUnsupported("upstream: no patches (the input has neither Y nor objectGuess)")
         return out
 
     def intensity_scales(self, raw, params, *, nn_indices=None):
-        res = self._stage(self._run("chain", raw, params, nn_indices), "intensity_scales")
+        res = self._one("intensity_scales", raw, params, nn_indices)
         return {k: float(res[k]) for k in SCALE_KEYS if k in res}
 
     def scaler(self, x, *, scale, trainable=True):
         return self._scaler("scaler", x, scale, trainable)
 
     def container(self, raw, params, *, nn_indices=None):
-        return self._stage(self._run("chain", raw, params, nn_indices), "container", CONTAINER_KEYS)
+        out = self._one("container", raw, params, nn_indices)
+        return {k: out[k] for k in CONTAINER_KEYS if k in out} | {
+            k: v for k, v in out.items() if k not in CONTAINER_KEYS
+        }
 
     def state(self) -> dict[str, Any]:
         """Upstream's global state in the worker (`params.cfg`, RNG digest, `log_scale`)."""
@@ -351,8 +490,10 @@ def is_available() -> bool:
 
 
 __all__ = [
+    "StageNote",
     "UpstreamBackend",
     "UpstreamOutput",
+    "UpstreamTraceback",
     "UpstreamWorker",
     "availability",
     "is_available",
