@@ -7,6 +7,7 @@ array name → NumPy array (or Python scalar), named like the upstream grouped d
 golden files. A backend that cannot produce a stage raises `StageUnsupported`.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -420,6 +421,20 @@ class GoldenBackend:
             )
         return meta
 
+    def provenance(self) -> dict[str, Any]:
+        """The recording: its folder, the parameters and upstream commit it names."""
+        meta = {}
+        with contextlib.suppress(Exception):
+            meta = self._params_json()
+        out: dict[str, Any] = {"backend": "golden", "spec": self.name, "tree": str(self.dir)}
+        for key, name in (("upstream_commit", "commit"), ("upstream_branch", "branch")):
+            if isinstance(meta, dict) and meta.get(key):
+                out[name] = meta[key]
+        if isinstance(meta, dict) and isinstance(meta.get("versions"), dict):
+            out["versions"] = meta["versions"]
+        out["recorded_params"] = self.recorded_params()
+        return out
+
     def not_computed(self, params: Any) -> tuple[str, ...]:
         """What this recording does not hold for `params` (documented, not INCOMPLETE):
         variant `seed`: the seed copy's gain, the container, the X-derived scales and the scaler
@@ -657,6 +672,7 @@ def resolve_backend(
     if ":" in spec:
         return _user_backend(spec)
     raise BackendUnavailableError(
-        f"backend {spec!r}: expected jax, tf, upstream, upstream:PATH, upstream@REF, "
-        f"ptycho_torch, golden:DIR or package.module:Attribute (e.g. my_port.backend:Backend)"
+        f"backend {spec!r}: expected jax, tf, upstream, ptycho_torch, golden:DIR or "
+        f"package.module:Attribute (e.g. my_port.backend:Backend); an upstream tree also as "
+        f"upstream:PATH or upstream@REF"
     )

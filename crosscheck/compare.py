@@ -293,6 +293,8 @@ class StageResult:
     required: tuple[str, ...] = ()
     uncompared: tuple[tuple[str, str], ...] = ()
     excepted: tuple[tuple[str, str], ...] = ()
+    errors: tuple[str, ...] = ()
+    """What a backend raised for this stage, one line each (also among `notes`)."""
 
     @property
     def failures(self) -> tuple[ArrayDelta, ...]:
@@ -345,6 +347,7 @@ class StageResult:
             "uncompared": [{"name": n, "why": w} for n, w in self.uncompared],
             "excepted": [{"name": n, "why": w} for n, w in self.excepted],
             "notes": list(self.notes),
+            "errors": list(self.errors),
             "arrays": [a.to_json() for a in self.arrays],
         }
 
@@ -372,6 +375,8 @@ class CrosscheckResult:
     params: Mapping[str, Any]
     stages: tuple[StageResult, ...]
     environment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    root_cause: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     reports: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
     difference_maps: Mapping[str, np.ndarray] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
@@ -411,6 +416,8 @@ class CrosscheckResult:
             "params": _py(dict(self.params)),
             "notes": list(self.notes),
             "environment": _py(dict(self.environment)),
+            "provenance": _py(dict(self.provenance)),
+            "root_cause": _py(dict(self.root_cause)),
             "stages": [s.to_json() for s in self.stages],
         }
 

@@ -847,6 +847,17 @@ def _metrics(ctx: DiagnosisContext) -> str:
 def _unclassified(ctx: DiagnosisContext, m: "_Matcher | None" = None, extra: str = "") -> Diagnosis:
     """No class fits: say what was measured (best-fit factor and shift with their residuals)."""
     measured = []
+    if m is not None and m.p.size == 1:
+        # one value: any factor "fits" it exactly, so the ratio is a measurement, not a class
+        pv, rv = complex(m.p.reshape(-1)[0]), complex(m.r.reshape(-1)[0])
+        if rv != 0 and pv.imag == 0 and rv.imag == 0:
+            measured.append(f"port / reference = {_fmt_factor(pv.real / rv.real)} (one value)")
+        msg = (
+            f"a single value differs ({_metrics(ctx)})"
+            if _metrics(ctx)
+            else "a single value differs"
+        )
+        return Diagnosis("unclassified", msg + (": " + measured[0] if measured else "") + extra)
     if m is not None and m.p.size:
         bs = best_scale(m.p, m.r)
         if bs is None:

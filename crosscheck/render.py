@@ -105,7 +105,7 @@ def verdict_table(result: CrosscheckResult) -> str:
         if fails:
             diag = "; ".join(f"`{a.name}`: {a.diagnosis or a.status}" for a in fails)
         elif s.verdict == Verdict.FAIL:
-            diag = "; ".join(n for n in s.notes if " raised " in n or ": " in n) or "failed"
+            diag = "; ".join(s.errors) or "failed"
         elif s.uncompared:
             diag = "not compared: " + "; ".join(f"`{n}` ({w})" for n, w in s.uncompared)
         elif s.verdict == Verdict.NOT_REQUIRED:
@@ -131,27 +131,41 @@ def format_failure(result: CrosscheckResult) -> str:
     lines = [
         f"crosscheck {result.port} vs {result.reference}: {result.verdict}",
         verdict_line(result),
-        "",
-        verdict_table(result),
-        "",
     ]
+    if result.root_cause:
+        lines.append(_one_line(result.root_cause.get("summary", ""), 600))
+    lines += ["", verdict_table(result), ""]
     for s in result.stages:
         for a in s.failures:
             lines.append(
-                f"- {s.name}/{a.name}: {a.diagnosis or a.status} "
+                f"- {s.name}/{a.name}: {_one_line(a.diagnosis or a.status)} "
                 f"(max abs {_fmt(a.max_abs)}, max ulp {_fmt(a.max_ulp)}, "
                 f"{a.n_beyond} of {a.n_total} beyond {a.tolerance}, worst at {a.worst_index}: "
                 f"port {_fmt(a.worst_port, 9)} vs reference {_fmt(a.worst_ref, 9)})"
             )
         if s.verdict == Verdict.FAIL and not s.failures:
-            lines += [f"- {s.name}: {n}" for n in s.notes]
+            lines += [f"- {s.name}: {e}" for e in s.errors]
         for n, w in s.uncompared:
-            lines.append(f"- {s.name}/{n}: NOT COMPARED — {w}")
+            lines.append(f"- {s.name}/{n}: NOT COMPARED — {_one_line(w)}")
         if s.verdict == Verdict.INCOMPLETE:
-            lines += [f"- {s.name}: note: {n}" for n in s.notes if "did you mean" in n]
+            lines += [f"- {s.name}: note: {_one_line(n)}" for n in s.notes if "did you mean" in n]
     for n in result.notes:
-        lines.append(f"- note: {n}")
+        lines.append(f"- note: {_one_line(n)}")
     return "\n".join(lines).rstrip("\n")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """First line of `text`, cut at `limit` (stdout never carries a traceback or upstream's output)."""
+    first = (str(text).strip().splitlines() or [""])[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def _note_md(note: str) -> list[str]:
+    """A note as Markdown: one bullet, or a bullet and a fenced block for multi-line text."""
+    head, _, rest = str(note).strip().partition("\n")
+    if not rest:
+        return [f"- note: {head}"]
+    return [f"- note: {head}", "", "  ```text", *("  " + ln for ln in rest.splitlines()), "  ```"]
 
 
 def _demote(md: str, levels: int = 2) -> str:
@@ -159,6 +173,48 @@ def _demote(md: str, levels: int = 2) -> str:
     for line in md.splitlines():
         out.append("#" * levels + line if line.startswith("#") else line)
     return "\n".join(out)
+
+
+def _root_cause_md(result: CrosscheckResult) -> list[str]:
+    rc = result.root_cause
+    if not rc:
+        return []
+    lines = ["## Root cause", "", f"**{rc.get('summary')}**", ""]
+    for c in rc.get("causes", []):
+        lines.append(f"- cause `{c['array']}`: {c['summary']}")
+        if c.get("variant_match"):
+            lines.append(f"  - {c['variant_match']}")
+        for e in c.get("explains", []):
+            lines.append(f"  - `{e}` follows from it")
+    return lines + [""]
+
+
+def _provenance_md(result: CrosscheckResult) -> list[str]:
+    if not result.provenance:
+        return []
+    lines = [
+        "## Provenance",
+        "",
+        "| side | backend | tree / source | commit | dirty | interpreter | versions |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for side in ("port", "reference"):
+        p = result.provenance.get(side) or {}
+        versions = ", ".join(
+            f"{k} {v}" for k, v in (p.get("versions") or {}).items() if k != "executable"
+        )
+        lines.append(
+            f"| {side} | {_cell(p.get('spec') or p.get('backend'))} | "
+            f"{_cell(p.get('tree') or p.get('source') or p.get('dir') or '—')} | "
+            f"{_cell(p.get('commit') or '—')} | {_cell(p.get('dirty'))} | "
+            f"{_cell(p.get('interpreter') or '—')} | {_cell(versions or '—')} |"
+        )
+    for side in ("port", "reference"):
+        for stage, why in (
+            (result.provenance.get(side) or {}).get("unsupported_stages") or {}
+        ).items():
+            lines.append(f"- {side}: the tree cannot answer `{stage}`: {why}")
+    return lines + [""]
 
 
 def render_markdown(result: CrosscheckResult) -> str:
@@ -175,9 +231,10 @@ def render_markdown(result: CrosscheckResult) -> str:
         "",
         verdict_table(result),
         "",
-        "## Per-array deltas",
-        "",
     ]
+    lines += _root_cause_md(result) + _provenance_md(result)
+    lines += [f"- run note: {_one_line(n, 2000)}" for n in result.notes]
+    lines += ["", "## Per-array deltas", ""]
     for s in result.stages:
         lines.append(f"### {s.name} — {_verdict(s)}")
         lines.append("")
@@ -212,7 +269,7 @@ def render_markdown(result: CrosscheckResult) -> str:
                 )
             lines.append("")
         for n in s.notes:
-            lines.append(f"- note: {n}")
+            lines += _note_md(n)
         if s.notes:
             lines.append("")
     lines += ["## Diagnoses", ""]

@@ -449,7 +449,14 @@ def stage_result(
         required=tuple(required),
         uncompared=tuple(uncompared),
         excepted=tuple(excepted),
+        errors=tuple(one_line(e) for e in errors),
     )
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """The first line of `text`, cut at `limit` characters (stdout and table cells)."""
+    first = (str(text).strip().splitlines() or [""])[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def not_required(stage: str, why: str = "not in --stages") -> StageResult:
@@ -476,6 +483,65 @@ def _environment(params: Any) -> dict[str, Any]:
         logger.debug("no JAX device list: %s", e)
     env["variant"] = getattr(params, "variant", None)
     return env
+
+
+def backend_provenance(backend: Any) -> dict[str, Any]:
+    """Where a side's code came from: the backend's own `provenance()` (upstream trees: path,
+    commit, dirty, interpreter, the worker's library versions), else its class, source file,
+    the git state of that file's folder and this interpreter's versions."""
+    fn = getattr(backend, "provenance", None)
+    if callable(fn):
+        try:
+            return dict(fn())
+        except Exception as e:  # noqa: BLE001 - provenance is reported, never fatal
+            return {"backend": getattr(backend, "name", None), "error": f"{type(e).__name__}: {e}"}
+    import inspect
+    import pathlib
+
+    from . import trees
+
+    cls = type(backend)
+    out: dict[str, Any] = {
+        "backend": str(getattr(backend, "name", cls.__name__)),
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "interpreter": sys.executable,
+    }
+    try:
+        src = inspect.getsourcefile(cls)
+    except TypeError:
+        src = None
+    if src:
+        out["source"] = src
+        commit, dirty = trees.git_state(pathlib.Path(src).parent)
+        out["commit"], out["dirty"] = commit, dirty
+    versions = {}
+    for mod in ("numpy", "jax", "tensorflow", "ptycho_jax"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            versions[mod] = str(getattr(m, "__version__", "?"))
+    out["versions"] = versions
+    return out
+
+
+def same_code(port: Any, reference: Any, port_spec: Any, reference_spec: Any) -> str | None:
+    """Why the two sides run the same code (one line), or None.
+
+    Same spec string, the same backend object, or equal `code_identity()` (an upstream tree's
+    source digest and interpreter): comparing such sides can only pass."""
+    if port is reference:
+        return "port and reference are the same backend object"
+    if isinstance(port_spec, str) and port_spec == reference_spec:
+        return f"port and reference are both {port_spec!r}"
+    pi, ri = getattr(port, "code_identity", None), getattr(reference, "code_identity", None)
+    if callable(pi) and callable(ri):
+        a, b = pi(), ri()
+        if a == b:
+            return (
+                f"port {getattr(port, 'name', port_spec)!r} and reference "
+                f"{getattr(reference, 'name', reference_spec)!r} run the same code (source "
+                f"sha256 {a[1][:12]}, interpreter {a[2]})"
+            )
+    return None
 
 
 def _params_dict(params: Any) -> dict[str, Any]:
@@ -610,6 +676,7 @@ def run_crosscheck(
     progress: Callable[[str], None] | None = None,
     stages: "str | Collection[str] | None" = None,
     allow_missing: Collection[str] = (),
+    allow_same_code: bool = False,
 ) -> CrosscheckResult:
     """Run `port` and `reference` on `raw` stage by stage and compare every array.
 
@@ -625,6 +692,8 @@ def run_crosscheck(
         progress: called with each stage name as it starts.
         stages: the stages required (names or "a,b"); default every stage.
         allow_missing: `stage` / `stage.array` names whose absence is a documented exception.
+        allow_same_code: run even when both sides are the same code (`same_code`); the run's
+            notes then say so. Without it such a pair is refused.
 
     Returns:
         The frozen `CrosscheckResult`; `verdict` is PASS, FAIL or INCOMPLETE and `passed` is
@@ -633,7 +702,8 @@ def run_crosscheck(
     Raises:
         BackendUnavailableError: a backend cannot be constructed.
         HarnessInputError: unknown or empty stage names, unknown `allow_missing` names, a bad
-            backend declaration, parameters or an input contradicting a backend's recording.
+            backend declaration, parameters or an input contradicting a backend's recording,
+            port and reference running the same code (unless `allow_same_code`).
         ToleranceError: a bad tolerance file.
     """
     tick = progress or (lambda name: None)
@@ -641,6 +711,16 @@ def run_crosscheck(
     allowed = check_names(allow_missing, what="--allow-missing")
     table = _resolve_table(tolerances)
     pb, rb = resolve_backend(port), resolve_backend(reference)
+    run_notes: list[str] = []
+    same = same_code(pb, rb, port, reference)
+    if same and not allow_same_code:
+        raise HarnessInputError(
+            f"{same}: the comparison could only pass (name two different trees or commits, or "
+            "pass --allow-same-code to run it anyway)"
+        )
+    if same:
+        run_notes.append(f"warning: {same} (--allow-same-code): a PASS here says nothing")
+    provenance = {"port": backend_provenance(pb), "reference": backend_provenance(rb)}
     for side, b in (("reference", rb), ("port", pb)):
         conflicts = params_conflicts(recorded_params(b), params, raw)
         if conflicts:
@@ -657,13 +737,18 @@ def run_crosscheck(
     if pd.not_computed:
         declared[f"declared not computed by {pd.label}"] = pd.not_computed
     if rd.not_computed:
-        declared[f"declared not computed by {rd.label}"] = rd.not_computed
+        # A reference cannot vouch for what it does not hold: its own declared absences stay
+        # required (INCOMPLETE), never a documented exception; only the port's declarations and
+        # --allow-missing except (specs/crosscheck.md §5.2).
+        run_notes.append(
+            f"{rd.label} declares it does not compute {', '.join(sorted(rd.not_computed))}: "
+            "those stay required (a reference's absence is not compared, so it cannot PASS)"
+        )
     if allowed:
         declared["--allow-missing"] = allowed
     h = _Harness(raw, params, table, declared)
     N = params.N if params.N is not None else int(np.shape(raw.diff3d)[-1])
     results: dict[str, StageResult] = {}
-    run_notes: list[str] = []
 
     def call(side, stage, *args, **kw):
         b, d = (pb, pd) if side == "port" else (rb, rd)
@@ -737,6 +822,8 @@ def run_crosscheck(
             reports[f"{side} ({getattr(b, 'name', b)})"] = md
 
     ordered = tuple(results[s] for s in STAGES if s in results)
+    cause = _root_cause(h, ordered, N)
+    ordered = _mark_follows(ordered, cause)
     verdict = overall_verdict(ordered)
     h.maps.sort(key=lambda t: t[0], reverse=True)
     maps = {name: m for _, name, m in h.maps[:MAX_MAPS]}
@@ -750,9 +837,87 @@ def run_crosscheck(
         params=_params_dict(params),
         stages=ordered,
         environment=_environment(params),
+        provenance=provenance,
+        root_cause=cause.to_json() if cause.causes else {},
         reports=reports,
         difference_maps=maps,
     )
+
+
+def _known_variants(h: _Harness, N: int) -> dict[str, dict[str, np.ndarray]]:
+    """Arrays of known variants to name a failing port array by (rootcause.analyse).
+
+    The other variant of `normalize_data` (ptycho_jax on the reference's grouped frames), and
+    the reference's extra arrays of each stage (e.g. a golden's `X_full_loader_normalize_data`).
+    """
+    import ptycho_jax as pj
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    ref = h.outputs["reference"]
+    D = (ref.get("grouped") or {}).get("diffraction")
+    if D is not None and np.asarray(D).dtype == np.float32:
+        for variant in ("main", "seed"):
+            if variant == h.params.variant:
+                continue
+            try:
+                X, gain = pj.normalize_data(np.asarray(D), N, variant=variant)
+            except Exception as e:  # noqa: BLE001 - a naming aid, never fatal
+                logger.debug("no %s variant arrays: %s", variant, e)
+                continue
+            X = np.asarray(X)
+            out[f"variant `{variant}` (ptycho_jax on the reference's grouped frames)"] = {
+                "normalize.X_full": X,
+                "normalize.normalize_gain": np.asarray(gain),
+                "container.X": X,
+            }
+    extras = {}
+    for stage, arrays in ref.items():
+        req = set(REQUIRED.get(stage, ()))
+        for k, v in (arrays or {}).items():
+            if k not in req and v is not None:
+                for target in (
+                    (f"{stage}.X_full", f"{stage}.X") if stage in ("normalize", "container") else ()
+                ):
+                    extras.setdefault(f"the reference's `{k}`", {})[target] = np.asarray(v)
+    out.update(extras)
+    return out
+
+
+def _root_cause(h: _Harness, stages: tuple[StageResult, ...], N: int):
+    from . import rootcause
+
+    try:
+        variants = _known_variants(h, N)
+    except Exception as e:  # noqa: BLE001 - a naming aid, never fatal
+        logger.debug("known variants unavailable: %s", e)
+        variants = {}
+    return rootcause.analyse(
+        stages,
+        h.outputs["port"],
+        h.outputs["reference"],
+        rule=h.table.rule,
+        variant=str(h.params.variant),
+        variant_arrays=variants,
+    )
+
+
+def _mark_follows(stages: tuple[StageResult, ...], cause) -> tuple[StageResult, ...]:
+    """Failing arrays explained by a cause carry `follows from <cause>` in their diagnosis."""
+    if not cause.follows:
+        return stages
+    out = []
+    for s in stages:
+        arrays = []
+        for a in s.arrays:
+            label = cause.follows.get(f"{s.name}.{a.name}")
+            if label is not None:
+                own = f" (its own diagnosis: {a.diagnosis})" if a.diagnosis else ""
+                a = dataclasses.replace(
+                    a, diagnosis=f"follows from {label}{own}", diagnosis_class="follows"
+                )
+            arrays.append(a)
+        out.append(dataclasses.replace(s, arrays=tuple(arrays)))
+    return tuple(out)
 
 
 def _scaler_stage(h: _Harness, call) -> StageResult:
