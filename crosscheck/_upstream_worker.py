@@ -16,17 +16,24 @@ Before any stage runs, `probe` checks the tree per stage (methods, signatures, l
 a stage the tree cannot answer is `unsupported` with one line saying what is missing.
 """
 
-import contextlib
-import json
-import math
 import os
 import sys
-import tempfile
-import traceback
-from collections.abc import Iterator, Mapping
-from typing import Any
 
-import numpy as np
+# This folder is sys.path[0] when run as a script: move it last, so a module of the harness
+# never shadows the standard library's of the same name (it needs only `_keys` from here).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
+    sys.path.append(sys.path.pop(0))
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import tempfile  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Iterator, Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 try:  # imported as part of the `crosscheck` package (by crosscheck.upstream)
     from ._keys import CONTAINER_KEYS, COORD_KEYS

@@ -46,6 +46,13 @@ class ExitCode(enum.IntEnum):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `crosscheck` options to `parser` (a subcommand parser)."""
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        metavar="bisect",  # no `choices`: an unknown option's value must not read as a bad mode
+        help="bisect: walk the upstream history from --good to --bad and name the first commit "
+        "whose numbers differ from --good's",
+    )
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="NPZ", help="RawData NPZ (upstream layout) to cross-check")
     src.add_argument(
@@ -94,6 +101,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="draw groups without a seed (compared by invariants)",
     )
+    trees = parser.add_argument_group("upstream trees and commits")
+    trees.add_argument(
+        "--upstream-repo",
+        metavar="DIR",
+        help="the upstream git checkout that upstream@REF / --good / --bad name commits of "
+        "(default: $PTYCHO_UPSTREAM_REPO)",
+    )
+    trees.add_argument(
+        "--port-python",
+        metavar="PYTHON",
+        help="interpreter of the port tree's environment (default: $PTYCHO_UPSTREAM_PYTHON)",
+    )
+    trees.add_argument(
+        "--reference-python",
+        metavar="PYTHON",
+        help="interpreter of the reference tree's environment (default: $PTYCHO_UPSTREAM_PYTHON)",
+    )
+    trees.add_argument(
+        "--allow-same-code",
+        action="store_true",
+        help="run even when port and reference are the same code (refused by default: it can "
+        "only pass)",
+    )
+    trees.add_argument(
+        "--git-bisect-exit",
+        action="store_true",
+        help="exit as `git bisect run` expects: 0 PASS (or the reference's code: good without "
+        "running), 1 FAIL, 125 INCOMPLETE or a port tree that cannot be imported (skip), 128 any "
+        "other bad input (abort)",
+    )
+    trees.add_argument("--good", metavar="REF", help="bisect: a commit with the good numbers")
+    trees.add_argument("--bad", metavar="REF", help="bisect: a later commit whose numbers differ")
     add_chain_arguments(parser)
 
 
@@ -155,7 +194,7 @@ def _port(args: argparse.Namespace) -> Any:
     from .backends import JaxBackend, resolve_backend
 
     if args.devices is None and args.chunk_groups is None:
-        return resolve_backend(args.port)
+        return resolve_backend(args.port, upstream_repo=args.upstream_repo, python=args.port_python)
     if args.port != "jax":
         raise pj.PtychoInputError(
             "crosscheck --devices/--chunk-groups: expected --port jax (the mesh and stream paths "
@@ -178,12 +217,26 @@ def run(args: argparse.Namespace) -> int:
     from .render import format_failure, write_outputs
     from .run import recorded_params, run_crosscheck
 
+    if args.mode == "bisect":
+        return _run_bisect(args)
+    stage_of_error = "arguments"
     try:
         stages = parse_stages(args.stages)
         allow = check_names(args.allow_missing, what="--allow-missing")
         table = ToleranceTable.load(args.tolerances)
-        reference = resolve_backend(args.reference)
+        reference = resolve_backend(
+            args.reference, upstream_repo=args.upstream_repo, python=args.reference_python
+        )
+        stage_of_error = "port"
         port = _port(args)
+        stage_of_error = "run"
+        if args.git_bisect_exit and not args.allow_same_code:
+            from .run import same_code
+
+            same = same_code(port, reference, args.port, args.reference)
+            if same:  # the commit under test has the good commit's code: good, nothing to run
+                print(f"crosscheck {args.port} vs {args.reference}: PASS (same code: {same})")
+                return 0
         recorded = {}
         for side, b in (("port", port), ("reference", reference)):
             rec = recorded_params(b)
@@ -201,15 +254,73 @@ def run(args: argparse.Namespace) -> int:
             progress=lambda stage: logger.info("stage %s", stage),
             stages=stages,
             allow_missing=allow,
+            allow_same_code=args.allow_same_code,
         )
         paths = write_outputs(result, pathlib.Path(args.out))
     except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
         print(f"ptycho-jax crosscheck: error: {e}", file=sys.stderr)
+        if args.git_bisect_exit:  # an untestable port tree is a skip; anything else aborts
+            return 125 if stage_of_error == "port" else 128
         return ExitCode.USAGE
     print(format_failure(result))
     # stdout carries the verdict only; where the files went is a progress message.
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if args.git_bisect_exit:
+        from .bisection import GIT_BISECT_EXIT
+
+        return GIT_BISECT_EXIT[result.verdict]
     return ExitCode(EXIT_CODES[result.verdict])
+
+
+def _run_bisect(args: argparse.Namespace) -> int:
+    """`crosscheck bisect --good REF --bad REF`: print the first differing commit, write
+    bisect.md / bisect.json (and the cross-check at that commit) under --out."""
+    import ptycho_jax as pj
+    from ptycho_jax._atomic import write_files_atomically
+
+    from .adapt import parse_stages
+    from .bisection import bisect
+    from .compare import ToleranceError, ToleranceTable
+    from .render import write_outputs
+
+    try:
+        if not args.good or not args.bad:
+            raise pj.PtychoInputError(
+                "crosscheck bisect: expected --good REF and --bad REF, got "
+                f"--good {args.good!r} --bad {args.bad!r}"
+            )
+        stages = parse_stages(args.stages)
+        table = ToleranceTable.load(args.tolerances)
+        raw, defaults, described = _load_input(args, {}, None)
+        params = _params(args, defaults)
+        res = bisect(
+            raw,
+            repo=args.upstream_repo,
+            good=args.good,
+            bad=args.bad,
+            params=params,
+            stages=stages,
+            tolerances=table,
+            python=args.port_python,
+            progress=lambda msg: logger.info("bisect: %s", msg),
+        )
+        out = pathlib.Path(args.out)
+        write_files_atomically(
+            [
+                (out / "bisect.md", res.to_markdown().encode("utf-8")),
+                (out / "bisect.json", (res.to_json_str() + "\n").encode("utf-8")),
+            ]
+        )
+        if res.result_at_first_bad is not None:
+            write_outputs(res.result_at_first_bad, out / "first_bad")
+    except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
+        print(f"ptycho-jax crosscheck: error: {e}", file=sys.stderr)
+        return ExitCode.USAGE
+    print(res.summary())
+    for s in res.steps:
+        print(f"  {s.commit[:12]} {s.verdict:<10} {s.subject}")
+    print(f"wrote {out / 'bisect.md'}, {out / 'bisect.json'}", file=sys.stderr)
+    return ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> int:

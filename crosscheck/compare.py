@@ -248,6 +248,8 @@ class ArrayDelta:
     inf_ref: int = 0
     diagnosis: str | None = None
     diagnosis_class: str | None = None
+    # the run's root cause this failure is explained by (its own diagnosis above stays as found)
+    follows_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: _py(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -93,6 +93,14 @@ def verdict_line(result: CrosscheckResult) -> str:
     return f"{result.verdict} (exit {EXIT_CODES[result.verdict]}): " + ", ".join(parts)
 
 
+def _diagnosis_text(a) -> str:
+    """An array's diagnosis, led by the root cause it follows from when it has one."""
+    own = a.diagnosis or a.status
+    if a.follows_from:
+        return f"follows from {a.follows_from} (its own diagnosis: {own})"
+    return own
+
+
 def verdict_table(result: CrosscheckResult) -> str:
     """The per-stage verdict table (Markdown) that opens `crosscheck.md`."""
     lines = [
@@ -103,7 +111,7 @@ def verdict_table(result: CrosscheckResult) -> str:
         worst = _worst(s)
         fails = s.failures
         if fails:
-            diag = "; ".join(f"`{a.name}`: {a.diagnosis or a.status}" for a in fails)
+            diag = "; ".join(f"`{a.name}`: {_diagnosis_text(a)}" for a in fails)
         elif s.verdict == Verdict.FAIL:
             diag = "; ".join(s.errors) or "failed"
         elif s.uncompared:
@@ -138,15 +146,20 @@ def format_failure(result: CrosscheckResult) -> str:
     for s in result.stages:
         for a in s.failures:
             lines.append(
-                f"- {s.name}/{a.name}: {_one_line(a.diagnosis or a.status)} "
+                f"- {s.name}/{a.name}: {_one_line(_diagnosis_text(a))} "
                 f"(max abs {_fmt(a.max_abs)}, max ulp {_fmt(a.max_ulp)}, "
                 f"{a.n_beyond} of {a.n_total} beyond {a.tolerance}, worst at {a.worst_index}: "
                 f"port {_fmt(a.worst_port, 9)} vs reference {_fmt(a.worst_ref, 9)})"
             )
         if s.verdict == Verdict.FAIL and not s.failures:
             lines += [f"- {s.name}: {e}" for e in s.errors]
+        # one line per reason: a tree without one method leaves a whole stage uncompared
+        by_reason: dict[str, list[str]] = {}
         for n, w in s.uncompared:
-            lines.append(f"- {s.name}/{n}: NOT COMPARED — {_one_line(w)}")
+            by_reason.setdefault(_one_line(w), []).append(n)
+        for w, names in by_reason.items():
+            more = f" (and {len(names) - 1} more: {', '.join(names[1:])})" if names[1:] else ""
+            lines.append(f"- {s.name}/{names[0]}: NOT COMPARED{more} — {w}")
         if s.verdict == Verdict.INCOMPLETE:
             lines += [f"- {s.name}: note: {_one_line(n)}" for n in s.notes if "did you mean" in n]
     for n in result.notes:
@@ -184,6 +197,8 @@ def _root_cause_md(result: CrosscheckResult) -> list[str]:
         lines.append(f"- cause `{c['array']}`: {c['summary']}")
         if c.get("variant_match"):
             lines.append(f"  - {c['variant_match']}")
+        for x in c.get("same_in", []):
+            lines.append(f"  - `{x}` fails the same way (the same layer in another scaler case)")
         for e in c.get("explains", []):
             lines.append(f"  - `{e}` follows from it")
     return lines + [""]
@@ -276,7 +291,8 @@ def render_markdown(result: CrosscheckResult) -> str:
     diags = [(s.name, a) for s in result.stages for a in s.failures]
     if diags:
         lines += [
-            f"- `{st}/{a.name}` — **{a.diagnosis_class or a.status}**: {a.diagnosis or a.status}"
+            f"- `{st}/{a.name}` — **{'follows' if a.follows_from else (a.diagnosis_class or a.status)}**: "
+            f"{_diagnosis_text(a)}"
             for st, a in diags
         ]
     else:

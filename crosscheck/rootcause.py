@@ -109,6 +109,8 @@ class Cause:
     summary: str
     explains: tuple[str, ...] = ()
     variant_match: str | None = None
+    # the same array of the scaler's other cases, failing the same way: one layer, one cause
+    same_in: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +118,7 @@ class Cause:
             "summary": self.summary,
             "explains": list(self.explains),
             "variant_match": self.variant_match,
+            "same_in": list(self.same_in),
         }
 
 
@@ -133,7 +136,10 @@ class RootCause:
             return "no array out of tolerance"
         n = sum(len(c.explains) for c in self.causes)
         heads = "; ".join(
-            c.summary + (f" [{c.variant_match}]" if c.variant_match else "") for c in self.causes
+            c.summary
+            + (f" (the same in {', '.join(c.same_in)})" if c.same_in else "")
+            + (f" [{c.variant_match}]" if c.variant_match else "")
+            for c in self.causes
         )
         tail = f"; {n} further failing array{'s' if n != 1 else ''} follow from it" + (
             "" if len(self.causes) == 1 else " or them"
@@ -257,6 +263,17 @@ def analyse(
             follows[full] = label
             next(c for c in causes if c["label"] == label)["explains"].append(full)
             continue
+        twin = _same_scaler_cause(causes, stage, a)
+        if twin is not None:
+            twin["same_in"].append(full)
+            twin["reach"] |= _reach(full)
+            cases = [x.split(".")[1] for x in (twin["array"], *twin["same_in"])]
+            label = f"scaler.{a.name.split('.', 1)[1]} (cases {', '.join(cases)})"
+            for k, v in follows.items():
+                if v == twin["label"]:
+                    follows[k] = label
+            twin["label"] = label
+            continue
         causes.append(
             {
                 "array": full,
@@ -264,6 +281,9 @@ def analyse(
                 "summary": f"{full}: {a.diagnosis or a.status}",
                 "reach": _reach(full),
                 "explains": [],
+                "same_in": [],
+                "stage": stage,
+                "class": a.diagnosis_class,
             }
         )
     # a structural relation also carries what a cause's explained arrays feed
@@ -282,11 +302,35 @@ def analyse(
     return RootCause(
         first,
         tuple(
-            Cause(c["array"], c["summary"], tuple(c["explains"]), c.get("variant_match"))
+            Cause(
+                c["array"],
+                c["summary"],
+                tuple(c["explains"]),
+                c.get("variant_match"),
+                tuple(c.get("same_in", ())),
+            )
             for c in causes
         ),
         follows,
     )
+
+
+def _same_scaler_cause(
+    causes: list[dict[str, Any]], stage: str, a: ArrayDelta
+) -> dict[str, Any] | None:
+    """The cause already found for the same scaler array in another case (`seed_era`,
+    `main_head`: one layer under two log-scales), failing with the same diagnosis class."""
+    if stage != "scaler" or "." not in a.name or a.diagnosis_class is None:
+        return None
+    key = a.name.split(".", 1)[1]
+    for c in causes:
+        if (
+            c.get("stage") == "scaler"
+            and c["array"].rsplit(".", 1)[-1] == key
+            and c.get("class") == a.diagnosis_class
+        ):
+            return c
+    return None
 
 
 def _reach(full: str) -> set[str]:

@@ -902,7 +902,8 @@ def _root_cause(h: _Harness, stages: tuple[StageResult, ...], N: int):
 
 
 def _mark_follows(stages: tuple[StageResult, ...], cause) -> tuple[StageResult, ...]:
-    """Failing arrays explained by a cause carry `follows from <cause>` in their diagnosis."""
+    """Failing arrays explained by the root cause name it in `follows_from`; their own
+    diagnosis and class stay as found, so a report can show both."""
     if not cause.follows:
         return stages
     out = []
@@ -911,10 +912,7 @@ def _mark_follows(stages: tuple[StageResult, ...], cause) -> tuple[StageResult, 
         for a in s.arrays:
             label = cause.follows.get(f"{s.name}.{a.name}")
             if label is not None:
-                own = f" (its own diagnosis: {a.diagnosis})" if a.diagnosis else ""
-                a = dataclasses.replace(
-                    a, diagnosis=f"follows from {label}{own}", diagnosis_class="follows"
-                )
+                a = dataclasses.replace(a, follows_from=label)
             arrays.append(a)
         out.append(dataclasses.replace(s, arrays=tuple(arrays)))
     return tuple(out)

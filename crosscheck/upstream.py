@@ -140,17 +140,22 @@ class UpstreamWorker:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
         env["PYTHONUNBUFFERED"] = "1"
+        # the worker redirects upstream's output itself; what reaches this file is the worker's
+        # own crash (before its redirection is in place), quoted when it exits unexpectedly
+        self._stderr_path = self.tmp / "worker-stderr.txt"
+        self._stderr = open(self._stderr_path, "w")  # noqa: SIM115 - closed by close()
         try:
             self.proc = subprocess.Popen(
                 [str(self.python), "-u", str(WORKER)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=self._stderr,
                 env=env,
                 cwd=str(self.tmp),
                 text=True,
             )
         except OSError as e:
+            self._stderr.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise BackendUnavailableError(
                 f"backend 'upstream': cannot start {self.python} ({e})"
@@ -158,6 +163,14 @@ class UpstreamWorker:
         self._lock = threading.Lock()
         self._n = 0
         atexit.register(self.close)
+
+    def _crash(self) -> str:
+        """`: <last line the worker wrote to stderr>`, or '' when it wrote none."""
+        try:
+            lines = self._stderr_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {lines[-1].strip()}" if lines else ""
 
     def file(self, stem: str) -> pathlib.Path:
         self._n += 1
@@ -167,12 +180,15 @@ class UpstreamWorker:
         """Send one request, wait for its reply; upstream's output becomes an `UpstreamOutput`."""
         with self._lock:
             if self.proc.poll() is not None:
-                raise WorkerError(f"upstream worker exited (code {self.proc.returncode})")
+                raise WorkerError(
+                    f"upstream worker exited (code {self.proc.returncode}){self._crash()}"
+                )
             self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
         if not line:
-            raise WorkerError(f"upstream worker exited (code {self.proc.wait()}) during {op!r}")
+            code = self.proc.wait()
+            raise WorkerError(f"upstream worker exited (code {code}) during {op!r}{self._crash()}")
         reply = json.loads(line)
         text = (reply.get("output") or "").strip()
         if text:
@@ -221,6 +237,9 @@ class UpstreamWorker:
         if proc is not None and proc.stdout is not None:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdout.close()
+        err = getattr(self, "_stderr", None)
+        if err is not None:
+            err.close()
         if getattr(self, "tmp", None) is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -267,6 +286,11 @@ def raw_arrays(raw: Any) -> dict[str, np.ndarray]:
         v = getattr(raw, k, None)
         if v is not None:
             out[k] = np.asarray(v)
+    # frames go to upstream in the dtype they were given in (exact): a branch's uint16 / float64
+    # handling is what it is asked to show
+    source = getattr(raw, "diff3d_source_dtype", "float32")
+    if source != "float32":
+        out["diff3d"] = out["diff3d"].astype(source)
     return out
 
 

@@ -103,9 +103,13 @@ RAW_CASES = {
         dict(diff3d=np.ones((12, 8, 9), np.float32)),
         r"diff3d: expected a 3-D array of square frames",
     ),
-    "frames float64": (
-        dict(diff3d=np.ones((12, 8, 8))),
-        r"diff3d: expected dtype float32.*float64",
+    "frames float64 inexact": (
+        dict(diff3d=np.full((12, 8, 8), 0.1)),
+        r"diff3d: float64 frames are taken only when every value is exactly a float32.*astype",
+    ),
+    "frames int32": (
+        dict(diff3d=np.ones((12, 8, 8), np.int32)),
+        r"diff3d: expected dtype float32 \(amplitudes\), uint16 or float64.*got int32",
     ),
     "frame count": (
         dict(diff3d=np.ones((11, 8, 8), np.float32)),
@@ -379,7 +383,10 @@ CLI_INPUT_CASES = {
         "probeGuess: expected finite values",
     ),
     "coords absurd": (dict(lo=1e12, hi=2e12), "expected object-pixel coordinates within"),
-    "frames float64": (dict(diff3d=np.ones((12, 8, 8))), "diff3d: expected dtype float32"),
+    "frames float64 inexact": (
+        dict(diff3d=np.full((12, 8, 8), 0.1)),
+        "diff3d: float64 frames are taken only when every value is exactly a float32",
+    ),
     "frames all zero": (dict(diff3d=np.zeros((12, 8, 8), np.float32)), "zero"),
 }
 

@@ -34,6 +34,7 @@ def _assert_same_raw(a: RawData, b: RawData) -> None:
         *dc._ARRAY_FIELDS,
         "norm_Y_I",
         "metadata",
+        "diff3d_source_dtype",
     }
     for name in dc._ARRAY_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
@@ -44,6 +45,7 @@ def _assert_same_raw(a: RawData, b: RawData) -> None:
                 name
             )  # bit for bit, NaN payloads and signed zeros included
     assert a.norm_Y_I == b.norm_Y_I and a.metadata == b.metadata
+    assert a.diff3d_source_dtype == b.diff3d_source_dtype
 
 
 def test_round_trip_is_bit_equal(tmp_path, raw):

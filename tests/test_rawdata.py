@@ -136,7 +136,16 @@ def test_pickled_placeholder_is_refused(tmp_path):
             r"diff3d: expected a 3-D array of square frames",
         ),
         (dict(diff3d=np.zeros((6, 8), np.float32)), r"diff3d: expected a 3-D array"),
-        (dict(diff3d=np.ones((6, 8, 8), np.float64)), r"diff3d: expected dtype float32.*float64"),
+        (
+            dict(diff3d=np.full((6, 8, 8), 0.1)),
+            r"diff3d: float64 frames are taken only when.*first at index \(0, 0, 0\)",
+        ),
+        (dict(diff3d=np.ones((6, 8, 8), np.int16)), r"diff3d: expected dtype float32.*int16"),
+        (
+            dict(diff3d=np.full((6, 8, 8), 0.5, np.float32), diff3d_source_dtype="uint16"),
+            r"diff3d: expected whole values in \[0, 65535\]",
+        ),
+        (dict(diff3d_source_dtype="int8"), r"diff3d_source_dtype: expected one of"),
         (dict(diff3d=np.ones((5, 8, 8), np.float32)), r"diff3d: expected 6 frames.*got 5"),
         (dict(probeGuess=np.ones((16, 16), np.complex64)), r"probeGuess: expected shape \(8, 8\)"),
         (dict(probeGuess=np.ones((8, 8), np.complex128)), r"probeGuess: expected dtype complex64"),

@@ -301,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.bench_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "crosscheck" and args.mode not in (None, "bisect"):
+        parser.error(f"crosscheck: expected the mode 'bisect' or none, got {args.mode!r}")
     if args.command is None:  # no subcommand: the main job, the report on the default scenario
         args = parser.parse_args([*argv, "report"])
     _setup_logging(args.verbose, args.quiet)

@@ -142,6 +142,7 @@ def _content_digest(arrays: Mapping[str, np.ndarray]) -> str:
 def _entry_arrays(raw: RawData) -> dict[str, np.ndarray]:
     arrays = {k: getattr(raw, k) for k in _ARRAY_FIELDS if getattr(raw, k) is not None}
     arrays["_metadata"] = np.array(json.dumps(raw.metadata))
+    arrays["_diff3d_source_dtype"] = np.array(raw.diff3d_source_dtype)
     if raw.norm_Y_I is not None:
         arrays["_norm_Y_I"] = np.array(raw.norm_Y_I, np.float64)
     return arrays
@@ -203,7 +204,13 @@ def _read_entry(path: pathlib.Path, key_text: str) -> tuple[RawData | None, str]
         return None, "its content does not match its SHA-256"
     metadata = json.loads(str(arrays.pop("_metadata")))
     norm = arrays.pop("_norm_Y_I", None)
-    raw = RawData(**arrays, norm_Y_I=None if norm is None else float(norm), metadata=metadata)
+    source = str(arrays.pop("_diff3d_source_dtype", "float32"))
+    raw = RawData(
+        **arrays,
+        norm_Y_I=None if norm is None else float(norm),
+        metadata=metadata,
+        diff3d_source_dtype=source,
+    )
     return raw, ""
 
 

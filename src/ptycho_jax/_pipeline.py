@@ -31,7 +31,7 @@ from jax.typing import ArrayLike
 
 from ._container import Container, assemble_container, check_probe, no_patches, split_patches
 from ._coords import coordinates_kernel
-from ._errors import PtychoInputError
+from ._errors import NormalizationError, PtychoInputError
 from ._grouping import GroupedData, gather_frames_host, select_groups, warn_if_mirrored
 from ._intensity import NORM_Y_I_KEY, EnergyTotals, intensity_scales
 from ._mesh import (
@@ -214,6 +214,13 @@ def _chain(
             f"{where}: params: expected a ChainParams, got {type(params).__name__}"
         )
     numerics = params.numerics
+    if numerics.float32_frames_only and raw.diff3d_source_dtype != "float32":
+        raise NormalizationError(
+            f"{where}: variant {numerics.name!r} squares the frames in the dtype they arrive in "
+            f"(upstream's loader.normalize_data), expected diff3d given as float32, got "
+            f"{raw.diff3d_source_dtype} (uint16 squares wrap, float64 sums in float64): use "
+            f"variant 'main', or build RawData from diff3d.astype(np.float32)"
+        )
     mesh = make_mesh(1) if mesh is None else check_mesh(mesh, where)
     _check_chunk_groups(chunk_groups, mesh, where)
     streamed = chunk_groups is not None

@@ -87,6 +87,67 @@ def _check_finite(name: str, a: np.ndarray) -> None:
         )
 
 
+SOURCE_DTYPES = ("float32", "uint16", "float64")
+"""The `diff3d` dtypes RawData takes; the last two converted exactly to float32 (bad-input.md §2.1)."""
+
+
+def _frames_as_float32(d: np.ndarray, source: str) -> tuple[np.ndarray, str]:
+    """`diff3d` as float32 and the dtype it came in; RawDataError for a dtype or value that has
+    no exact float32 form.
+
+    uint16 (legacy detector counts, stored as amplitudes by upstream's convention): every value is
+    a float32 integer, so the cast is exact; upstream main casts the same way (in float64 first, in
+    `normalize_data`) and treats the values as amplitudes, so does this port. float64: accepted only
+    when every value is exactly a float32 (upstream main would otherwise derive its gain from
+    values the float32 chain no longer holds).
+    """
+    if source not in SOURCE_DTYPES:
+        raise RawDataError(
+            f"RawData.diff3d_source_dtype: expected one of {list(SOURCE_DTYPES)}, got {source!r}"
+        )
+    how = "convert with diff3d.astype(np.float32) before building RawData"
+    if d.dtype == np.uint16:
+        return d.astype(np.float32), "uint16"
+    if d.dtype == np.float64:
+        _check_finite("diff3d", d)
+        f = d.astype(np.float32)
+        inexact = f.astype(np.float64) != d
+        if inexact.any():
+            i = tuple(int(k) for k in np.argwhere(inexact)[0])
+            raise RawDataError(
+                f"RawData.diff3d: float64 frames are taken only when every value is exactly a "
+                f"float32, got {int(inexact.sum())} values that are not (first at index {i}: "
+                f"{d[i]!r}); upstream main would derive its normalisation gain from the float64 "
+                f"values while this port holds float32 frames: {how} (the gain then comes from "
+                "the rounded values, on both sides)"
+            )
+        return f, "float64"
+    if d.dtype != np.float32:
+        raise RawDataError(
+            f"RawData.diff3d: expected dtype float32 (amplitudes), uint16 or float64 (converted "
+            f"exactly), got {d.dtype}; {how} if the values fit"
+        )
+    if (
+        source == "uint16"
+    ):  # float32 frames said to come from uint16 (a RawData rebuilt or replaced)
+        bad = (d != np.round(d)) | (d < 0) | (d > 65535)
+        if bad.any():
+            i = tuple(int(k) for k in np.argwhere(bad)[0])
+            raise RawDataError(
+                f"RawData.diff3d: expected whole values in [0, 65535] for diff3d_source_dtype "
+                f"'uint16', got {d[i]!r} at index {i} (leave diff3d_source_dtype out for float32 "
+                "frames)"
+            )
+    return d, source
+
+
+def frames_as_given(raw: "RawData") -> np.ndarray:
+    """`raw.diff3d` in the dtype it was given in (exact: the conversion to float32 was)."""
+    if raw.diff3d_source_dtype == "float32":
+        return raw.diff3d
+    return raw.diff3d.astype(raw.diff3d_source_dtype)
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class RawData:
     """One scan: positions, diffraction amplitudes, probe and (optionally) object, as host NumPy arrays.
@@ -114,6 +175,9 @@ class RawData:
     Y: np.ndarray | None = None
     norm_Y_I: float | None = None
     metadata: dict | None = None
+    # the dtype `diff3d` was given in, before its exact conversion to float32 (specs/bad-input.md
+    # §2.1): "uint16" or "float64" travel back to upstream as given (to_npz, the crosscheck workers)
+    diff3d_source_dtype: str = "float32"
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -153,15 +217,12 @@ class RawData:
             raise RawDataError(
                 f"RawData.diff3d: expected a 3-D array of square frames (M, N, N), got {_describe(d)}"
             )
-        if d.dtype != np.float32:
-            raise RawDataError(
-                f"RawData.diff3d: expected dtype float32 (amplitudes), got {d.dtype}; "
-                "convert with .astype(np.float32) if the values fit"
-            )
         if d.shape[0] != m:
             raise RawDataError(
                 f"RawData.diff3d: expected {m} frames (one per coordinate), got {d.shape[0]}"
             )
+        d, source = _frames_as_float32(d, self.diff3d_source_dtype)
+        set_("diff3d_source_dtype", source)
         _check_finite("diff3d", d)
         if (d < 0).any():
             raise RawDataError(
@@ -298,6 +359,7 @@ class RawData:
             Y=None if self.Y is None else self.Y[idx],
             norm_Y_I=self.norm_Y_I,
             metadata=self.metadata,
+            diff3d_source_dtype=self.diff3d_source_dtype,
         )
 
     # -- I/O -----------------------------------------------------------------------------------
@@ -357,6 +419,7 @@ class RawData:
         it cannot reload). `Y` only with `include_Y=True`.
         """
         arrays = {k: getattr(self, k) for k in NPZ_KEYS if getattr(self, k) is not None}
+        arrays["diff3d"] = frames_as_given(self)  # uint16 / float64 files round-trip as given
         if include_Y and self.Y is not None:
             arrays["Y"] = self.Y
         write_npz_atomic(path, arrays)

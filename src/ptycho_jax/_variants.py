@@ -15,12 +15,16 @@ class Variant:
             NumPy's float32 mean (seed, `loader.normalize_data`); otherwise float64 (main).
         training_scale_key: the `all_intensity_scales` entry that is the training scale.
         local_offset_sign: sign of the relative offsets (both variants −1; [DOSE] used +1).
+        float32_frames_only: the variant squares and sums the frames in the dtype they arrive in
+            (seed's `loader.normalize_data`: uint16 wraps, float64 sums in float64), so only frames
+            given as float32 reproduce it (specs/bad-input.md §2.1).
     """
 
     name: str
     tf_order_energies: bool
     training_scale_key: str
     local_offset_sign: float = -1.0
+    float32_frames_only: bool = False
 
 
 MAIN = Variant(
@@ -32,6 +36,7 @@ SEED = Variant(
     name="seed",
     tf_order_energies=True,
     training_scale_key="seed_era_dataset_derived_scale_normalized_X",
+    float32_frames_only=True,
 )
 VARIANTS = {v.name: v for v in (MAIN, SEED)}
 
