@@ -1,6 +1,6 @@
 """Walk an upstream history and name the first commit whose numbers differ from a good one.
 
-specs/crosscheck.md §8. The commits on the first-parent path from `good` (exclusive) to `bad`
+specs/crosscheck.md §8.1. The commits on the first-parent path from `good` (exclusive) to `bad`
 (inclusive) are searched by halving. Each tested commit is exported (`crosscheck.trees`) and
 cross-checked, as the port, against the good commit as the reference (one worker kept for it):
 PASS = same numbers as good, FAIL = its numbers differ, INCOMPLETE or a tree that cannot be
@@ -132,7 +132,7 @@ def bisect(
     g = trees.resolve_commit(repo, good)
     subjects = {c: _subject(repo, c) for c in [g, *path]}
     good_tree = trees.tree_at_ref(g, f"upstream@{g[:12]}", repo)
-    good_digest = trees.code_digest(good_tree.path)
+    good_digest = trees.code_digest(good_tree.path, UpstreamBackend.packages)
     reference = UpstreamBackend(tree=good_tree, python=python)
     steps: list[Step] = []
     verdicts: dict[int, str] = {}
@@ -142,7 +142,7 @@ def bisect(
         c = path[i]
         tree = trees.tree_at_ref(c, f"upstream@{c[:12]}", repo)
         tick(f"testing {c[:12]} {subjects[c]}")
-        if trees.code_digest(tree.path) == good_digest:
+        if trees.code_digest(tree.path, UpstreamBackend.packages) == good_digest:
             steps.append(Step(c, subjects[c], "SAME-CODE", "ptycho/ identical to good's"))
             return "PASS"
         try:

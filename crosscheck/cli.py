@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SCENARIO = "gs2_ideal"
 
 BACKEND_HELP = (
-    "jax | tf | upstream (the real PtychoPINN code in its own environment) | ptycho_torch "
-    "(upstream's PyTorch port, same environment) | golden:DIR | package.module:Attribute (an "
+    "jax | tf | upstream (the real PtychoPINN code in its own environment) | upstream:PATH (an "
+    "upstream tree: a checkout, copy or worktree) | upstream@REF (a commit, branch or tag of "
+    "--upstream-repo) | ptycho_torch[:PATH|@REF] (upstream's PyTorch port, same environment) | "
+    "golden:DIR | package.module:Attribute (an "
     "importable module, a colon, then a backend instance, class or zero-argument factory in it, "
     "e.g. my_port.backend:Backend)"
 )

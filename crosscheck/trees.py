@@ -92,10 +92,11 @@ def git_state(path: pathlib.Path) -> tuple[str | None, bool | None]:
     return head, bool(status.stdout.strip()) if status.returncode == 0 else None
 
 
-def code_digest(path: pathlib.Path) -> str:
-    """SHA-256 over the relative paths and bytes of every `.py` file of the tree's packages."""
+def code_digest(path: pathlib.Path, packages: tuple[str, ...] = PACKAGES) -> str:
+    """SHA-256 over the relative paths and bytes of every `.py` file of the tree's `packages`
+    (a backend digests the packages it runs: `upstream` only `ptycho`)."""
     h = hashlib.sha256()
-    for pkg in PACKAGES:
+    for pkg in packages:
         root = path / pkg
         if not root.is_dir():
             continue

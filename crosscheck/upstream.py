@@ -303,6 +303,7 @@ class _WorkerBackend:
 
     name = "worker"
     kind = "worker"
+    packages: tuple[str, ...] = _trees.PACKAGES  # the tree's packages this backend runs
     PACKAGE = "ptycho"
 
     def __init__(
@@ -413,7 +414,11 @@ class _WorkerBackend:
     # -- provenance and identity (specs/crosscheck.md §2.3.3)
     def code_identity(self) -> tuple[str, str, str]:
         """(kind, digest of the tree's source, interpreter): equal for the same code."""
-        return (self.kind, _trees.code_digest(self.worker.path), str(self.worker.python))
+        return (
+            self.kind,
+            _trees.code_digest(self.worker.path, self.packages),
+            str(self.worker.python),
+        )
 
     def provenance(self) -> dict[str, Any]:
         """Backend, tree path, commit and dirtiness, interpreter and the worker's library versions."""
@@ -424,7 +429,7 @@ class _WorkerBackend:
                 "backend": self.kind,
                 "spec": self.name,
                 **tree.provenance(),
-                "code_sha256": _trees.code_digest(self.worker.path),
+                "code_sha256": _trees.code_digest(self.worker.path, self.packages),
                 "interpreter": str(self.worker.python),
                 "versions": versions,
                 "unsupported_stages": {k: v for k, v in self.capabilities.items() if v},
@@ -459,6 +464,7 @@ class UpstreamBackend(_WorkerBackend):
 
     name = "upstream"
     kind = "upstream"
+    packages = ("ptycho",)
     not_computed: frozenset[str] = frozenset()
     PROBED = ("grouping", "grouped", "normalize", "patches", "container", "scaler")
 
