@@ -22,6 +22,8 @@ from ptycho_jax._cli_chain import (
     given_chain_values,
     scenario_defaults,
 )
+from ptycho_jax._cli_guard import error_line
+from ptycho_jax._scenarios import SCENARIOS
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--input", metavar="NPZ", help="RawData NPZ (upstream layout) to cross-check")
     src.add_argument(
         "--scenario",
-        metavar="NAME",
+        metavar="{" + ",".join(SCENARIOS) + "}",
         help=f"simulate a preset scenario and use its test half (default {DEFAULT_SCENARIO} "
         "when neither --input nor a golden:DIR reference gives an input)",
     )
@@ -96,7 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tolerance overrides (same layout as the shipped table)",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder for crosscheck.md/.json/.png"
+        "--out",
+        default="report",
+        metavar="DIR",
+        help="output folder for crosscheck.md/.json/.png (default ./report, as for report)",
     )
     parser.add_argument(
         "--unseeded",
@@ -260,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         )
         paths = write_outputs(result, pathlib.Path(args.out))
     except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
-        print(f"ptycho-jax crosscheck: error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         if args.git_bisect_exit:  # an untestable port tree is a skip; anything else aborts
             return 125 if stage_of_error == "port" else 128
         return ExitCode.USAGE
@@ -316,7 +321,7 @@ def _run_bisect(args: argparse.Namespace) -> int:
         if res.result_at_first_bad is not None:
             write_outputs(res.result_at_first_bad, out / "first_bad")
     except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
-        print(f"ptycho-jax crosscheck: error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return ExitCode.USAGE
     print(res.summary())
     for s in res.steps:

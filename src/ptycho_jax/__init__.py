@@ -63,10 +63,10 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._report import record_stage as record_stage
     from ._report_files import write_report as write_report
     from ._scaler import IntensityScaler as IntensityScaler
-    from ._simulate import SCENARIOS as SCENARIOS
-    from ._simulate import Scenario as Scenario
+    from ._scenarios import SCENARIOS as SCENARIOS
+    from ._scenarios import Scenario as Scenario
+    from ._scenarios import get_scenario as get_scenario
     from ._simulate import SimulatedData as SimulatedData
-    from ._simulate import get_scenario as get_scenario
     from ._simulate import make_idealized_probe as make_idealized_probe
     from ._simulate import make_lines_object as make_lines_object
     from ._simulate import make_scan_positions as make_scan_positions
@@ -134,10 +134,10 @@ _MODULE_OF: dict[str, str] = {
     "record_stage": "_report",
     "write_report": "_report_files",
     "IntensityScaler": "_scaler",
-    "SCENARIOS": "_simulate",
-    "Scenario": "_simulate",
+    "SCENARIOS": "_scenarios",
+    "Scenario": "_scenarios",
     "SimulatedData": "_simulate",
-    "get_scenario": "_simulate",
+    "get_scenario": "_scenarios",
     "make_idealized_probe": "_simulate",
     "make_lines_object": "_simulate",
     "make_scan_positions": "_simulate",

@@ -9,8 +9,11 @@ import time
 from collections.abc import Sequence
 
 from ._cli_chain import add_chain_arguments, chain_params, chain_path, scenario_defaults
+from ._errors import PtychoInputError
+from ._scenarios import SCENARIOS
 
 DEFAULT_SCENARIO = "gs2_ideal"
+SCENARIO_NAMES = tuple(SCENARIOS)
 
 
 class ExitCode(enum.IntEnum):
@@ -53,7 +56,10 @@ def _add_input_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", type=pathlib.Path, help="RawData NPZ file (upstream format)")
     src.add_argument(
-        "--scenario", help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO})"
+        "--scenario",
+        metavar="{" + ",".join(SCENARIO_NAMES) + "}",
+        help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO}; `ptycho-jax "
+        "scenarios` describes them)",
     )
     p.add_argument(
         "--noise-seed",
@@ -63,37 +69,65 @@ def _add_input_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+COMMANDS = ("simulate", "report", "scenarios", "crosscheck", "bench")
+DEFAULT_SIMULATE_OUT = "scan.npz"
+
+
+def _add_global_flags(p: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    """-v/-q and the cache flags, taken before or after the subcommand.
+
+    On a subcommand they default to SUPPRESS, so a flag given before it is not reset there."""
+    unset = {"default": argparse.SUPPRESS} if in_subcommand else {}
+    g = p.add_argument_group("global options") if in_subcommand else p
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="more log output on stderr",
+        **(unset or {"default": 0}),
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines", **unset)
+    g.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="no persistent compilation cache (PTYCHO_JAX_NO_CACHE=1 turns off both caches)",
+        **unset,
+    )
+    g.add_argument(
+        "--no-dataset-cache",
+        action="store_true",
+        help="simulate the report's scenario even when the dataset cache holds it",
+        **unset,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="ptycho-jax",
-        description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark.",
+        description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark. "
+        "Without a subcommand it runs `report` (taking the report's flags).",
     )
     parser.add_argument("--version", action="version", version=f"ptycho-jax {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output on stderr"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    parser.add_argument(
-        "--no-compile-cache",
-        action="store_true",
-        help="no persistent compilation cache (PTYCHO_JAX_NO_CACHE=1 turns off both caches)",
-    )
-    parser.add_argument(
-        "--no-dataset-cache",
-        action="store_true",
-        help="simulate the report's scenario even when the dataset cache holds it",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="{simulate,report,crosscheck,bench}")
+    _add_global_flags(parser, in_subcommand=False)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
 
     p = sub.add_parser(
         "simulate", help="simulate a sim_lines scenario into an upstream-compatible RawData NPZ"
     )
+    _add_global_flags(p, in_subcommand=True)
     p.add_argument(
-        "--scenario", default=DEFAULT_SCENARIO, help=f"preset name (default {DEFAULT_SCENARIO})"
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        metavar="{" + ",".join(SCENARIO_NAMES) + "}",
+        help=f"preset (default {DEFAULT_SCENARIO}; `ptycho-jax scenarios` describes them)",
     )
-    p.add_argument("--out", type=pathlib.Path, required=True, help="output .npz path")
+    p.add_argument(
+        "--out",
+        default=DEFAULT_SIMULATE_OUT,  # a str: a trailing "/" (a folder meant) must stay visible
+        help=f"output .npz file (default ./{DEFAULT_SIMULATE_OUT})",
+    )
     p.add_argument(
         "--split",
         choices=("test", "train", "all"),
@@ -117,19 +151,16 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         help="run the chain and write the Intensity Statistics report (Markdown, JSON, PNG)",
     )
-    _add_input_arguments(p)
-    add_chain_arguments(p)
-    p.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path("report"),
-        help="output folder (default ./report)",
-    )
-    p.add_argument("--no-figure", action="store_true", help="skip the PNG")
+    _add_global_flags(p, in_subcommand=True)
+    _add_report_arguments(p)
+
+    p = sub.add_parser("scenarios", help="list the preset scenarios (for --scenario NAME)")
+    _add_global_flags(p, in_subcommand=True)
 
     p = sub.add_parser(
         "crosscheck", help="compare a port against a reference stage by stage (exit 1 on mismatch)"
     )
+    _add_global_flags(p, in_subcommand=True)
     from crosscheck.cli import (
         add_arguments as add_crosscheck,  # the harness, imported only to run it
     )
@@ -142,6 +173,30 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _add_report_arguments(p: argparse.ArgumentParser) -> None:
+    _add_input_arguments(p)
+    add_chain_arguments(p)
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path("report"),
+        help="output folder (default ./report)",
+    )
+    p.add_argument("--no-figure", action="store_true", help="skip the PNG")
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """`argv` with `report` inserted where no subcommand is named (`ptycho-jax --out DIR`)."""
+    global_flags = {"-q", "--quiet", "--verbose", "--no-compile-cache", "--no-dataset-cache"}
+    for i, a in enumerate(argv):
+        if a in global_flags or (a.startswith("-v") and set(a[1:]) == {"v"}):
+            continue
+        if a in COMMANDS or a in ("-h", "--help", "--version"):
+            return argv
+        return [*argv[:i], "report", *argv[i:]]
+    return [*argv, "report"]
 
 
 def _load_raw(args, progress: Progress):
@@ -178,10 +233,14 @@ def _simulated(scenario, args, progress: Progress):
     key = None if cache is None else dataset_key(what)
     raw = None if cache is None else load_dataset(cache, key)
     if raw is not None:
-        progress(f"loaded scenario {scenario.name} ({len(raw)} frames) from the dataset cache")
+        progress(
+            f"loaded scenario {scenario.name}'s test half ({len(raw)} frames of "
+            f"{scenario.N}x{scenario.N}) from the dataset cache"
+        )
         return raw, "simulated earlier, loaded from the dataset cache"
     progress(
-        f"simulating scenario {scenario.name} ({scenario.total_images} frames of {scenario.N}x{scenario.N})"
+        f"simulating scenario {scenario.name}'s test half ({scenario.test_count} frames of "
+        f"{scenario.N}x{scenario.N}, of {scenario.total_images} simulated)"
     )
     import jax.random as jr
 
@@ -232,6 +291,20 @@ def _cmd_simulate(args) -> int:
     raw = dataclasses.replace(raw)  # validated again before writing
     raw.to_npz(args.out)
     print(f"ptycho-jax: wrote {len(raw)} frames ({args.split}) to {args.out}")
+    return ExitCode.OK
+
+
+def _cmd_scenarios() -> int:
+    """One line per preset: its name, then the counts and parameters it simulates with."""
+    from ._scenarios import SCENARIOS
+
+    for name, sc in SCENARIOS.items():
+        print(
+            f"{name}: gridsize {sc.gridsize}, {sc.total_images} frames of {sc.N}x{sc.N} "
+            f"({sc.test_count} in the report's test half), {sc.inference_groups} groups of "
+            f"{sc.gridsize**2}, K={sc.neighbor_count}, nphotons={sc.nphotons:g}"
+            + (" (default)" if name == DEFAULT_SCENARIO else "")
+        )
     return ExitCode.OK
 
 
@@ -295,7 +368,7 @@ def _cmd_bench(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptycho-jax` console script; returns the exit code."""
     parser = _parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":  # everything after `bench` is for `python -m benchmarks`
         args.bench_args = extra
@@ -303,8 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "crosscheck" and args.mode not in (None, "bisect"):
         parser.error(f"crosscheck: expected the mode 'bisect' or none, got {args.mode!r}")
-    if args.command is None:  # no subcommand: the main job, the report on the default scenario
-        args = parser.parse_args([*argv, "report"])
     _setup_logging(args.verbose, args.quiet)
     from ._compile_cache import enable_compile_cache
     from ._host_memory import log_last_setup
@@ -320,13 +391,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(command, verbose=args.verbose)
 
 
+def _check_flags(args) -> None:
+    """Flag values checked before any data are read: chain ranges, the scenario's name."""
+    from ._cli_chain import check_chain_flags
+
+    if args.command in ("report", "crosscheck"):
+        check_chain_flags(args)
+    name = getattr(args, "scenario", None)
+    if name is not None and name not in SCENARIOS:
+        raise PtychoInputError(
+            f"--scenario: expected one of {list(SCENARIOS)}, got {name!r} (`ptycho-jax scenarios` "
+            "lists them)"
+        )
+
+
 def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     """Run the command `args` names (errors and warnings are shaped by `_cli_guard.run_guarded`)."""
     from ._cli_guard import preflight
 
     preflight(args)  # --out: a folder / a file we can write, checked before any work
+    _check_flags(args)  # ranges and names, before any data are read
     if args.command == "simulate":
         return int(_cmd_simulate(args))
+    if args.command == "scenarios":
+        return _cmd_scenarios()
     if args.command == "report":
         return int(_cmd_report(args))
     if args.command == "crosscheck":

@@ -8,12 +8,18 @@ given"; `chain_params` fills what was not given by one rule: the flag, else the 
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import ChainParams
+from ._errors import PtychoInputError
+from ._params import ENGINES, PATCH_POSITIONS
 from ._variants import VARIANTS
+
+CLOSED_CHOICES = {"engine": ENGINES, "patch_positions": PATCH_POSITIONS}
+"""The string fields with a closed set of values (listed in --help, checked by argparse)."""
 
 CHAIN_GROUP_TITLE = "chain parameters"
 
@@ -27,14 +33,16 @@ class ChainFlag:
     help: str
     type: Callable[[str], Any] | None = None
     switch: bool = False  # --name / --no-name
+    minimum: int | float | None = None  # checked before any data are read (`check_chain_flags`)
+    open_minimum: bool = False  # the value must exceed `minimum`
 
 
 CHAIN_FLAGS: tuple[ChainFlag, ...] = (
-    ChainFlag("--N", "N", "frame size N (default: the data's)", int),
-    ChainFlag("--gridsize", "gridsize", "group side g, C = g² members per group", int),
-    ChainFlag("--K", "K", "neighbour count (upstream neighbor_count)", int),
-    ChainFlag("--n-groups", "n_groups", "number of groups B (upstream nsamples)", int),
-    ChainFlag("--seed", "seed", "grouping seed (legacy NumPy RandomState)", int),
+    ChainFlag("--N", "N", "frame size N (default: the data's)", int, minimum=2),
+    ChainFlag("--gridsize", "gridsize", "group side g, C = g² members per group", int, minimum=1),
+    ChainFlag("--K", "K", "neighbour count (upstream neighbor_count)", int, minimum=1),
+    ChainFlag("--n-groups", "n_groups", "number of groups B (upstream nsamples)", int, minimum=1),
+    ChainFlag("--seed", "seed", "grouping seed (legacy NumPy RandomState)", int, minimum=0),
     ChainFlag(
         "--sequential", "sequential", "sequential seeds (upstream sequential_sampling)", switch=True
     ),
@@ -49,8 +57,9 @@ CHAIN_FLAGS: tuple[ChainFlag, ...] = (
         "neighbor_pool_size",
         "neighbour pool of the oversampled groups",
         int,
+        minimum=1,
     ),
-    ChainFlag("--nphotons", "nphotons", "photon budget", float),
+    ChainFlag("--nphotons", "nphotons", "photon budget", float, minimum=0, open_minimum=True),
     ChainFlag("--variant", "variant", "upstream variant: main line or the seed-report branch"),
     ChainFlag("--engine", "engine", "neighbour engine: scipy (upstream's groups) or jax"),
     ChainFlag(
@@ -59,10 +68,18 @@ CHAIN_FLAGS: tuple[ChainFlag, ...] = (
         "object patch centres: upstream (mirrored for C > 1) or member",
     ),
     ChainFlag(
-        "--devices", "devices", "shard the group axis over this many devices (mesh path)", int
+        "--devices",
+        "devices",
+        "shard the group axis over this many devices (mesh path)",
+        int,
+        minimum=1,
     ),
     ChainFlag(
-        "--chunk-groups", "chunk_groups", "stream groups in chunks of this size (stream path)", int
+        "--chunk-groups",
+        "chunk_groups",
+        "stream groups in chunks of this size (stream path)",
+        int,
+        minimum=1,
     ),
 )
 """The chain flags in help order."""
@@ -75,6 +92,8 @@ def _choices(field: str) -> tuple[str, ...] | None:
     """The values a string field takes: the variants' names, or the field's Literal values."""
     if field == "variant":
         return tuple(VARIANTS)
+    if field in CLOSED_CHOICES:
+        return CLOSED_CHOICES[field]
     hint = typing.get_type_hints(ChainParams).get(field)
     return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
 
@@ -101,6 +120,39 @@ def add_chain_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
             kw.update(type=cf.type, choices=None if cf.dest in PATH_FIELDS else _choices(cf.dest))
         group.add_argument(cf.flag, **kw)
     return group
+
+
+def check_chain_flags(args: argparse.Namespace) -> None:
+    """Range-check the chain flags given, before any data are read (PtychoInputError naming the flag)."""
+    import math
+
+    for cf in CHAIN_FLAGS:
+        v = getattr(args, cf.dest, None)
+        if v is None or cf.minimum is None:
+            continue
+        bad = not math.isfinite(v) or (v <= cf.minimum if cf.open_minimum else v < cf.minimum)
+        if bad:
+            rel = ">" if cf.open_minimum else ">="
+            raise PtychoInputError(f"{cf.flag} must be {rel} {cf.minimum:g}, got {v:g}")
+
+
+_API_WORD = re.compile(r"\b(?:ChainParams|Scenario)\.(\w+)|\b(\w+)(?=\s*(?:>=|<=|=|>|<)\s*\S)")
+
+
+def in_flag_terms(message: str) -> str:
+    """An error of the Python API in the command line's words: `ChainParams.gridsize` and
+    `neighbor_pool_size >= 4` name their flags (`--gridsize`, `--neighbor-pool-size >= 4`),
+    `oversample=True` is `--oversample`."""
+    flags = {cf.dest: cf.flag for cf in CHAIN_FLAGS}
+    message = message.replace("oversample=True", "--oversample")
+
+    def sub(m: re.Match) -> str:
+        if m.group(1):  # ChainParams.field / Scenario.field
+            return flags.get(m.group(1), m.group(0))
+        name = m.group(2)  # a bare `field >= …`: single letters (N, K, C, n) stay as they are
+        return flags[name] if name in flags and len(name) > 1 else m.group(0)
+
+    return _API_WORD.sub(sub, message)
 
 
 def given_chain_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
 
 def _check_creatable(path: pathlib.Path, what: str) -> None:
     """`path` (absent) can be created: its nearest existing ancestor is a writable folder."""
-    anc = _nearest_existing(path.parent if path.parent != path else path)
+    anc = _nearest_existing(path)
     if not anc.is_dir():
         raise OutputPathError(
             f"--out {str(path)!r}: cannot create the {what}: {str(anc)!r} is a file, not a folder"
@@ -125,7 +125,7 @@ def check_output_dir(path: str | os.PathLike) -> None:
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutputPathError(f"--out {str(path)!r}: folder is not writable")
         return
-    _check_creatable(path / "_", "folder")
+    _check_creatable(path, "folder")
 
 
 def check_output_file(path: str | os.PathLike) -> None:
@@ -134,9 +134,16 @@ def check_output_file(path: str | os.PathLike) -> None:
     Raises:
         OutputPathError: `path` is a folder, or its folder cannot be created or written.
     """
+    text = os.fspath(path)
     path = pathlib.Path(path)
     if path.is_dir():
         raise OutputPathError(f"--out {str(path)!r}: expected a file name, got an existing folder")
+    if text.endswith(("/", os.sep)) or path.suffix.lower() != ".npz":
+        raise OutputPathError(
+            f"--out {text!r}: expected a .npz file name (simulate writes one RawData NPZ), got "
+            + ("a folder path" if text.endswith(("/", os.sep)) else f"suffix {path.suffix!r}")
+            + f"; e.g. --out {str(path.with_suffix('.npz')) if path.name else 'scan.npz'!r}"
+        )
     parent = path.parent
     if parent.exists():
         if not parent.is_dir():
@@ -166,6 +173,13 @@ def os_error_message(e: OSError) -> str:
     return f"cannot access{where}: {reason}"
 
 
+def error_line(e: BaseException) -> str:
+    """The one line a user error prints: `ptycho-jax: error: …`, API names in flag terms."""
+    from ._cli_chain import in_flag_terms
+
+    return f"{PROG}: error: {one_line(in_flag_terms(str(e)))}"
+
+
 def run_guarded(command: Callable[[], int], *, verbose: int = 0) -> int:
     """Run one command: messages on one line each; bad input (ours, or the OS's) exits 2 with one line.
 
@@ -175,7 +189,7 @@ def run_guarded(command: Callable[[], int], *, verbose: int = 0) -> int:
         try:
             return int(command())
         except (PtychoInputError, BackendUnavailableError) as e:
-            print(f"{PROG}: error: {one_line(e)}", file=sys.stderr, flush=True)
+            print(error_line(e), file=sys.stderr, flush=True)
         except OSError as e:  # unreadable input, unwritable output, a full disk
             print(f"{PROG}: error: {one_line(os_error_message(e))}", file=sys.stderr, flush=True)
     return EXIT_BAD_INPUT

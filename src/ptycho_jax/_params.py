@@ -8,6 +8,11 @@ import numpy as np
 from ._errors import GroupingError, PtychoInputError
 from ._variants import Variant, get_variant
 
+ENGINES = ("scipy", "jax")
+"""`ChainParams.engine`: exact upstream groups (cKDTree on the host) or the JAX search."""
+PATCH_POSITIONS = ("upstream", "member")
+"""`ChainParams.patch_positions`: upstream's literal (mirrored for C > 1) centres, or the members'."""
+
 
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -73,9 +78,9 @@ class ChainParams:
         ):
             raise PtychoInputError(f"ChainParams.nphotons must be a finite number > 0, got {n!r}")
         get_variant(self.variant)
-        if self.engine not in ("scipy", "jax"):
+        if self.engine not in ENGINES:
             raise GroupingError(f"ChainParams.engine must be 'scipy' or 'jax', got {self.engine!r}")
-        if self.patch_positions not in ("upstream", "member"):
+        if self.patch_positions not in PATCH_POSITIONS:
             raise GroupingError(
                 f"ChainParams.patch_positions must be 'upstream' or 'member', got {self.patch_positions!r}"
             )

@@ -439,6 +439,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def _read_npz_entries(fh, path: str) -> dict[str, Any]:
+    magic = fh.read(6)
+    fh.seek(0)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
+        # np.load reads anything else as a pickle and says so: a text or other file is neither
+        raise RawDataError(
+            f"RawData file {path!r}: expected an NPZ archive (a zip file, starting with b'PK'), "
+            f"got a file starting with {magic!r}" + (" (empty)" if not magic else "")
+        )
     try:
         npz = np.load(fh, allow_pickle=False)
     except _CORRUPT as e:
