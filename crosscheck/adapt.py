@@ -16,7 +16,7 @@ Everything here is host NumPy and raises `HarnessInputError` (a bad declaration:
 """
 
 import difflib
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -59,14 +59,6 @@ __all__ = ["Declarations", "HarnessInputError", "OutputError", "OUR_LAYOUTS", "t
 
 # ---------------------------------------------------------------------------------------------
 # names
-
-
-def valid_names() -> list[str]:
-    """Every name `--allow-missing` / `not_computed` accept: stages and `stage.array`."""
-    out = list(STAGES)
-    for stage in STAGES:
-        out += [f"{stage}.{a}" for a in REQUIRED[stage]]
-    return out
 
 
 def check_names(names: Iterable[str], *, what: str) -> frozenset[str]:
@@ -299,9 +291,3 @@ def to_ours(a: np.ndarray, theirs: str, ours: str, *, what: str = "array") -> np
 def from_ours(a: np.ndarray, ours: str, theirs: str) -> np.ndarray:
     """The inverse of `to_ours`."""
     return to_ours(a, ours, theirs, what="scaler input")
-
-
-def call_with_layout(fn: Callable, decl: "Declarations", x: np.ndarray, **kw) -> Any:
-    """Call a scaler `fn(x, **kw)` with `x` in the backend's declared layout."""
-    spec = decl.scaler_input_layout()
-    return fn(from_ours(x, IMAGE, spec) if spec else x, **kw)

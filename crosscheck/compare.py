@@ -615,7 +615,3 @@ def missing_delta(
         diagnosis=why,
         diagnosis_class="missing",
     )
-
-
-def summarize(deltas: Sequence[ArrayDelta]) -> bool:
-    return all(d.passed for d in deltas)

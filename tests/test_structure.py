@@ -358,3 +358,40 @@ def test_compile_counts_use_the_public_monitoring_api():
         if p.name != this and "_cache_size(" in p.read_text()
     ]
     assert readers == []  # no test reads a jitted function's private cache
+
+
+def _lint_imports(env_path: str | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    exe = pathlib.Path(sys.executable).with_name("lint-imports")
+    env = dict(os.environ)
+    if env_path:
+        env["PYTHONPATH"] = env_path + os.pathsep + str(ROOT)
+    return subprocess.run(
+        [str(exe), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_import_contracts_hold():
+    proc = _lint_imports()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "2 kept, 0 broken" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_import_contracts_catch_a_function_level_import(tmp_path):
+    # the same package with one core module importing the CLI inside a function: contract broken
+    import shutil
+
+    pkg = tmp_path / "ptycho_jax"
+    shutil.copytree(ROOT / "src" / "ptycho_jax", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(pkg / "_normalize.py", "a") as f:
+        f.write("\n\ndef _wrong():\n    from . import _cli  # noqa: F401\n")
+    proc = _lint_imports(str(tmp_path))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 kept, 1 broken" in proc.stdout, proc.stdout[-2000:]
+    assert "ptycho_jax._normalize -> ptycho_jax._cli" in proc.stdout, proc.stdout[-2000:]

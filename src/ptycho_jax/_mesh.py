@@ -194,10 +194,6 @@ class Exchange:
         np.ndarray
     )  # (D·Bs, C) int32: index into the receiver's buffer; padding -> the zero row
 
-    @property
-    def buffer_rows(self) -> int:
-        return int(sum(self.sizes)) + 1
-
 
 def plan_exchange(nn: np.ndarray, groups: Blocks, frames: Blocks) -> Exchange:
     """For every device, which frames it needs from which owner and where they land in its buffer."""
