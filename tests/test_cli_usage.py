@@ -180,3 +180,11 @@ def test_readme_worked_port_input_is_made_by_a_step_before_it():  # item 13
     made = text.find("ptycho-jax simulate")
     assert 0 <= made < use
     assert "scan.npz" in text[made:use]
+
+
+def test_report_provenance_says_whose_specs_it_cites():  # item 16
+    import ptycho_jax as pj
+
+    prov = pj.make_provenance()
+    assert "upstream PtychoPINN's specifications" in prov["spec_references"]
+    assert "specs/spec-ptycho-core.md" in prov["spec_references"]

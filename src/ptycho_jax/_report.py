@@ -866,6 +866,10 @@ def make_provenance(
         "input_sha256": None if input_path is None else file_sha256(input_path),
         "variant": variant,
         "parameters": dict(parameters) if parameters is not None else {},
+        # the report's layout is upstream's byte for byte, its citations included
+        "spec_references": "specs/spec-ptycho-core.md and specs/spec-ptycho-workflow.md, cited "
+        "above, are upstream PtychoPINN's specifications (its repository's specs/), kept as "
+        "upstream prints them; ptycho-jax's own specification is specs/report.md in ptycho-jax",
     }
     prov.update(extra)
     _check_plain(prov, where="make_provenance")
