@@ -210,6 +210,34 @@ def _port(args: argparse.Namespace) -> Any:
     return JaxBackend(**chain_path(args.devices, args.chunk_groups))
 
 
+def _progress(args: argparse.Namespace, *, total: int | None, what: str = ""):
+    """Stage lines on stderr, as `report` prints them (none with -q); logged at INFO as well."""
+    import time
+
+    t0, done = time.perf_counter(), [0]
+
+    def tick(stage: str) -> None:
+        logger.info("%s%s", what, stage)
+        done[0] += 1
+        if not getattr(args, "quiet", False):
+            count = f"{done[0]}/{total}" if total else f"{done[0]}"
+            print(
+                f"ptycho-jax: [{count}] {what}{stage} (t={time.perf_counter() - t0:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return tick
+
+
+def _quiet_tensorflow(args: argparse.Namespace) -> None:
+    """TensorFlow's and XLA's C++ log lines only with -v (set before TF is first imported)."""
+    import os
+
+    if not getattr(args, "verbose", 0):  # set, not defaulted: importing jax sets it to "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the cross-check described by `args`, write the outputs, return the exit code.
 
@@ -224,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     from .render import format_failure, write_outputs
     from .run import recorded_params, run_crosscheck
 
+    _quiet_tensorflow(args)
     if args.mode == "bisect":
         return _run_bisect(args)
     stage_of_error = "arguments"
@@ -258,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
             reference=reference,
             params=params,
             tolerances=table,
-            progress=lambda stage: logger.info("stage %s", stage),
+            progress=_progress(args, total=7),
             stages=stages,
             allow_missing=allow,
             allow_same_code=args.allow_same_code,
@@ -309,7 +338,7 @@ def _run_bisect(args: argparse.Namespace) -> int:
             stages=stages,
             tolerances=table,
             python=args.port_python,
-            progress=lambda msg: logger.info("bisect: %s", msg),
+            progress=_progress(args, total=None, what="bisect: "),
         )
         out = pathlib.Path(args.out)
         write_files_atomically(

@@ -27,9 +27,30 @@ LOCAL_OFFSET_SIGN = -1.0
 
 @ft.cache
 def _tf():
-    """Import TensorFlow on first use (it takes seconds and is an optional dependency)."""
-    import tensorflow as tf
+    """Import TensorFlow on first use (it takes seconds and is an optional dependency).
 
+    With `TF_CPP_MIN_LOG_LEVEL=3` (the CLI sets it unless -v) the C++ lines TensorFlow writes to
+    fd 2 while it loads (absl's preamble, oneDNN's notice), which that variable does not stop, are
+    discarded; an import error still raises with its message."""
+    import os
+
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        import tensorflow as tf
+
+        return tf
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow as tf
+
+        tf.constant(0.0) + 1.0  # the first op logs too (oneDNN's notice)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     return tf
 
 

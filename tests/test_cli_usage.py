@@ -188,3 +188,31 @@ def test_report_provenance_says_whose_specs_it_cites():  # item 16
     prov = pj.make_provenance()
     assert "upstream PtychoPINN's specifications" in prov["spec_references"]
     assert "specs/spec-ptycho-core.md" in prov["spec_references"]
+
+
+def test_crosscheck_shows_progress_and_no_tensorflow_log(tmp_path):  # item 12
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptycho_jax",
+            "crosscheck",
+            "--scenario",
+            "gs1_ideal",
+            "--reference",
+            "tf",
+            "--out",
+            str(tmp_path / "o"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = proc.stderr.splitlines()
+    assert [line.split("]")[0] for line in err if line.startswith("ptycho-jax: [")] == [
+        f"ptycho-jax: [{i}/7" for i in range(1, 8)
+    ], err
+    for noise in ("oneDNN", "absl", "I0000", "W0000", "cuda"):
+        assert not any(noise in line for line in err), (noise, err)

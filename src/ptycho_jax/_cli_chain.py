@@ -136,13 +136,13 @@ def check_chain_flags(args: argparse.Namespace) -> None:
             raise PtychoInputError(f"{cf.flag} must be {rel} {cf.minimum:g}, got {v:g}")
 
 
-_API_WORD = re.compile(r"\b(?:ChainParams|Scenario)\.(\w+)|\b(\w+)(?=\s*(?:>=|<=|=|>|<)\s*\S)")
+_API_WORD = re.compile(r"\b(?:ChainParams|Scenario)\.(\w+)|\b(\w+)(?=\s*(?:>=|<=|>|<)\s*\S)")
 
 
 def in_flag_terms(message: str) -> str:
     """An error of the Python API in the command line's words: `ChainParams.gridsize` and
     `neighbor_pool_size >= 4` name their flags (`--gridsize`, `--neighbor-pool-size >= 4`),
-    `oversample=True` is `--oversample`."""
+    `oversample=True` is `--oversample`; a `field=value` (a recorded value) stays as it is."""
     flags = {cf.dest: cf.flag for cf in CHAIN_FLAGS}
     message = message.replace("oversample=True", "--oversample")
 
