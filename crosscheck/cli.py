@@ -300,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     print(format_failure(result))
     # stdout carries the verdict only; where the files went is a progress message.
-    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if not getattr(args, "quiet", False):  # -q: like report's path lines
+        print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     if args.git_bisect_exit:
         from .bisection import GIT_BISECT_EXIT
 

@@ -216,3 +216,29 @@ def test_crosscheck_shows_progress_and_no_tensorflow_log(tmp_path):  # item 12
     ], err
     for noise in ("oneDNN", "absl", "I0000", "W0000", "cuda"):
         assert not any(noise in line for line in err), (noise, err)
+
+
+def test_report_paths_on_stderr_and_one_level_spelling(tmp_path, data):  # item 8
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptycho_jax",
+            "-v",
+            "report",
+            "--input",
+            str(data),
+            *REPORT,
+            "--out",
+            str(tmp_path / "rep"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == ""
+    assert f"{tmp_path / 'rep'}" in proc.stderr
+    assert "ptycho-jax: info " in proc.stderr, proc.stderr[-2000:]
+    assert "ptycho-jax: INFO" not in proc.stderr and "ptycho-jax: WARNING" not in proc.stderr

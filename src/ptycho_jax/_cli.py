@@ -47,9 +47,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         if quiet
         else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     )
-    logging.basicConfig(
-        level=level, format="ptycho-jax: %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from ._cli_guard import one_line_formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(one_line_formatter())  # the same level words as our own loggers' lines
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -290,7 +292,8 @@ def _cmd_simulate(args) -> int:
     progress(f"writing {args.out}")
     raw = dataclasses.replace(raw)  # validated again before writing
     raw.to_npz(args.out)
-    print(f"ptycho-jax: wrote {len(raw)} frames ({args.split}) to {args.out}")
+    if not args.quiet:
+        print(f"ptycho-jax: wrote {len(raw)} frames ({args.split}) to {args.out}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -330,7 +333,8 @@ def _cmd_report(args) -> int:
     report = chain_report(result, raw=raw, provenance=provenance)
     paths = write_report(report, args.out, figure=not args.no_figure)
     for kind, path in paths.items():
-        print(f"ptycho-jax: {kind}: {path}")
+        if not args.quiet:  # on stderr, as crosscheck's: stdout stays free for what scripts read
+            print(f"ptycho-jax: {kind}: {path}", file=sys.stderr)
     return ExitCode.OK
 
 

@@ -39,6 +39,11 @@ class _OneLineFormatter(logging.Formatter):
         return f"{PROG}: {level}{name}: {one_line(record.getMessage())}"
 
 
+def one_line_formatter() -> logging.Formatter:
+    """`ptycho-jax: info NAME: message` (lower-case level words, one line)."""
+    return _OneLineFormatter()
+
+
 class _StderrHandler(logging.Handler):
     """Writes to the `sys.stderr` of the moment (so a test's capture, or a redirected stream, sees it)."""
 
