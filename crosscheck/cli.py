@@ -211,21 +211,14 @@ def _port(args: argparse.Namespace) -> Any:
 
 
 def _progress(args: argparse.Namespace, *, total: int | None, what: str = ""):
-    """Stage lines on stderr, as `report` prints them (none with -q); logged at INFO as well."""
-    import time
+    """Stage lines on stderr, report's `Progress` (none with -q); logged at INFO as well."""
+    from ptycho_jax._cli import Progress
 
-    t0, done = time.perf_counter(), [0]
+    show = Progress(total, quiet=getattr(args, "quiet", False))
 
     def tick(stage: str) -> None:
         logger.info("%s%s", what, stage)
-        done[0] += 1
-        if not getattr(args, "quiet", False):
-            count = f"{done[0]}/{total}" if total else f"{done[0]}"
-            print(
-                f"ptycho-jax: [{count}] {what}{stage} (t={time.perf_counter() - t0:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        show(f"{what}{stage}")
 
     return tick
 

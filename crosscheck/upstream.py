@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_jax import BackendUnavailableError
+from ptycho_jax import BackendUnavailableError, frames_as_given
 
 from . import _upstream_worker as _w
 from . import trees as _trees
@@ -288,9 +288,7 @@ def raw_arrays(raw: Any) -> dict[str, np.ndarray]:
             out[k] = np.asarray(v)
     # frames go to upstream in the dtype they were given in (exact): a branch's uint16 / float64
     # handling is what it is asked to show
-    source = getattr(raw, "diff3d_source_dtype", "float32")
-    if source != "float32":
-        out["diff3d"] = out["diff3d"].astype(source)
+    out["diff3d"] = frames_as_given(raw)
     return out
 
 
@@ -429,7 +427,7 @@ class _WorkerBackend:
                 "backend": self.kind,
                 "spec": self.name,
                 **tree.provenance(),
-                "code_sha256": _trees.code_digest(self.worker.path, self.packages),
+                "code_sha256": self.code_identity()[1],
                 "interpreter": str(self.worker.python),
                 "versions": versions,
                 "unsupported_stages": {k: v for k, v in self.capabilities.items() if v},

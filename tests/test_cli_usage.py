@@ -22,6 +22,17 @@ def data(tmp_path):
 REPORT = ["--n-groups", "8", "--gridsize", "1", "--no-figure"]
 
 
+def _console(*args: str, cwd) -> subprocess.CompletedProcess:
+    """`python -m ptycho_jax ARGS` in a fresh process, as a user runs the console script."""
+    return subprocess.run(
+        [sys.executable, "-m", "ptycho_jax", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -164,13 +175,7 @@ def test_python_dash_m_and_py_typed(tmp_path):  # item 14
     import ptycho_jax
 
     assert (pathlib.Path(ptycho_jax.__file__).parent / "py.typed").is_file()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ptycho_jax", "scenarios"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    proc = _console("scenarios", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("gs1_ideal:"), proc.stderr
 
 
@@ -191,24 +196,10 @@ def test_report_provenance_says_whose_specs_it_cites():  # item 16
 
 
 def test_crosscheck_shows_progress_and_no_tensorflow_log(tmp_path):  # item 12
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ptycho_jax",
-            "crosscheck",
-            "--scenario",
-            "gs1_ideal",
-            "--reference",
-            "tf",
-            "--out",
-            str(tmp_path / "o"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = _console(
+        "crosscheck", "--scenario", "gs1_ideal", "--reference", "tf", "--out", str(tmp_path / "o"),
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = proc.stderr.splitlines()
     assert [line.split("]")[0] for line in err if line.startswith("ptycho-jax: [")] == [
@@ -219,23 +210,8 @@ def test_crosscheck_shows_progress_and_no_tensorflow_log(tmp_path):  # item 12
 
 
 def test_report_paths_on_stderr_and_one_level_spelling(tmp_path, data):  # item 8
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ptycho_jax",
-            "-v",
-            "report",
-            "--input",
-            str(data),
-            *REPORT,
-            "--out",
-            str(tmp_path / "rep"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
+    proc = _console(
+        "-v", "report", "--input", str(data), *REPORT, "--out", str(tmp_path / "rep"), cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == ""

@@ -53,6 +53,7 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._pipeline import group as group
     from ._pipeline import run_chain as run_chain
     from ._rawdata import RawData as RawData
+    from ._rawdata import frames_as_given as frames_as_given
     from ._report import IntensityReport as IntensityReport
     from ._report import StageRecord as StageRecord
     from ._report import build_intensity_report as build_intensity_report
@@ -124,6 +125,7 @@ _MODULE_OF: dict[str, str] = {
     "group": "_pipeline",
     "run_chain": "_pipeline",
     "RawData": "_rawdata",
+    "frames_as_given": "_rawdata",
     "IntensityReport": "_report",
     "StageRecord": "_report",
     "build_intensity_report": "_report",

@@ -75,32 +75,37 @@ COMMANDS = ("simulate", "report", "scenarios", "crosscheck", "bench")
 DEFAULT_SIMULATE_OUT = "scan.npz"
 
 
-def _add_global_flags(p: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
-    """-v/-q and the cache flags, taken before or after the subcommand.
+GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("-v", "--verbose"), {"action": "count", "help": "more log output on stderr"}),
+    (("-q", "--quiet"), {"action": "store_true", "help": "no progress lines"}),
+    (
+        ("--no-compile-cache",),
+        {
+            "action": "store_true",
+            "help": "no persistent compilation cache (PTYCHO_JAX_NO_CACHE=1 turns off both caches)",
+        },
+    ),
+    (
+        ("--no-dataset-cache",),
+        {
+            "action": "store_true",
+            "help": "simulate the report's scenario even when the dataset cache holds it",
+        },
+    ),
+)
+"""The value-less flags every subcommand takes before or after its name (-vv counts as -v -v)."""
 
-    On a subcommand they default to SUPPRESS, so a flag given before it is not reset there."""
-    unset = {"default": argparse.SUPPRESS} if in_subcommand else {}
+
+def _add_global_flags(p: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    """GLOBAL_FLAGS on `p`. On a subcommand they default to SUPPRESS, so a flag given before it is
+    not reset there."""
     g = p.add_argument_group("global options") if in_subcommand else p
-    g.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        help="more log output on stderr",
-        **(unset or {"default": 0}),
-    )
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines", **unset)
-    g.add_argument(
-        "--no-compile-cache",
-        action="store_true",
-        help="no persistent compilation cache (PTYCHO_JAX_NO_CACHE=1 turns off both caches)",
-        **unset,
-    )
-    g.add_argument(
-        "--no-dataset-cache",
-        action="store_true",
-        help="simulate the report's scenario even when the dataset cache holds it",
-        **unset,
-    )
+    for names, kw in GLOBAL_FLAGS:
+        if in_subcommand:
+            kw = {**kw, "default": argparse.SUPPRESS}
+        elif kw["action"] == "count":
+            kw = {**kw, "default": 0}
+        g.add_argument(*names, **kw)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,7 +196,7 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 def _with_command(argv: list[str]) -> list[str]:
     """`argv` with `report` inserted where no subcommand is named (`ptycho-jax --out DIR`)."""
-    global_flags = {"-q", "--quiet", "--verbose", "--no-compile-cache", "--no-dataset-cache"}
+    global_flags = {name for names, _ in GLOBAL_FLAGS for name in names}
     for i, a in enumerate(argv):
         if a in global_flags or (a.startswith("-v") and set(a[1:]) == {"v"}):
             continue
