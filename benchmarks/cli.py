@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ptycho_jax._cli_chain import CHAIN_FLAGS, add_chain_arguments, given_chain_values
+from ptycho_jax.app.chain_flags import CHAIN_FLAGS, add_chain_arguments, given_chain_values
 
 from .plan import IMPLS, apply_chain_values, build_plan
 from .report import evaluate_targets, render_plot, to_markdown, write_outputs
@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _select_device(name: str):
     import jax
 
-    from ptycho_jax._errors import BackendUnavailableError
+    from ptycho_jax import BackendUnavailableError
 
     try:
         devices = jax.devices(name)
@@ -101,7 +101,7 @@ def _select_device(name: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run the suite the arguments select, write JSON/Markdown/PNG to --out, print the Markdown (or JSON); returns 0."""
-    from ptycho_jax._errors import PtychoInputError
+    from ptycho_jax import PtychoInputError
 
     if getattr(args, "render", None) is not None:
         return _render_only(args)
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render_only(args: argparse.Namespace) -> int:
-    from ptycho_jax._atomic import write_files_atomically
+    from ptycho_jax.internal import write_files_atomically
 
     result = BenchResult.from_json(json.loads(pathlib.Path(args.render).read_text()))
     result.targets = evaluate_targets(result)
@@ -205,7 +205,7 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m benchmarks [options]` (from the repository root; `ptycho-jax bench` forwards here)."""
+    """`python -m benchmarks [options]` (from the repository root; not in the installed package)."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="The JAX port, the TF reference and upstream-style baselines, stage by stage (specs/benchmarks.md).",
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="ptycho-jax: %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from ptycho_jax._errors import BackendUnavailableError, PtychoInputError
+    from ptycho_jax import BackendUnavailableError, PtychoInputError
 
     try:
         return run(args)

@@ -27,8 +27,8 @@ def listen(event, secs, **kw):
         seen[name] += secs
         count[name] += 1
 monitoring.register_event_duration_secs_listener(listen)
-from ptycho_jax._cli import main
-from ptycho_jax._launch import exit_now
+from ptycho_jax.app.cli import main
+from ptycho_jax.app.launch import exit_now
 rc = main(["-q", "report", "--out", sys.argv[1]])
 top = sorted(seen.items(), key=lambda kv: -kv[1])
 with open(sys.argv[1] + "/intensity_stats.json") as f:

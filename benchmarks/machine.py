@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_jax._host_memory import last_setup
+from ptycho_jax.app.host_memory import last_setup
 
 
 def read_proc(path: str) -> str:

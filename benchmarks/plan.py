@@ -26,7 +26,7 @@ STAGES = (
 CHAIN_STAGES = tuple(s for s in STAGES if s not in ("selection", "neighbours"))
 IMPLS = ("jax", "jax-engine", "tf-ref", "upstream-np", "ckdtree", "upstream")
 """jax: the port (jitted, warm); jax-engine: selection with the JAX neighbour engine (cell list); tf-ref:
-crosscheck.tf_reference (+ crosscheck.grouping); upstream-np: upstream's algorithm in NumPy/SciPy;
+ptycho_jax.crosscheck.tf_reference (+ ptycho_jax.crosscheck.grouping); upstream-np: upstream's algorithm in NumPy/SciPy;
 ckdtree: SciPy's cKDTree (upstream's neighbour search); upstream: the real upstream PtychoPINN in its own
 environment (a subprocess; group_normalize, container and patches of the main case, benchmarks/upstream.py)."""
 BASELINE_OF = {

@@ -417,7 +417,7 @@ def render_plot(result: BenchResult) -> bytes | None:
             ax.legend(fontsize=7)
     m = result.machine
     fig.suptitle(
-        f"ptycho-jax bench ({result.preset}): {m['device_kind']} / {m['cpu_model']} — median, bars min–max",
+        f"python -m benchmarks ({result.preset}): {m['device_kind']} / {m['cpu_model']} — median, bars min–max",
         fontsize=9,
     )
     buf = io.BytesIO()
@@ -429,7 +429,7 @@ def write_outputs(
     result: BenchResult, out_dir: str | os.PathLike, *, stem: str, plot: bool = True
 ) -> dict[str, pathlib.Path]:
     """Write `{stem}.json`, `{stem}.md` and (with matplotlib) `{stem}.png` into `out_dir`, atomically."""
-    from ptycho_jax._atomic import write_files_atomically
+    from ptycho_jax.internal import write_files_atomically
 
     out = pathlib.Path(out_dir)
     files = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md"}

@@ -38,7 +38,7 @@ class BenchResult:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "BenchResult":
         """Read back `to_json`'s document (to re-render Markdown and plot, e.g. of a GPU run)."""
-        from ptycho_jax._errors import PtychoInputError
+        from ptycho_jax import PtychoInputError
 
         if doc.get("schema") != SCHEMA:
             raise PtychoInputError(

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ptycho_jax._cli_chain import chain_path
+from ptycho_jax.app.chain_flags import chain_path
 
 from .machine import tf_module
 from .plan import DENSITY, SEED, STAGES, Case, K
@@ -21,7 +21,7 @@ def synthetic_raw(
     M: int, N: int, *, seed: int, object_side: int | None = None, frames: bool = True
 ):
     """Random RawData: positions uniform over the object interior (gs2_ideal's density), float32 amplitudes in [0, 1)."""
-    from ptycho_jax._rawdata import RawData
+    from ptycho_jax import RawData
 
     rng = np.random.default_rng(seed)
     side = object_side or N + math.ceil(math.sqrt(M / DENSITY))
@@ -46,7 +46,7 @@ def synthetic_raw(
 
 def gs2_ideal_raw():
     """gs2_ideal's RawData: the committed golden input, else the full goldens, else simulated, else synthetic."""
-    from ptycho_jax._rawdata import RawData
+    from ptycho_jax import RawData
 
     root = pathlib.Path(__file__).resolve().parents[1]
     for p in (
@@ -58,7 +58,7 @@ def gs2_ideal_raw():
                 p
             ), f"golden input {p.relative_to(p.parents[2]) if len(p.parents) > 2 else p}"
     try:
-        from ptycho_jax._simulate import simulate
+        from ptycho_jax import simulate
 
         return simulate("gs2_ideal").test, "simulated gs2_ideal (test half)"
     except Exception as e:  # noqa: BLE001 - fall back to shapes alone
@@ -72,7 +72,7 @@ def gs2_ideal_raw():
 def tf_available() -> bool:
     try:
         tf_module()
-        import crosscheck.tf_reference  # noqa: F401
+        import ptycho_jax.crosscheck.tf_reference  # noqa: F401
     except ImportError:
         return False
     return True
@@ -107,8 +107,8 @@ def upstream_whole_canvas_patches(obj: np.ndarray, centres: np.ndarray, *, N: in
 
 
 def _tf_scales(diff3d, diffraction, X, *, N: int, nphotons: float) -> dict[str, float]:
-    """The quantities of `all_intensity_scales`, from crosscheck.tf_reference."""
-    import crosscheck.tf_reference as ref
+    """The quantities of `all_intensity_scales`, from ptycho_jax.crosscheck.tf_reference."""
+    import ptycho_jax.crosscheck.tf_reference as ref
 
     raw_scale, raw_e = ref.dataset_scale(diff3d, nphotons)
     grouped_scale, grouped_e = ref.dataset_scale(diffraction, nphotons)
@@ -130,8 +130,8 @@ def _tf_chain(
     raw, *, N: int, gridsize: int, K: int, B: int, nphotons: float, seed: int | None
 ) -> dict[str, Any]:
     """The chain through the TF reference: selection, grouped dict, normalize, container, scales, scaler variable."""
-    import crosscheck.grouping as rg
-    import crosscheck.tf_reference as ref
+    import ptycho_jax.crosscheck.grouping as rg
+    import ptycho_jax.crosscheck.tf_reference as ref
 
     nn = rg.select_groups(raw.positions(), gridsize=gridsize, K=K, nsamples=B, seed=seed)
     grouped = ref.grouped_dict(raw, nn, N=N)
@@ -189,7 +189,7 @@ class Inputs:
         return self.get("raw").positions()
 
     def _make_nn(self):
-        from ptycho_jax._grouping import select_groups
+        from ptycho_jax import select_groups
 
         c = self.case
         return select_groups(self.get("positions"), c.params())
@@ -210,18 +210,18 @@ class Inputs:
         return self._put(self.get("nn"))
 
     def _make_coords(self):
-        from ptycho_jax._coords import group_coordinates
+        from ptycho_jax import group_coordinates
 
         raw = self.get("raw")
         return group_coordinates(raw.xcoords, raw.ycoords, self.get("nn"))
 
     def _make_D_dev(self):
-        from ptycho_jax._grouping import gather_frames
+        from ptycho_jax.internal import gather_frames
 
         return gather_frames(self.get("diff3d_dev"), self.get("nn_dev"))
 
     def _make_X_dev(self):
-        from ptycho_jax._normalize import normalize_data
+        from ptycho_jax import normalize_data
 
         return normalize_data(self.get("D_dev"), self.case.N)[0]
 
@@ -232,7 +232,7 @@ class Inputs:
         return np.array(self.get("X_dev"))
 
     def _make_centres(self):
-        from ptycho_jax._patches import group_patch_centres
+        from ptycho_jax import group_patch_centres
 
         nn_coords, offsets, relative = self.get("coords")
         return group_patch_centres(offsets, relative, nn_coords, positions="upstream")
@@ -243,18 +243,18 @@ class Inputs:
         return group(self.get("raw"), self.case.params(), nn_indices=self.get("nn"))
 
     def _make_tf_grouped(self):
-        import crosscheck.tf_reference as ref
+        import ptycho_jax.crosscheck.tf_reference as ref
 
         return ref.grouped_dict(self.get("raw"), self.get("nn"), N=self.case.N)
 
     def _make_tf_scaler(self):
-        import crosscheck.tf_reference as ref
+        import ptycho_jax.crosscheck.tf_reference as ref
 
         _, fwd, inv = ref.make_scaler_pair(self.scale())
         return fwd, inv, tf_module().convert_to_tensor(self.get("X_np"))
 
     def scale(self) -> float:
-        from ptycho_jax._intensity import closed_form_intensity_scale_f32
+        from ptycho_jax import closed_form_intensity_scale_f32
 
         return closed_form_intensity_scale_f32(self.case.N, self.case.nphotons)
 
@@ -272,15 +272,17 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
     """`{impl: Impl}` for `stage` on the case's inputs (built here, before any timing)."""
     import jax
 
-    from ptycho_jax._container import make_container
-    from ptycho_jax._coords import group_coordinates
-    from ptycho_jax._grouping import gather_frames, select_groups
-    from ptycho_jax._intensity import all_intensity_scales
-    from ptycho_jax._neighbours import jax_neighbours, kdtree_neighbours
-    from ptycho_jax._normalize import normalize_data
-    from ptycho_jax._patches import extract_group_patches
-    from ptycho_jax._pipeline import run_chain
-    from ptycho_jax._scaler import IntensityScaler
+    from ptycho_jax import (
+        IntensityScaler,
+        all_intensity_scales,
+        extract_group_patches,
+        group_coordinates,
+        make_container,
+        normalize_data,
+        run_chain,
+        select_groups,
+    )
+    from ptycho_jax.internal import gather_frames, jax_neighbours, kdtree_neighbours
 
     c = inp.case
     N = c.N
@@ -288,8 +290,8 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
     want = set(impls)
     ref = rg = None
     if "tf-ref" in want:
-        import crosscheck.grouping as rg
-        import crosscheck.tf_reference as ref
+        import ptycho_jax.crosscheck.grouping as rg
+        import ptycho_jax.crosscheck.tf_reference as ref
 
     if stage == "selection":
         pos = inp.get("positions")
@@ -304,7 +306,9 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
         if rg is not None:
             kw = {"gridsize": c.gridsize, "K": c.K, "nsamples": c.B, "seed": c.seed}
             out["tf-ref"] = Impl(
-                lambda: rg.select_groups(pos, **kw), 1.0, "crosscheck.grouping.select_groups"
+                lambda: rg.select_groups(pos, **kw),
+                1.0,
+                "ptycho_jax.crosscheck.grouping.select_groups",
             )
         return out
     if stage == "neighbours":

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_jax._host_memory import GLIBC_TUNABLES, last_setup, release_freed_host_memory
+from ptycho_jax.app.host_memory import GLIBC_TUNABLES, last_setup, release_freed_host_memory
 
 from .machine import (
     HostMemory,
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def _check_patches(inp: Inputs, k: int) -> dict[str, Any]:
     """The upstream-np baseline and the port compute the same patches (max |difference| on k patches)."""
-    from ptycho_jax._patches import extract_patches
+    from ptycho_jax import extract_patches
 
     centres = inp.get("centres")[:k]
     obj = inp.get("raw").objectGuess
@@ -72,7 +72,9 @@ def run_suite(
     t0 = time.perf_counter()
     use_tf = "tf-ref" in impls and tf_available()
     if "tf-ref" in impls and not use_tf:
-        progress("tensorflow / crosscheck.tf_reference not importable: tf-ref figures skipped")
+        progress(
+            "tensorflow / ptycho_jax.crosscheck.tf_reference not importable: tf-ref figures skipped"
+        )
     if use_tf:
         progress(f"tensorflow imported in {time.perf_counter() - t0:.1f} s")
     meminfo = read_proc("/proc/meminfo")
@@ -110,7 +112,7 @@ def run_suite(
         why = (
             "not requested (--impls)"
             if "tf-ref" not in impls
-            else "TensorFlow or crosscheck.tf_reference not importable here"
+            else "TensorFlow or ptycho_jax.crosscheck.tf_reference not importable here"
         )
         result.notes.append(f"tf-ref: no TF reference figures ({why})")
     else:
@@ -151,7 +153,7 @@ def run_suite(
         progress(f"{case.name}: {stage}: {impl} cut: {reason}")
 
     with warnings.catch_warnings(), _device_scope(device):
-        from ptycho_jax._grouping import DuplicatePositionWarning, MirroredPatchWarning
+        from ptycho_jax import DuplicatePositionWarning, MirroredPatchWarning
 
         warnings.simplefilter("ignore", MirroredPatchWarning)
         warnings.simplefilter("ignore", DuplicatePositionWarning)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_jax._host_memory import release_freed_host_memory
+from ptycho_jax.app.host_memory import release_freed_host_memory
 
 from .machine import HostMemory, device_memory
 from .plan import BASELINE_OF, IMPLS, Case, stage_bytes

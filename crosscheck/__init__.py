@@ -1,6 +1,6 @@
 """Cross-check a port of the PtychoPINN data chain against a reference, stage by stage (specs/crosscheck.md).
 
-Public names are loaded lazily (so `import crosscheck.pytest_plugin` stays cheap):
+Public names are loaded lazily (so `import ptycho_jax.crosscheck.pytest_plugin` stays cheap):
 `run_crosscheck`, `write_outputs`, `Verdict`, `EXIT_CODES`, `HarnessInputError`, `resolve_backend`, `Backend`, `StageUnsupported`,
 `ToleranceTable`, `Tolerance`, `ArrayDelta`, `StageResult`, `CrosscheckResult`, `diagnose`,
 `assert_backends_match`.

@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-try:  # imported as part of the `crosscheck` package (by crosscheck.upstream)
+try:  # imported as part of the `crosscheck` package (by ptycho_jax.crosscheck.upstream)
     from ._keys import CONTAINER_KEYS, COORD_KEYS
 except ImportError:  # run as the worker script: this folder is sys.path[0]
     from _keys import CONTAINER_KEYS, COORD_KEYS

@@ -94,7 +94,7 @@ class Backend(Protocol):
 # helpers
 
 
-def _digest(a: Any) -> str:
+def array_digest(a: Any) -> str:
     a = np.ascontiguousarray(np.asarray(a))
     return hashlib.sha1(a.tobytes() + str(a.shape).encode() + str(a.dtype).encode()).hexdigest()
 
@@ -132,7 +132,7 @@ class _Memo:
         return v
 
 
-def _params_key(params: Any) -> tuple:
+def params_key(params: Any) -> tuple:
     if dataclasses.is_dataclass(params):
         return tuple(sorted((k, repr(v)) for k, v in dataclasses.asdict(params).items()))
     return (repr(params),)
@@ -155,7 +155,7 @@ class JaxBackend:
         import ptycho_jax as pj
 
         nn = None if nn_indices is None else np.asarray(nn_indices)
-        key = (_params_key(params), None if nn is None else _digest(nn))
+        key = (params_key(params), None if nn is None else array_digest(nn))
         return self._memo.get(
             key, raw, lambda: pj.run_chain(raw, params, nn_indices=nn, **self._path)
         )
@@ -225,7 +225,7 @@ class JaxBackend:
 
 
 class TFBackend:
-    """The independent TensorFlow reference (`crosscheck.tf_reference`), grouping by `crosscheck.grouping`."""
+    """The independent TensorFlow reference (`ptycho_jax.crosscheck.tf_reference`), grouping by `ptycho_jax.crosscheck.grouping`."""
 
     name = "tf"
 
@@ -256,12 +256,12 @@ class TFBackend:
         if nn_indices is not None:
             return np.asarray(nn_indices)
         return self._memo.get(
-            ("groups", _params_key(params)), raw, lambda: self.grouping(raw, params)["nn_indices"]
+            ("groups", params_key(params)), raw, lambda: self.grouping(raw, params)["nn_indices"]
         )
 
     def _chain(self, raw, params, nn_indices):
         nn = self._nn(raw, params, nn_indices)
-        key = ("chain", _params_key(params), _digest(nn))
+        key = ("chain", params_key(params), array_digest(nn))
         return self._memo.get(key, raw, lambda: self._run(raw, params, nn))
 
     def _run(self, raw, params, nn):
@@ -570,7 +570,7 @@ class GoldenBackend:
 
 
 # ---------------------------------------------------------------------------------------------
-# upstream and its torch port live in crosscheck.upstream / crosscheck.torch_port (own process)
+# upstream and its torch port live in ptycho_jax.crosscheck.upstream / ptycho_jax.crosscheck.torch_port (own process)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Walk an upstream history and name the first commit whose numbers differ from a good one.
 
 specs/crosscheck.md §8.1. The commits on the first-parent path from `good` (exclusive) to `bad`
-(inclusive) are searched by halving. Each tested commit is exported (`crosscheck.trees`) and
+(inclusive) are searched by halving. Each tested commit is exported (`ptycho_jax.crosscheck.trees`) and
 cross-checked, as the port, against the good commit as the reference (one worker kept for it):
 PASS = same numbers as good, FAIL = its numbers differ, INCOMPLETE or a tree that cannot be
 imported = untestable, skipped as `git bisect skip` would (exit 125 under `git bisect run`). A

@@ -1,7 +1,7 @@
 """pytest plugin: `assert_backends_match` and the `crosscheck_match` fixture (specs/crosscheck.md §8).
 
 Import `assert_backends_match` from here (or `crosscheck`), or load the fixture with
-`pytest -p crosscheck.pytest_plugin` / `pytest_plugins = ["crosscheck.pytest_plugin"]`, so a
+`pytest -p ptycho_jax.crosscheck.pytest_plugin` / `pytest_plugins = ["ptycho_jax.crosscheck.pytest_plugin"]`, so a
 ported backend's own test suite can write::
 
     def test_my_port(crosscheck_match):

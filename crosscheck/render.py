@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_jax._atomic import write_files_atomically
+from ptycho_jax.internal import write_files_atomically
 
 from .compare import (
     COMPARED_STATUSES,

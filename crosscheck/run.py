@@ -638,7 +638,7 @@ def recorded_params(backend: Any) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k in RECORDED_FIELDS and v is not None}
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return bool(a) == bool(b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -661,7 +661,7 @@ def params_conflicts(recorded: Mapping[str, Any], params: Any, raw: Any = None) 
             continue  # the pool size is read only when oversampling
         if k == "seed" and (recorded.get("sequential") or getattr(params, "sequential", False)):
             continue  # sequential sampling ignores the seed
-        if not _same(got, v):
+        if not same_value(got, v):
             out.append(f"{k}: recorded {v!r}, asked for {got!r}")
     return out
 

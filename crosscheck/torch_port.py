@@ -1,7 +1,7 @@
 """The `ptycho_torch` backend: upstream PtychoPINN's own PyTorch port, through its own code paths.
 
 specs/crosscheck.md §2.5. Runs in the upstream environment's worker process (as `upstream`,
-`crosscheck.upstream`) and calls the port's grouping (`patch_generator.group_coords`),
+`ptycho_jax.crosscheck.upstream`) and calls the port's grouping (`patch_generator.group_coords`),
 normalisation (`helper.get_rms_scaling_factor`), patch extraction (`datagen.get_image_patches`),
 intensity scale (`helper.derive_intensity_scale_from_amplitudes`), scaler
 (`model.IntensityScalerModule`) and container (`data_container_bridge.PtychoDataContainerTorch`)
@@ -12,7 +12,7 @@ What the port has no code for is declared in `not_computed`.
 from typing import Any
 
 from .backends import CONTAINER_KEYS, GROUPED_KEYS, StageUnsupported
-from .upstream import _WorkerBackend
+from .upstream import WorkerBackend
 
 NOT_COMPUTED = frozenset(
     {
@@ -36,7 +36,7 @@ NOT_COMPUTED = frozenset(
 """Stage arrays `ptycho_torch` does not compute (reported as declared absences)."""
 
 
-class TorchPortBackend(_WorkerBackend):
+class TorchPortBackend(WorkerBackend):
     """Upstream's PyTorch port `ptycho_torch` (its own functions; see the module docstring)."""
 
     name = "ptycho_torch"

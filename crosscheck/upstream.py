@@ -38,8 +38,8 @@ from .backends import (
     GROUPED_KEYS,
     SCALE_KEYS,
     StageUnsupported,
-    _digest,
-    _params_key,
+    array_digest,
+    params_key,
 )
 from .trees import UpstreamTree
 
@@ -296,7 +296,7 @@ class UpstreamTraceback(UpstreamOutput):
     """Upstream's traceback for a request that raised (recorded once in the run's notes)."""
 
 
-class _WorkerBackend:
+class WorkerBackend:
     """Shared plumbing: the worker, raw-input files, a memo of stage runs, provenance."""
 
     name = "worker"
@@ -363,8 +363,8 @@ class _WorkerBackend:
         self, op: str, raw: Any, params: Any, nn_indices: Any, **extra: Any
     ) -> dict[str, np.ndarray]:
         nn = None if nn_indices is None else np.asarray(nn_indices)
-        key = (op, tuple(sorted(extra.items())), id(raw), _params_key(params))
-        key += (None if nn is None else _digest(nn),)
+        key = (op, tuple(sorted(extra.items())), id(raw), params_key(params))
+        key += (None if nn is None else array_digest(nn),)
         if key in self._runs:
             return self._runs[key]
         nn_path = None
@@ -438,7 +438,7 @@ class _WorkerBackend:
         self.worker.close()
 
 
-class UpstreamBackend(_WorkerBackend):
+class UpstreamBackend(WorkerBackend):
     """Drives a real upstream PtychoPINN `ptycho` tree (pipeline.md §1–§9), one stage at a time.
 
     Each stage is one worker request, checked first against what the tree has (methods,
@@ -453,7 +453,7 @@ class UpstreamBackend(_WorkerBackend):
 
     Args:
         worker: an existing worker (tests); else one is started for `tree` under `python`.
-        tree: the tree (`crosscheck.trees`); None for the default (`PTYCHO_UPSTREAM_PATH`).
+        tree: the tree (`ptycho_jax.crosscheck.trees`); None for the default (`PTYCHO_UPSTREAM_PATH`).
         python: the interpreter of the tree's environment (default `PTYCHO_UPSTREAM_PYTHON`).
 
     Raises:

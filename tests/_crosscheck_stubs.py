@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 
 import ptycho_jax as pj
-from crosscheck.backends import STAGES, JaxBackend, StageUnsupported
-from crosscheck.synthetic import synthetic_raw
+from ptycho_jax.crosscheck.backends import STAGES, JaxBackend, StageUnsupported
+from ptycho_jax.crosscheck.synthetic import synthetic_raw
 
 PARAMS = pj.ChainParams(N=32, gridsize=2, K=4, n_groups=16, seed=3, nphotons=1e6)
 

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from crosscheck import upstream as up
+from ptycho_jax.crosscheck import upstream as up
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import ptycho_jax as pj
-from ptycho_jax._cli import main
 from ptycho_jax._validate import AllZeroPatchesWarning, PatchOutsideObjectWarning
+from ptycho_jax.app.cli import main
 
 N = 8
 
@@ -573,7 +573,7 @@ def test_cli_subprocess_bad_input_no_traceback(tmp_path):
         [
             sys.executable,
             "-m",
-            "ptycho_jax._cli",
+            "ptycho_jax.app.cli",
             "-q",
             "report",
             "--input",

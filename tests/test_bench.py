@@ -9,9 +9,9 @@ import pytest
 
 import ptycho_jax as pj
 from benchmarks import cli, machine, plan, stages
-from ptycho_jax._cli_chain import given_chain_values
 from ptycho_jax._errors import PtychoInputError
 from ptycho_jax._patches import extract_patches
+from ptycho_jax.app.chain_flags import given_chain_values
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
 
@@ -171,21 +171,11 @@ def test_chain_flags_set_every_case():
     assert more.M >= 200 and more.B == 200  # enough positions for the groups asked for
 
 
-def test_ptycho_jax_bench_forwards_to_python_m_benchmarks(capfd):
-    from ptycho_jax._cli import main
+def test_the_installed_command_has_no_bench(capsys):
+    # the suite lives in the repository, not in the wheel: `python -m benchmarks` from a checkout
+    from ptycho_jax.app.cli import main
 
-    assert main(["bench", "--help"]) == 0
-    out = capfd.readouterr().out
-    assert (
-        out.startswith("usage: python -m benchmarks")
-        and "chain parameters" in out
-        and "--n-groups" in out
-    )
-
-
-def test_ptycho_jax_bench_outside_a_source_checkout_says_how_to_run_the_suite(monkeypatch, capsys):
-    from ptycho_jax import _cli
-
-    monkeypatch.setattr(_cli, "_benchmarks_root", lambda: None)
-    assert _cli.main(["bench", "--tiny"]) == 2
-    assert "python -m benchmarks" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--tiny"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: bench --tiny" in capsys.readouterr().err

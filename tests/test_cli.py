@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ptycho_jax as pj
-from ptycho_jax._cli import main
+from ptycho_jax.app.cli import main
 
 SECTIONS = [
     "# Intensity Statistics",

@@ -7,7 +7,7 @@ import sys
 import pytest
 from test_rawdata import make_raw
 
-from ptycho_jax._cli import main
+from ptycho_jax.app.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_text_file_named_npz_is_not_called_pickled(tmp_path, capsys):  # item 4
 
 
 def test_creatable_check_names_the_given_path(tmp_path):  # item 5, also as root
-    from ptycho_jax._cli_guard import OutputPathError, check_output_dir
+    from ptycho_jax.app.guard import OutputPathError, check_output_dir
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -163,7 +163,7 @@ def test_scenarios_are_listed(capsys):  # item 9
 
 
 def test_out_defaults_everywhere(tmp_path, capsys):  # item 10
-    from ptycho_jax._cli import _parser
+    from ptycho_jax.app.cli import _parser
 
     p = _parser()
     assert str(p.parse_args(["report"]).out) == "report"
@@ -181,7 +181,7 @@ def test_python_dash_m_and_py_typed(tmp_path):  # item 14
 
 def test_readme_worked_port_input_is_made_by_a_step_before_it():  # item 13
     text = (ROOT / "README.md").read_text()
-    use = text.index("--input scan.npz --port crosscheck.examples.numpy_port")
+    use = text.index("--input scan.npz --port ptycho_jax.crosscheck.examples.numpy_port")
     made = text.find("ptycho-jax simulate")
     assert 0 <= made < use
     assert "scan.npz" in text[made:use]

@@ -5,12 +5,12 @@ import pathlib
 import subprocess
 import sys
 
-from ptycho_jax import _compile_cache as cc
+from ptycho_jax.app import compile_cache as cc
 
 _PROBE = """
 import sys
 import jax, jax.numpy as jnp
-from ptycho_jax._compile_cache import enable_compile_cache
+from ptycho_jax.app.compile_cache import enable_compile_cache
 path = enable_compile_cache()
 print(path)
 jax.jit(lambda x: jnp.sin(x) * 3 + 1)(jnp.arange(7.0)).block_until_ready()
@@ -66,7 +66,7 @@ def test_unwritable_dir_leaves_cache_off(tmp_path):
 def _cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PTYCHO_JAX_", "XDG_CACHE"))}
     env.update(env_extra, JAX_PLATFORMS="cpu")
-    code = "import sys; from ptycho_jax._cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from ptycho_jax.app.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300
     )

@@ -5,15 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from crosscheck import grouping as G
-from crosscheck.compare import (
+from ptycho_jax.crosscheck import grouping as G
+from ptycho_jax.crosscheck.compare import (
     Tolerance,
     ToleranceError,
     ToleranceTable,
     compare_arrays,
     ulp_distance,
 )
-from crosscheck.diagnose import DiagnosisContext, diagnose
+from ptycho_jax.crosscheck.diagnose import DiagnosisContext, diagnose
 
 
 # -- ULP distance ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Unit tests of `crosscheck.diagnose`: each class on small synthetic arrays, the measured
+"""Unit tests of `ptycho_jax.crosscheck.diagnose`: each class on small synthetic arrays, the measured
 fallback, the shift estimator, large-array sampling, and odd input that must never raise.
 
 The classes on a real port's code path are in tests/test_crosscheck_mutations.py.
@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from crosscheck import diagnose as D
-from crosscheck.diagnose import DiagnosisContext, diagnose, estimate_shift
+from ptycho_jax.crosscheck import diagnose as D
+from ptycho_jax.crosscheck.diagnose import DiagnosisContext, diagnose, estimate_shift
 
 
 def _smooth_frames(B=6, H=32, C=3, seed=0):

@@ -14,12 +14,12 @@ import pytest
 from _crosscheck_stubs import PARAMS, Stub, record, replaced
 
 import ptycho_jax as pj
-from crosscheck import cli
-from crosscheck.backends import resolve_backend
-from crosscheck.compare import Verdict
-from crosscheck.render import format_failure, write_outputs
-from crosscheck.run import run_crosscheck
-from crosscheck.synthetic import synthetic_raw
+from ptycho_jax.crosscheck import cli
+from ptycho_jax.crosscheck.backends import resolve_backend
+from ptycho_jax.crosscheck.compare import Verdict
+from ptycho_jax.crosscheck.render import format_failure, write_outputs
+from ptycho_jax.crosscheck.run import run_crosscheck
+from ptycho_jax.crosscheck.synthetic import synthetic_raw
 
 
 @pytest.fixture(scope="module")
@@ -213,10 +213,16 @@ CHAIN = ["--N", "32", "--gridsize", "2", "--n-groups", "16", "--seed", "3", "--n
         ),
         (["--tolerances", "{tmp}/bad.toml"], "unknown keys ['ulps']"),
         (["--tolerances", "{tmp}/missing.toml"], "cannot read"),
-        (["--port", "module:crosscheck.backends:TFBackend"], "expected package.module:Attribute"),
-        (["--port", "crosscheck.backends:NoSuch"], "has no attribute 'NoSuch'"),
+        (
+            ["--port", "module:ptycho_jax.crosscheck.backends:TFBackend"],
+            "expected package.module:Attribute",
+        ),
+        (["--port", "ptycho_jax.crosscheck.backends:NoSuch"], "has no attribute 'NoSuch'"),
         (["--port", "no_such_pkg.mod:Backend"], "cannot import module 'no_such_pkg.mod'"),
-        (["--port", "crosscheck.backends:GoldenBackend"], "GoldenBackend() raised TypeError"),
+        (
+            ["--port", "ptycho_jax.crosscheck.backends:GoldenBackend"],
+            "GoldenBackend() raised TypeError",
+        ),
         (
             ["--reference", "torchx"],
             "expected jax, tf, upstream, ptycho_torch, golden:DIR or package.module:Attribute",
@@ -295,7 +301,7 @@ def test_port_that_raises_exits_1_with_the_stage_message(tmp_path, capsys, npz, 
     mod.mkdir()
     (mod / "raising_port.py").write_text(
         textwrap.dedent("""
-        from crosscheck.backends import JaxBackend
+        from ptycho_jax.crosscheck.backends import JaxBackend
 
         class Backend(JaxBackend):
             name = "raising"
@@ -333,7 +339,7 @@ def test_port_that_raises_exits_1_with_the_stage_message(tmp_path, capsys, npz, 
 
 def test_outputs_are_all_or_nothing(raw, outs, tmp_path, monkeypatch):
     res = run(raw, Stub(outs), Stub(outs))
-    import crosscheck.render as run_mod
+    import ptycho_jax.crosscheck.render as run_mod
 
     def broken(result):
         raise RuntimeError("renderer broke")
@@ -423,7 +429,7 @@ def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
         str(npz),
         *CHAIN,
         "--port",
-        "crosscheck.examples.numpy_port:NumpyPort",
+        "ptycho_jax.crosscheck.examples.numpy_port:NumpyPort",
         "--reference",
         "jax",
         "--out",
@@ -455,7 +461,7 @@ def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
         "--variant",
         "seed",
         "--port",
-        "crosscheck.examples.numpy_port:NumpyPort",
+        "ptycho_jax.crosscheck.examples.numpy_port:NumpyPort",
         "--reference",
         "jax",
         "--out",
@@ -470,7 +476,7 @@ def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
         str(npz),
         *CHAIN,
         "--port",
-        "crosscheck.examples.numpy_port:NumpyPort",
+        "ptycho_jax.crosscheck.examples.numpy_port:NumpyPort",
         "--reference",
         "jax",
         "--stages",
@@ -486,7 +492,7 @@ def test_worked_example_backend_through_the_cli(tmp_path, capsys, npz):
         str(npz),
         *CHAIN,
         "--port",
-        "crosscheck.examples.numpy_port:NumpyPort",
+        "ptycho_jax.crosscheck.examples.numpy_port:NumpyPort",
         "--reference",
         "jax",
         "--out",

@@ -1,6 +1,6 @@
 """Mutation matrix: a correct backend broken in one stage must be caught, with the right class named.
 
-Two families, both on a small synthetic scan (`crosscheck.synthetic.synthetic_raw`: 64 positions,
+Two families, both on a small synthetic scan (`ptycho_jax.crosscheck.synthetic.synthetic_raw`: 64 positions,
 N = 32, gridsize 2) so every cross-check takes about a second:
 
 * output mutations of the TF reference (a stage's returned arrays rewritten; the reference and
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import ptycho_jax as pj
-from crosscheck.backends import JaxBackend
-from crosscheck.render import format_failure
-from crosscheck.run import run_crosscheck
-from crosscheck.synthetic import synthetic_raw
 from ptycho_jax import _coords, _mesh, _normalize, _patches, _pipeline
+from ptycho_jax.crosscheck.backends import JaxBackend
+from ptycho_jax.crosscheck.render import format_failure
+from ptycho_jax.crosscheck.run import run_crosscheck
+from ptycho_jax.crosscheck.synthetic import synthetic_raw
 
 N = 32
 PARAMS = pj.ChainParams(N=N, gridsize=2, K=4, n_groups=16, seed=3, nphotons=1e6)
@@ -60,7 +60,7 @@ def raw():
 @pytest.fixture(scope="module")
 def tf_backend():
     pytest.importorskip("tensorflow")
-    from crosscheck.backends import TFBackend
+    from ptycho_jax.crosscheck.backends import TFBackend
 
     return TFBackend()
 
@@ -221,7 +221,7 @@ def test_wrong_variant_is_a_near_one_scale_factor(raw, tf_backend):
     """A port normalising with float32 sums where float64 is expected: X_full off by a factor ≈ 1."""
 
     def seed_normalize(out):
-        from crosscheck import tf_reference as R
+        from ptycho_jax.crosscheck import tf_reference as R
 
         diff = tf_backend.grouped(raw, PARAMS, nn_indices=None)["diffraction"]
         out["X_full"], out["normalize_gain"] = R.normalize_data(diff, N, variant="seed")

@@ -11,17 +11,17 @@ import pytest
 pytest.importorskip("tensorflow")
 
 import ptycho_jax as pj
-from crosscheck import cli
-from crosscheck.backends import GoldenBackend, TFBackend, resolve_backend
-from crosscheck.compare import Verdict
-from crosscheck.errors import HarnessInputError
-from crosscheck.pytest_plugin import (
+from ptycho_jax.crosscheck import cli
+from ptycho_jax.crosscheck.backends import GoldenBackend, TFBackend, resolve_backend
+from ptycho_jax.crosscheck.compare import Verdict
+from ptycho_jax.crosscheck.errors import HarnessInputError
+from ptycho_jax.crosscheck.pytest_plugin import (
     assert_backends_match,
     crosscheck_match,  # noqa: F401 - the plugin's fixture
 )
-from crosscheck.render import write_outputs
-from crosscheck.run import run_crosscheck
-from crosscheck.synthetic import synthetic_raw
+from ptycho_jax.crosscheck.render import write_outputs
+from ptycho_jax.crosscheck.run import run_crosscheck
+from ptycho_jax.crosscheck.synthetic import synthetic_raw
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"
@@ -209,7 +209,7 @@ def test_cli_exit_codes(raw, tmp_path, monkeypatch, capsys):
     (mod / "my_broken_port.py").write_text(
         textwrap.dedent("""
         import numpy as np
-        from crosscheck.backends import TFBackend
+        from ptycho_jax.crosscheck.backends import TFBackend
 
         class Backend(TFBackend):
             name = "my-broken-port"
@@ -276,10 +276,10 @@ def test_resolve_backend_errors(tmp_path):
     with pytest.raises(pj.BackendUnavailableError, match="expected jax, tf"):
         resolve_backend("torchvision")
     with pytest.raises(pj.BackendUnavailableError, match="has no attribute"):
-        resolve_backend("crosscheck.backends:NoSuchThing")
+        resolve_backend("ptycho_jax.crosscheck.backends:NoSuchThing")
     with pytest.raises(pj.BackendUnavailableError, match="stage1_grouping.npz"):
         resolve_backend(f"golden:{tmp_path}")
-    b = resolve_backend("crosscheck.backends:TFBackend")
+    b = resolve_backend("ptycho_jax.crosscheck.backends:TFBackend")
     assert isinstance(b, TFBackend)
 
 

@@ -1,4 +1,4 @@
-"""The TensorFlow reference (crosscheck.tf_reference) against the upstream goldens.
+"""The TensorFlow reference (ptycho_jax.crosscheck.tf_reference) against the upstream goldens.
 
 Two sources per case: the full goldens in ../shared/golden (when present) and the trimmed copy in
 tests/data/crosscheck (always): the frames the groups use, sha256 digests of the golden arrays and
@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("tensorflow")
 
 import ptycho_jax as pj
-from crosscheck import grouping as G
-from crosscheck import tf_reference as R
-from crosscheck._keys import COORD_KEYS
+from ptycho_jax.crosscheck import grouping as G
+from ptycho_jax.crosscheck import tf_reference as R
+from ptycho_jax.crosscheck._keys import COORD_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"

@@ -12,16 +12,16 @@ import pytest
 from _upstream import GOLDEN, require_upstream
 
 import ptycho_jax as pj
-from crosscheck.backends import REQUIRED, STAGES, GoldenBackend, resolve_backend
+from ptycho_jax.crosscheck.backends import REQUIRED, STAGES, GoldenBackend, resolve_backend
 
 # upstream's printing arrives as UpstreamOutput warnings (stage notes in the harness)
-pytestmark = pytest.mark.filterwarnings("ignore::crosscheck.upstream.UpstreamOutput")
+pytestmark = pytest.mark.filterwarnings("ignore::ptycho_jax.crosscheck.upstream.UpstreamOutput")
 
 
 @pytest.fixture(scope="module")
 def torch_port():
     require_upstream()
-    from crosscheck.torch_port import TorchPortBackend
+    from ptycho_jax.crosscheck.torch_port import TorchPortBackend
 
     b = TorchPortBackend()
     yield b
@@ -43,7 +43,7 @@ def _case(name):
 
 
 def test_resolves_by_name_and_declares_what_it_does_not_compute(torch_port):
-    from crosscheck.torch_port import NOT_COMPUTED
+    from ptycho_jax.crosscheck.torch_port import NOT_COMPUTED
 
     assert torch_port.name == "ptycho_torch"
     assert "patches.Y" in NOT_COMPUTED and "container.norm_Y_I" in NOT_COMPUTED
@@ -178,10 +178,10 @@ def test_harness_names_every_divergence_with_a_class(torch_port, case, reference
     its divergences with a class, none "unclassified"."""
     if reference == "tf":
         pytest.importorskip("tensorflow")
-    from crosscheck.compare import EXIT_CODES, Verdict
-    from crosscheck.render import render_markdown
-    from crosscheck.run import run_crosscheck
-    from crosscheck.torch_port import NOT_COMPUTED
+    from ptycho_jax.crosscheck.compare import EXIT_CODES, Verdict
+    from ptycho_jax.crosscheck.render import render_markdown
+    from ptycho_jax.crosscheck.run import run_crosscheck
+    from ptycho_jax.crosscheck.torch_port import NOT_COMPUTED
 
     raw, params, _ = _case(case)
     res = run_crosscheck(raw, port=torch_port, reference=reference, params=params)
@@ -215,7 +215,7 @@ def test_harness_names_every_divergence_with_a_class(torch_port, case, reference
 
 def test_harness_runs_the_port_against_jax_and_tf(torch_port):
     pytest.importorskip("tensorflow")
-    from crosscheck.run import run_crosscheck
+    from ptycho_jax.crosscheck.run import run_crosscheck
 
     raw, params, _ = _case("gs1_ideal")
     for reference in ("jax", "tf"):

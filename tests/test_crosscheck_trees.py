@@ -18,7 +18,7 @@ import sys
 import pytest
 from _upstream import GOLDEN, ROOT, require_upstream
 
-pytestmark = pytest.mark.filterwarnings("ignore::crosscheck.upstream.UpstreamOutput")
+pytestmark = pytest.mark.filterwarnings("ignore::ptycho_jax.crosscheck.upstream.UpstreamOutput")
 
 SHARED_TREE = pathlib.Path(os.environ.get("PTYCHO_UPSTREAM_PATH", ROOT.parent / "shared/upstream"))
 INPUT = GOLDEN / "gs1_ideal" / "input_rawdata.npz"
@@ -98,7 +98,7 @@ def trees(tmp_path_factory):
 def crosscheck(*args, out: pathlib.Path, cwd=ROOT, env=None) -> subprocess.CompletedProcess:
     e = dict(os.environ, **(env or {}))
     proc = subprocess.run(
-        [sys.executable, "-m", "ptycho_jax._cli", "crosscheck", *args, "--out", str(out)],
+        [sys.executable, "-m", "ptycho_jax.app.cli", "crosscheck", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -379,7 +379,7 @@ def test_git_bisect_run_finds_the_same_commit(history, tmp_path):
     good = c["good: the shared tree"]
     script = tmp_path / "check.sh"
     script.write_text(
-        f"exec {sys.executable} -m ptycho_jax._cli -q crosscheck --port upstream:{work} "
+        f"exec {sys.executable} -m ptycho_jax.app.cli -q crosscheck --port upstream:{work} "
         f"--reference upstream@{good} --upstream-repo {repo} --git-bisect-exit "
         f"{' '.join(SMALL)} --out {tmp_path / 'out'}\n"
     )

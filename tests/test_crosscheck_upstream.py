@@ -15,11 +15,11 @@ import pytest
 from _upstream import GOLDEN, ROOT, require_upstream
 
 import ptycho_jax as pj
-from crosscheck import upstream as up
-from crosscheck.backends import REQUIRED, STAGES, GoldenBackend, resolve_backend
+from ptycho_jax.crosscheck import upstream as up
+from ptycho_jax.crosscheck.backends import REQUIRED, STAGES, GoldenBackend, resolve_backend
 
 # upstream's printing arrives as UpstreamOutput warnings (stage notes in the harness)
-pytestmark = pytest.mark.filterwarnings("ignore::crosscheck.upstream.UpstreamOutput")
+pytestmark = pytest.mark.filterwarnings("ignore::ptycho_jax.crosscheck.upstream.UpstreamOutput")
 
 CASES = ("gs1_ideal", "gs2_ideal", "gs2_sequential")
 UPSTREAM_NOISE = ("neighbor-sampled", "DEBUG:", "INFO:", "loader:", "PtychoDataContainer")
@@ -41,7 +41,7 @@ def _case(name):
 
 
 def _assert_complete(res, *, label):
-    from crosscheck.render import format_failure
+    from ptycho_jax.crosscheck.render import format_failure
 
     assert res.passed, f"{label}:\n{format_failure(res)}"
     by_name = {s.name: s for s in res.stages}
@@ -122,7 +122,7 @@ def test_recover_gain_reproduces_the_product_bit_for_bit():
 
 @pytest.mark.parametrize("case", CASES)
 def test_upstream_equals_each_golden_on_every_stage_and_array(upstream, case):
-    from crosscheck.run import run_crosscheck
+    from ptycho_jax.crosscheck.run import run_crosscheck
 
     raw, golden, params = _case(case)
     res = run_crosscheck(raw, port=upstream, reference=golden, params=params)
@@ -145,7 +145,7 @@ def test_upstream_equals_each_golden_on_every_stage_and_array(upstream, case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_jax_against_upstream_compares_everything(upstream, case):
-    from crosscheck.run import run_crosscheck
+    from ptycho_jax.crosscheck.run import run_crosscheck
 
     raw, _, params = _case(case)
     res = run_crosscheck(raw, port="jax", reference=upstream, params=params)
@@ -194,7 +194,7 @@ def test_cli_stdout_carries_only_the_verdict(tmp_path):
         [
             sys.executable,
             "-m",
-            "ptycho_jax._cli",
+            "ptycho_jax.app.cli",
             "crosscheck",
             "--port",
             "upstream",

@@ -15,14 +15,14 @@ import pytest
 from _crosscheck_stubs import PARAMS, Stub, record, replaced, without
 
 import ptycho_jax as pj
-from crosscheck import cli
-from crosscheck.backends import GoldenBackend
-from crosscheck.compare import EXIT_CODES, Verdict
-from crosscheck.errors import HarnessInputError
-from crosscheck.pytest_plugin import assert_backends_match
-from crosscheck.render import format_failure, render_markdown
-from crosscheck.run import run_crosscheck
-from crosscheck.synthetic import synthetic_raw
+from ptycho_jax.crosscheck import cli
+from ptycho_jax.crosscheck.backends import GoldenBackend
+from ptycho_jax.crosscheck.compare import EXIT_CODES, Verdict
+from ptycho_jax.crosscheck.errors import HarnessInputError
+from ptycho_jax.crosscheck.pytest_plugin import assert_backends_match
+from ptycho_jax.crosscheck.render import format_failure, render_markdown
+from ptycho_jax.crosscheck.run import run_crosscheck
+from ptycho_jax.crosscheck.synthetic import synthetic_raw
 
 N_REQUIRED = 1 + 7 + 2 + 2 + 9 + 6 + 10  # every REQUIRED array, scaler twice (two scales)
 
@@ -207,7 +207,7 @@ def test_bad_not_computed_declaration_is_an_error(raw, outs):
 
 
 def test_outputs_carry_verdict_and_counts(raw, outs, tmp_path):
-    from crosscheck.render import write_outputs
+    from ptycho_jax.crosscheck.render import write_outputs
 
     res = run(raw, Stub(outs, change={"normalize": without("normalize_gain")}), Stub(outs))
     paths = write_outputs(res, tmp_path)

@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 
-from ptycho_jax import _dataset_cache as dc
-from ptycho_jax._cli import main
 from ptycho_jax._rawdata import RawData
 from ptycho_jax._simulate import get_scenario, simulate
+from ptycho_jax.app import dataset_cache as dc
+from ptycho_jax.app.cli import main
 
 SCENARIO = get_scenario("gs1_ideal", N=16)
 
@@ -101,7 +101,7 @@ def test_damaged_entry_is_dropped(tmp_path, raw, caplog, damage):
     key = dc.dataset_key(_what())
     path = dc.store_dataset(tmp_path, key, raw)
     damage(path)
-    with caplog.at_level(logging.WARNING, logger="ptycho_jax._dataset_cache"):
+    with caplog.at_level(logging.WARNING, logger="ptycho_jax.app.dataset_cache"):
         assert dc.load_dataset(tmp_path, key) is None
     assert not path.exists()
     assert any("dropping" in m and "simulating again" in m for m in caplog.messages)
@@ -112,7 +112,7 @@ def test_entry_of_another_key_is_dropped(tmp_path, raw, caplog):
     path_a = dc.store_dataset(tmp_path, key_a, raw)
     path_b = dc.entry_path(tmp_path, key_b)
     path_a.rename(path_b)  # what a collision of the file name's 24 hex digits would look like
-    with caplog.at_level(logging.WARNING, logger="ptycho_jax._dataset_cache"):
+    with caplog.at_level(logging.WARNING, logger="ptycho_jax.app.dataset_cache"):
         assert dc.load_dataset(tmp_path, key_b) is None
     assert not path_b.exists() and "another key" in caplog.text
 
@@ -133,7 +133,7 @@ def test_at_most_max_entries_least_recently_used_go(tmp_path, raw, monkeypatch):
 def test_unwritable_folder_warns_and_goes_on(tmp_path, raw, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="ptycho_jax._dataset_cache"):
+    with caplog.at_level(logging.WARNING, logger="ptycho_jax.app.dataset_cache"):
         assert dc.store_dataset(blocker / "datasets", dc.dataset_key(_what()), raw) is None
     assert "cannot write" in caplog.text
 
@@ -170,8 +170,8 @@ def test_probe_file_content_enters_the_key(tmp_path, monkeypatch):
     # A scenario whose probe is read from a file: the same path with other content is another dataset.
     import argparse
 
-    from ptycho_jax._cli import Progress, _simulated
     from ptycho_jax._simulate import make_idealized_probe
+    from ptycho_jax.app.cli import Progress, _simulated
 
     monkeypatch.setenv("PTYCHO_JAX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("PTYCHO_JAX_NO_CACHE", raising=False)

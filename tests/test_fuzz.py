@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ptycho_jax as pj
-from ptycho_jax._cli import main
 from ptycho_jax._validate import AllZeroPatchesWarning, _axis_extent
+from ptycho_jax.app.cli import main
 
 N = 8
 M = 12

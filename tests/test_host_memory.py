@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ptycho_jax import _host_memory
+from ptycho_jax.app import host_memory as _host_memory
 
 ENV = _host_memory.NO_MALLOC_TUNING_ENV
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_import_ptycho_jax_imports_neither_numpy_nor_jax():
         "setup = ptycho_jax.reuse_freed_host_memory\n"
         "print(json.dumps({'heavy': heavy, 'setup': setup.__module__}))\n"
     )
-    assert doc == {"heavy": [], "setup": "ptycho_jax._host_memory"}
+    assert doc == {"heavy": [], "setup": "ptycho_jax.app.host_memory"}
 
 
 def test_public_names_load_on_first_use_and_unknown_names_are_attribute_errors():
@@ -136,7 +136,7 @@ def test_console_entry_point_help_exits_0():
         [
             sys.executable,
             "-c",
-            "import sys\nfrom ptycho_jax._launch import main\nsys.exit(main(['--help']))",
+            "import sys\nfrom ptycho_jax.app.launch import main\nsys.exit(main(['--help']))",
         ],
         capture_output=True,
         text=True,
@@ -150,7 +150,7 @@ def test_console_entry_point_logs_the_setup_with_v(tmp_path):
     # a missing input: exit 2 after the setup line, nothing computed
     argv = ["-v", "--no-compile-cache", "report", "--input", str(tmp_path / "missing.npz")]
     argv += ["--out", str(tmp_path / "out")]
-    code = f"import sys\nfrom ptycho_jax._launch import main\nsys.exit(main({argv!r}))"
+    code = f"import sys\nfrom ptycho_jax.app.launch import main\nsys.exit(main({argv!r}))"
     environ = {k: v for k, v in os.environ.items() if k != ENV}
     tuned = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environ
@@ -170,7 +170,7 @@ def test_console_entry_point_logs_the_setup_with_v(tmp_path):
 def test_log_last_setup_logs_once_called_and_nothing_before(caplog, monkeypatch):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="ptycho_jax._host_memory"):
+    with caplog.at_level(logging.INFO, logger="ptycho_jax.app.host_memory"):
         monkeypatch.setattr(_host_memory, "_setup", None)
         _host_memory.log_last_setup()
         monkeypatch.setattr(_host_memory, "_setup", _host_memory.HostMemorySetup(True, "test"))
@@ -273,7 +273,7 @@ def test_console_script_exits_fast_with_its_code_output_and_atexit(tmp_path):
         "atexit.register(lambda: print('atexit handler ran'))\n"
         "print('buffered before the run')\n"
         f"sys.argv = {argv!r}\n"
-        "from ptycho_jax._launch import run\n"
+        "from ptycho_jax.app.launch import run\n"
         "run()\n"
         "print('never reached')\n"
     )
@@ -288,4 +288,4 @@ def test_console_script_is_the_fast_exit_entry_point():
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"ptycho-jax": "ptycho_jax._launch:run"}
+    assert scripts == {"ptycho-jax": "ptycho_jax.app.launch:run"}

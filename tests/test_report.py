@@ -508,12 +508,12 @@ def test_write_report_is_atomic(tmp_path, monkeypatch, fail_at):
     assert os.listdir(tmp_path) == []
     # A figure that fails to render leaves nothing either (rendering happens before any write).
     monkeypatch.undo()
-    import ptycho_jax._figure
+    import ptycho_jax.app.figure
 
     def boom(*a, **k):
         raise RuntimeError("no figure")
 
-    monkeypatch.setattr(ptycho_jax._figure, "render_figure", boom)
+    monkeypatch.setattr(ptycho_jax.app.figure, "render_figure", boom)
     with pytest.raises(RuntimeError, match="no figure"):
         pj.write_report(report, tmp_path)
     assert os.listdir(tmp_path) == []

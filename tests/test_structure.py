@@ -14,7 +14,8 @@ import sys
 import pytest
 
 import ptycho_jax as pj
-from ptycho_jax import _cli, _cli_chain
+from ptycho_jax.app import chain_flags as _cli_chain
+from ptycho_jax.app import cli as _cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "ptycho_jax"
@@ -30,7 +31,11 @@ CHAIN_FLAGS = [
 def _library_modules() -> list[str]:
     return [
         "ptycho_jax",
-        *sorted(f"ptycho_jax.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"),
+        *sorted(
+            f"ptycho_jax.{p.stem}"
+            for p in SRC.glob("*.py")
+            if p.stem not in ("__init__", "__main__")
+        ),
     ]
 
 
@@ -42,7 +47,8 @@ def test_library_modules_import_without_crosscheck_or_benchmarks():
         "import importlib, json, sys\n"
         f"for name in {_library_modules()!r}:\n"
         "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('crosscheck', 'benchmarks'))))\n"
+        "above = ('benchmarks', 'crosscheck', 'ptycho_jax.app', 'ptycho_jax.crosscheck')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(above))))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -138,7 +144,7 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 
 def test_report_crosscheck_and_bench_take_the_same_chain_flags():
     from benchmarks.cli import add_arguments as add_bench_arguments
-    from crosscheck.cli import add_arguments as add_crosscheck_arguments
+    from ptycho_jax.app.crosscheck_cli import add_arguments as add_crosscheck_arguments
 
     report = _chain_group(_subparser("report"))
     crosscheck = _chain_group(_subparser("crosscheck"))
@@ -380,18 +386,61 @@ def _lint_imports(env_path: str | None = None) -> subprocess.CompletedProcess:
 def test_import_contracts_hold():
     proc = _lint_imports()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "2 kept, 0 broken" in proc.stdout, proc.stdout[-2000:]
+    assert "5 kept, 0 broken" in proc.stdout, proc.stdout[-2000:]
 
 
-def test_import_contracts_catch_a_function_level_import(tmp_path):
-    # the same package with one core module importing the CLI inside a function: contract broken
+def test_the_core_contracts_list_every_core_module():
+    # The `core` and `private` contracts name the core's modules one by one (import-linter has no
+    # "every module but these" form): a new module must be added there, or this fails.
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contracts = {c["id"]: c for c in config["contracts"]}
+    core = {
+        f"ptycho_jax.{p.stem}" for p in SRC.glob("_*.py") if p.stem not in ("__init__", "__main__")
+    }
+    assert len(core) > 20
+    assert set(contracts["core"]["source_modules"]) == core | {"ptycho_jax.internal"}
+    assert set(contracts["private"]["forbidden_modules"]) == core
+    assert contracts["layers"]["layers"] == ["app", "crosscheck", "internal"]
+    # the folder layout is the layering: every file of src/ptycho_jax is core, app/ or the harness
+    others = {p.name for p in SRC.iterdir()} - {p.name for p in SRC.glob("_*.py")}
+    assert others == {"__pycache__", "app", "crosscheck", "internal.py", "py.typed"} - (
+        {"__pycache__"} - others
+    )
+
+
+def _copy_package(tmp_path: pathlib.Path) -> pathlib.Path:
     import shutil
 
-    pkg = tmp_path / "ptycho_jax"
+    pkg = tmp_path / "ptycho_jax"  # the symlinked harness is copied as a folder
     shutil.copytree(ROOT / "src" / "ptycho_jax", pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(pkg / "_normalize.py", "a") as f:
-        f.write("\n\ndef _wrong():\n    from . import _cli  # noqa: F401\n")
+    return pkg
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken", "edge"),
+    [
+        # a core module importing the CLI inside a function
+        ("_normalize.py", "    from .app import cli  # noqa: F401", "core", "ptycho_jax._normalize -> ptycho_jax.app.cli"),
+        # the harness importing the application (the layers contract)
+        ("crosscheck/compare.py", "    from ..app import guard  # noqa: F401", "layers", "ptycho_jax.crosscheck.compare -> ptycho_jax.app.guard"),
+        # the harness importing a private core module instead of the public package
+        ("crosscheck/run.py", "    from .._grouping import gather_frames  # noqa: F401", "private", "ptycho_jax.crosscheck.run -> ptycho_jax._grouping"),
+    ],
+)  # fmt: skip
+def test_import_contracts_catch_a_wrong_function_level_import(tmp_path, module, line, broken, edge):
+    pkg = _copy_package(tmp_path)
+    with open(pkg / module, "a") as f:
+        f.write(f"\n\ndef _wrong():\n{line}\n")
     proc = _lint_imports(str(tmp_path))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "1 kept, 1 broken" in proc.stdout, proc.stdout[-2000:]
-    assert "ptycho_jax._normalize -> ptycho_jax._cli" in proc.stdout, proc.stdout[-2000:]
+    assert "4 kept, 1 broken" in proc.stdout, proc.stdout[-2000:]
+    names = {
+        c["id"]: c["name"]
+        for c in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["tool"][
+            "importlinter"
+        ]["contracts"]
+    }
+    assert f"{names[broken]} BROKEN" in " ".join(proc.stdout.split()), proc.stdout[-2000:]
+    assert edge in proc.stdout, proc.stdout[-2000:]

@@ -3,7 +3,7 @@
 This is the backend `specs/writing-a-backend.md` walks through; `tests/test_crosscheck_run.py`
 runs it through the command line against the JAX port:
 
-    ptycho-jax crosscheck --port crosscheck.examples.numpy_port:NumpyPort --reference jax \\
+    ptycho-jax crosscheck --port ptycho_jax.crosscheck.examples.numpy_port:NumpyPort --reference jax \\
         --input scan.npz --out out/
 
 It shows every declaration a backend can make:
@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from crosscheck.backends import StageUnsupported
+from ptycho_jax.crosscheck.backends import StageUnsupported
 
 
 class NumpyPort:

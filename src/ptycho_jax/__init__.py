@@ -2,7 +2,7 @@
 
 Importing the package is light: it imports neither numpy nor jax. Each public name is loaded from
 its module on first use (PEP 562), so that `reuse_freed_host_memory()` can run before either is
-imported (see `_host_memory`) and `ptycho-jax --help` starts at once.
+imported (see `ptycho_jax.app.host_memory`) and `ptycho-jax --help` starts at once.
 """
 
 import importlib
@@ -24,14 +24,10 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._errors import PtychoInputError as PtychoInputError
     from ._errors import PtychoJaxError as PtychoJaxError
     from ._errors import RawDataError as RawDataError
-    from ._figure import render_figure as render_figure
     from ._grouping import DuplicatePositionWarning as DuplicatePositionWarning
     from ._grouping import GroupedData as GroupedData
     from ._grouping import MirroredPatchWarning as MirroredPatchWarning
     from ._grouping import select_groups as select_groups
-    from ._host_memory import HostMemorySetup as HostMemorySetup
-    from ._host_memory import release_freed_host_memory as release_freed_host_memory
-    from ._host_memory import reuse_freed_host_memory as reuse_freed_host_memory
     from ._intensity import EnergyTotals as EnergyTotals
     from ._intensity import all_intensity_scales as all_intensity_scales
     from ._intensity import closed_form_intensity_scale as closed_form_intensity_scale
@@ -62,7 +58,6 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._report import intensity_scaler_state as intensity_scaler_state
     from ._report import make_provenance as make_provenance
     from ._report import record_stage as record_stage
-    from ._report_files import write_report as write_report
     from ._scaler import IntensityScaler as IntensityScaler
     from ._scenarios import SCENARIOS as SCENARIOS
     from ._scenarios import Scenario as Scenario
@@ -81,6 +76,11 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._validate import PatchOutsideObjectWarning as PatchOutsideObjectWarning
     from ._variants import Variant as Variant
     from ._variants import get_variant as get_variant
+    from .app.figure import render_figure as render_figure
+    from .app.host_memory import HostMemorySetup as HostMemorySetup
+    from .app.host_memory import release_freed_host_memory as release_freed_host_memory
+    from .app.host_memory import reuse_freed_host_memory as reuse_freed_host_memory
+    from .app.report_files import write_report as write_report
 
 # public name -> the module that defines it
 _MODULE_OF: dict[str, str] = {
@@ -96,14 +96,14 @@ _MODULE_OF: dict[str, str] = {
     "PtychoInputError": "_errors",
     "PtychoJaxError": "_errors",
     "RawDataError": "_errors",
-    "render_figure": "_figure",
+    "render_figure": "app.figure",
     "DuplicatePositionWarning": "_grouping",
     "GroupedData": "_grouping",
     "MirroredPatchWarning": "_grouping",
     "select_groups": "_grouping",
-    "HostMemorySetup": "_host_memory",
-    "release_freed_host_memory": "_host_memory",
-    "reuse_freed_host_memory": "_host_memory",
+    "HostMemorySetup": "app.host_memory",
+    "release_freed_host_memory": "app.host_memory",
+    "reuse_freed_host_memory": "app.host_memory",
     "EnergyTotals": "_intensity",
     "all_intensity_scales": "_intensity",
     "closed_form_intensity_scale": "_intensity",
@@ -134,7 +134,7 @@ _MODULE_OF: dict[str, str] = {
     "intensity_scaler_state": "_report",
     "make_provenance": "_report",
     "record_stage": "_report",
-    "write_report": "_report_files",
+    "write_report": "app.report_files",
     "IntensityScaler": "_scaler",
     "SCENARIOS": "_scenarios",
     "Scenario": "_scenarios",

@@ -81,7 +81,7 @@ def patch_kernel(
     return jax.lax.complex(re, im)
 
 
-def _check_object(obj: ArrayLike, where: str) -> None:
+def check_object(obj: ArrayLike, where: str) -> None:
     if np.ndim(obj) != 2:
         raise PtychoInputError(
             f"{where}: obj: expected a 2-D (H, W) complex64 array, got {_describe(obj)}"
@@ -96,7 +96,7 @@ def _check_object(obj: ArrayLike, where: str) -> None:
         )
 
 
-def _check_centres(centres: ArrayLike, where: str) -> None:
+def check_centres(centres: ArrayLike, where: str) -> None:
     if np.ndim(centres) != 2 or np.shape(centres)[1] != 2:
         raise PtychoInputError(
             f"{where}: centres: expected a 2-D (P, 2) [x, y] array, got {_describe(centres)}"
@@ -142,8 +142,8 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
     where = "extract_patches"
     if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 1:
         raise PtychoInputError(f"{where}: N: expected a positive int, got {N!r}")
-    _check_object(obj, where)
-    _check_centres(centres, where)
+    check_object(obj, where)
+    check_centres(centres, where)
     N = int(N)
     if _is_traced(obj, centres):
         return patch_kernel(

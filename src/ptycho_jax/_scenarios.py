@@ -13,7 +13,7 @@ import numpy as np
 from ._errors import PtychoInputError
 
 
-def _err(field: str, expected: str, actual) -> PtychoInputError:
+def input_error(field: str, expected: str, actual) -> PtychoInputError:
     return PtychoInputError(f"{field}: expected {expected}, got {actual!r}")
 
 
@@ -65,7 +65,7 @@ class Scenario:
     def __post_init__(self):
         where = f"Scenario({self.name!r})"
         if not isinstance(self.name, str) or not self.name:
-            raise _err("Scenario.name", "a non-empty str", self.name)
+            raise input_error("Scenario.name", "a non-empty str", self.name)
         minimum = {
             "gridsize": 1, "base_total_images": 1, "group_count": 1, "N": 4, "object_size": 4,
             "object_seed": 0, "sim_seed": 0, "position_seed": 0, "image_multiplier": 1,
@@ -74,15 +74,15 @@ class Scenario:
         for f, lo in minimum.items():
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise _err(f"{where}.{f}", f"an int >= {lo}", v)
+                raise input_error(f"{where}.{f}", f"an int >= {lo}", v)
             object.__setattr__(self, f, int(v))
         for f in ("object_seed", "sim_seed", "position_seed"):
             if getattr(self, f) >= 2**32:
-                raise _err(
+                raise input_error(
                     f"{where}.{f}", "an int < 2**32 (NumPy RandomState seed)", getattr(self, f)
                 )
         if self.N % 2:
-            raise _err(f"{where}.N", "an even frame size", self.N)
+            raise input_error(f"{where}.N", "an even frame size", self.N)
         for f, lo_open in (("buffer", None), ("split_fraction", 0.0), ("nphotons", 0.0),
                            ("probe_scale", 0.0), ("default_probe_scale", 0.0)):  # fmt: skip
             v = getattr(self, f)
@@ -91,28 +91,28 @@ class Scenario:
                 or not isinstance(v, (int, float, np.integer, np.floating))
                 or not math.isfinite(v)
             ):
-                raise _err(f"{where}.{f}", "a finite number", v)
+                raise input_error(f"{where}.{f}", "a finite number", v)
             v = float(v)
             if lo_open is not None and not v > lo_open:
-                raise _err(f"{where}.{f}", f"a number > {lo_open}", v)
+                raise input_error(f"{where}.{f}", f"a number > {lo_open}", v)
             object.__setattr__(self, f, v)
         if self.buffer < 0:
-            raise _err(f"{where}.buffer", "a number >= 0", self.buffer)
+            raise input_error(f"{where}.buffer", "a number >= 0", self.buffer)
         if not self.split_fraction < 1.0:
-            raise _err(f"{where}.split_fraction", "a number in (0, 1)", self.split_fraction)
+            raise input_error(f"{where}.split_fraction", "a number in (0, 1)", self.split_fraction)
         if self.split_axis not in ("x", "y"):
-            raise _err(f"{where}.split_axis", "'x' or 'y'", self.split_axis)
+            raise input_error(f"{where}.split_axis", "'x' or 'y'", self.split_axis)
         if self.probe_mode not in ("idealized", "custom"):
-            raise _err(f"{where}.probe_mode", "'idealized' or 'custom'", self.probe_mode)
+            raise input_error(f"{where}.probe_mode", "'idealized' or 'custom'", self.probe_mode)
         if self.probe_mode == "custom" and not self.probe_path:
-            raise _err(
+            raise input_error(
                 f"{where}.probe_path",
                 "an NPZ path holding probeGuess for probe_mode='custom'",
                 self.probe_path,
             )
         C = self.gridsize**2
         if self.neighbor_count < C:
-            raise _err(f"{where}.neighbor_count", f">= gridsize² = {C}", self.neighbor_count)
+            raise input_error(f"{where}.neighbor_count", f">= gridsize² = {C}", self.neighbor_count)
         if self.test_count <= 0 or self.train_count <= 0:
             raise PtychoInputError(
                 f"{where}: expected train and test counts > 0, got train_count={self.train_count}, "

@@ -20,10 +20,10 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32, Float64, Int32, PRNGKeyArray
 
 from ._errors import PtychoInputError
-from ._patches import _check_centres, _check_object, patch_kernel
+from ._patches import check_centres, check_object, patch_kernel
 from ._poisson import poisson_counts
 from ._rawdata import RawData
-from ._scenarios import Scenario, _err, get_scenario
+from ._scenarios import Scenario, get_scenario, input_error
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ def make_lines_object(size: int, *, seed: int) -> Complex64[np.ndarray, "size si
         (size, size) complex64 host array.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise _err("make_lines_object: size", "a positive int", size)
+        raise input_error("make_lines_object: size", "a positive int", size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise _err("make_lines_object: seed", "an int in [0, 2**32)", seed)
+        raise input_error("make_lines_object: seed", "an int in [0, 2**32)", seed)
     S, M = int(size), 2 * int(size)
     rng = np.random.RandomState(int(seed))
     img = np.zeros((M, M), np.float64)
@@ -136,10 +136,10 @@ def make_idealized_probe(
     the result to `normalize_probe`.
     """
     if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-        raise _err("make_idealized_probe: N", "a positive int", N)
+        raise input_error("make_idealized_probe: N", "a positive int", N)
     q = float(default_probe_scale)
     if not (math.isfinite(q) and q > 0):
-        raise _err(
+        raise input_error(
             "make_idealized_probe: default_probe_scale", "a finite number > 0", default_probe_scale
         )
     import scipy.ndimage
@@ -163,14 +163,14 @@ def normalize_probe(probe: ArrayLike, *, probe_scale: float) -> Complex64[np.nda
     """
     p = np.asarray(probe)
     if p.ndim != 2 or p.shape[0] != p.shape[1] or p.dtype != np.complex64:
-        raise _err(
+        raise input_error(
             "normalize_probe: probe",
             "a square (N, N) complex64 array",
             f"shape {p.shape} dtype {p.dtype}",
         )
     s = float(probe_scale)
     if not (math.isfinite(s) and s > 0):
-        raise _err("normalize_probe: probe_scale", "a finite number > 0", probe_scale)
+        raise input_error("normalize_probe: probe_scale", "a finite number > 0", probe_scale)
     N = p.shape[0]
     centred = np.arange(N) - N // 2 + 0.5
     cx, cy = np.meshgrid(centred, centred)
@@ -178,7 +178,7 @@ def normalize_probe(probe: ArrayLike, *, probe_scale: float) -> Complex64[np.nda
     mean = np.mean(np.abs(mask * p))  # float32, NumPy pairwise summation
     norm = np.float32(s) * mean  # = Python float × float32 under NumPy >= 2 (stays float32)
     if not (np.isfinite(norm) and norm > 0):
-        raise _err(
+        raise input_error(
             "normalize_probe: probe", "a non-zero mean |probe| inside the central disk", float(norm)
         )
     r = np.float32(1.0) / norm
@@ -191,7 +191,7 @@ def normalize_probe(probe: ArrayLike, *, probe_scale: float) -> Complex64[np.nda
 def _load_custom_probe(path: str, N: int) -> np.ndarray:
     """`probeGuess` of an NPZ file as complex64 (simulation.md §4.3)."""
     if not os.path.exists(path):
-        raise _err("Scenario.probe_path", "an existing NPZ file", path)
+        raise input_error("Scenario.probe_path", "an existing NPZ file", path)
     with np.load(path, allow_pickle=False) as npz:
         if "probeGuess" not in npz.files:
             raise PtychoInputError(
@@ -229,18 +229,18 @@ def make_scan_positions(
         `(x, y)`, each (n,) float64 object-pixel coordinates (x = column).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise _err("make_scan_positions: n", "a positive int", n)
+        raise input_error("make_scan_positions: n", "a positive int", n)
     if len(object_shape) != 2 or min(object_shape) < 3:
-        raise _err(
+        raise input_error(
             "make_scan_positions: object_shape", "(H, W) with H, W >= 3", tuple(object_shape)
         )
     H, W = (int(v) for v in object_shape)
     if buffer is None:
         buffer = 0.35 * min(H, W)
     if not (math.isfinite(buffer) and buffer >= 0):
-        raise _err("make_scan_positions: buffer", "a finite number >= 0", buffer)
+        raise input_error("make_scan_positions: buffer", "a finite number >= 0", buffer)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise _err("make_scan_positions: seed", "an int in [0, 2**32)", seed)
+        raise input_error("make_scan_positions: seed", "an int in [0, 2**32)", seed)
     buffer = min(float(buffer), min(H, W) / 2 - 1)
     rng = np.random.RandomState(int(seed))
     x = rng.uniform(buffer, W - buffer, int(n))
@@ -462,20 +462,20 @@ def simulate_from_positions(
         PtychoInputError: bad shapes or dtypes, non-finite positions, zero energy.
     """
     where = "simulate_from_positions"
-    _check_object(obj, where)
+    check_object(obj, where)
     p = np.asarray(probe)
     if p.ndim != 2 or p.shape[0] != p.shape[1] or p.dtype != np.complex64 or p.shape[0] < 2:
-        raise _err(
+        raise input_error(
             f"{where}: probe", "a square (N, N) complex64 array", f"shape {p.shape} dtype {p.dtype}"
         )
     x, y = np.asarray(xcoords), np.asarray(ycoords)
-    _check_centres(np.stack([x, y], axis=1) if x.ndim == 1 and x.shape == y.shape else x, where)
+    check_centres(np.stack([x, y], axis=1) if x.ndim == 1 and x.shape == y.shape else x, where)
     x, y = x.astype(np.float64), y.astype(np.float64)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise _err(f"{where}: xcoords/ycoords", "finite values", "NaN/Inf")
+        raise input_error(f"{where}: xcoords/ycoords", "finite values", "NaN/Inf")
     n = float(nphotons)
     if not (math.isfinite(n) and n > 0):
-        raise _err(f"{where}: nphotons", "a finite number > 0", nphotons)
+        raise input_error(f"{where}: nphotons", "a finite number > 0", nphotons)
     meta = {"source": "ptycho_jax.simulate_from_positions", "nphotons": n}
     sim = _simulate_positions(
         np.asarray(obj), p, x, y, nphotons=n, key=_check_key(key), noise=bool(noise), metadata=meta
@@ -490,10 +490,10 @@ def simulate_from_positions(
 def _split_order(coords: np.ndarray, split_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     n = coords.shape[0]
     if not 0.0 < split_fraction < 1.0:
-        raise _err("split_raw_by_axis: split_fraction", "a number in (0, 1)", split_fraction)
+        raise input_error("split_raw_by_axis: split_fraction", "a number in (0, 1)", split_fraction)
     test = int(round(n * split_fraction))  # noqa: RUF046 (as upstream)
     if test <= 0 or test >= n:
-        raise _err(
+        raise input_error(
             "split_raw_by_axis: split_fraction",
             f"a test count in [1, {n - 1}] for {n} positions",
             test,
@@ -514,7 +514,7 @@ def split_raw_by_axis(
         PtychoInputError: bad axis or fraction, or an empty half.
     """
     if axis not in ("x", "y"):
-        raise _err("split_raw_by_axis: axis", "'x' or 'y'", axis)
+        raise input_error("split_raw_by_axis: axis", "'x' or 'y'", axis)
     coords = raw.xcoords if axis == "x" else raw.ycoords
     train_idx, test_idx = _split_order(coords, float(split_fraction))
     return raw.subset(train_idx), raw.subset(test_idx)
@@ -546,7 +546,9 @@ def _resolve(scenario: Scenario | str) -> Scenario:
     if isinstance(scenario, str):
         return get_scenario(scenario)
     if not isinstance(scenario, Scenario):
-        raise _err("simulate: scenario", "a Scenario or a preset name", type(scenario).__name__)
+        raise input_error(
+            "simulate: scenario", "a Scenario or a preset name", type(scenario).__name__
+        )
     return scenario
 
 

@@ -1,4 +1,7 @@
-"""`ptycho-jax`: one console script with subcommands simulate, report, crosscheck and bench."""
+"""`ptycho-jax`: one console script with subcommands simulate, report, scenarios and crosscheck.
+
+The benchmark suite is not in the installed package: `python -m benchmarks` from a checkout.
+"""
 
 import argparse
 import enum
@@ -8,9 +11,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ._cli_chain import add_chain_arguments, chain_params, chain_path, scenario_defaults
-from ._errors import PtychoInputError
-from ._scenarios import SCENARIOS
+from .._errors import PtychoInputError
+from .._scenarios import SCENARIOS
+from .chain_flags import add_chain_arguments, chain_params, chain_path, scenario_defaults
 
 DEFAULT_SCENARIO = "gs2_ideal"
 SCENARIO_NAMES = tuple(SCENARIOS)
@@ -47,7 +50,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         if quiet
         else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     )
-    from ._cli_guard import one_line_formatter
+    from .guard import one_line_formatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(one_line_formatter())  # the same level words as our own loggers' lines
@@ -71,7 +74,7 @@ def _add_input_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-COMMANDS = ("simulate", "report", "scenarios", "crosscheck", "bench")
+COMMANDS = ("simulate", "report", "scenarios", "crosscheck")
 DEFAULT_SIMULATE_OUT = "scan.npz"
 
 
@@ -109,7 +112,7 @@ def _add_global_flags(p: argparse.ArgumentParser, *, in_subcommand: bool) -> Non
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ._version import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="ptycho-jax",
@@ -168,17 +171,12 @@ def _parser() -> argparse.ArgumentParser:
         "crosscheck", help="compare a port against a reference stage by stage (exit 1 on mismatch)"
     )
     _add_global_flags(p, in_subcommand=True)
-    from crosscheck.cli import (
+    from ptycho_jax.app.crosscheck_cli import (
         add_arguments as add_crosscheck,  # the harness, imported only to run it
     )
 
     add_crosscheck(p)
 
-    sub.add_parser(  # its arguments are `python -m benchmarks`'s (main() passes them on unparsed)
-        "bench",
-        help="the benchmark suite of the source repository: `python -m benchmarks ARGS` (see its --help)",
-        add_help=False,
-    )
     return parser
 
 
@@ -209,12 +207,12 @@ def _with_command(argv: list[str]) -> list[str]:
 def _load_raw(args, progress: Progress):
     """`(raw, scenario, source)`: the RawData named by --input, or the test half of the --scenario
     simulated (see `_simulated`); `source` is the provenance line saying how (None for --input)."""
-    from ._rawdata import RawData
+    from .._rawdata import RawData
 
     if args.input is not None:
         progress(f"loading {args.input}")
         return RawData.from_npz(args.input), None, None
-    from ._simulate import get_scenario
+    from .._simulate import get_scenario
 
     scenario = get_scenario(args.scenario or DEFAULT_SCENARIO)
     raw, source = _simulated(scenario, args, progress)
@@ -224,9 +222,9 @@ def _load_raw(args, progress: Progress):
 def _simulated(scenario, args, progress: Progress):
     """`(raw, source)`: the test half of `scenario` with --noise-seed's noise, loaded from the
     dataset cache when it holds it, else simulated (and stored there); `source` says which."""
-    from ._compile_cache import cache_disabled
-    from ._dataset_cache import dataset_cache_dir, dataset_key, load_dataset, store_dataset
-    from ._report import file_sha256
+    from .._report import file_sha256
+    from .compile_cache import cache_disabled
+    from .dataset_cache import dataset_cache_dir, dataset_key, load_dataset, store_dataset
 
     cache = None if args.no_dataset_cache or cache_disabled() else dataset_cache_dir()
     probe_sha256 = None
@@ -251,7 +249,7 @@ def _simulated(scenario, args, progress: Progress):
     )
     import jax.random as jr
 
-    from ._simulate import simulate
+    from .._simulate import simulate
 
     rng = None if args.noise_seed is None else jr.key(args.noise_seed)
     raw = simulate(scenario, key=rng).test
@@ -267,7 +265,7 @@ def _chain_params(args, raw, scenario):
 
 
 def _run_chain(raw, params, args, progress):
-    from ._pipeline import run_chain
+    from .._pipeline import run_chain
 
     return run_chain(raw, params, progress=progress, **chain_path(args.devices, args.chunk_groups))
 
@@ -277,7 +275,7 @@ def _cmd_simulate(args) -> int:
 
     import jax.random as jr
 
-    from ._simulate import get_scenario, simulate, simulate_raw
+    from .._simulate import get_scenario, simulate, simulate_raw
 
     overrides = {
         k: v
@@ -304,7 +302,7 @@ def _cmd_simulate(args) -> int:
 
 def _cmd_scenarios() -> int:
     """One line per preset: its name, then the counts and parameters it simulates with."""
-    from ._scenarios import SCENARIOS
+    from .._scenarios import SCENARIOS
 
     for name, sc in SCENARIOS.items():
         print(
@@ -317,8 +315,8 @@ def _cmd_scenarios() -> int:
 
 
 def _cmd_report(args) -> int:
-    from ._report import chain_report, make_provenance
-    from ._report_files import write_report
+    from .._report import chain_report, make_provenance
+    from .report_files import write_report
 
     # input, 4 chain stages, rendering; a streamed run reports two passes per chunk, count unknown
     progress = Progress(None if args.chunk_groups else 6, quiet=args.quiet)
@@ -343,54 +341,21 @@ def _cmd_report(args) -> int:
     return ExitCode.OK
 
 
-def _benchmarks_root() -> pathlib.Path | None:
-    """The source repository this package runs from, if its `benchmarks/` suite is there."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    return root if (root / "benchmarks" / "__main__.py").is_file() else None
-
-
-def _cmd_bench(args) -> int:
-    """`ptycho-jax bench ARGS`: `python -m benchmarks ARGS` in a new process, with the repository on the path."""
-    import os
-    import subprocess
-
-    from ._errors import BackendUnavailableError
-
-    root = _benchmarks_root()
-    if root is None:
-        raise BackendUnavailableError(
-            "bench: the benchmark suite is not part of the installed package; "
-            "from a clone of the source repository run `python -m benchmarks --help`"
-        )
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + path if path else "")}
-    argv = [
-        sys.executable,
-        "-m",
-        "benchmarks",
-        *(["--quiet"] if args.quiet else []),
-        *args.bench_args,
-    ]
-    return subprocess.run(argv, env=env, check=False).returncode
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptycho-jax` console script; returns the exit code."""
     parser = _parser()
     argv = _with_command(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":  # everything after `bench` is for `python -m benchmarks`
-        args.bench_args = extra
-    elif extra:
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "crosscheck" and args.mode not in (None, "bisect"):
         parser.error(f"crosscheck: expected the mode 'bisect' or none, got {args.mode!r}")
     _setup_logging(args.verbose, args.quiet)
-    from ._compile_cache import enable_compile_cache
-    from ._host_memory import log_last_setup
+    from .compile_cache import enable_compile_cache
+    from .host_memory import log_last_setup
 
     log_last_setup()  # what the console script (_launch) did to the host allocator; -v shows it
-    from ._cli_guard import run_guarded
+    from .guard import run_guarded
 
     def command() -> int:
         if not args.no_compile_cache:  # inside the guard: a warning prints as the command's own do
@@ -402,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_flags(args) -> None:
     """Flag values checked before any data are read: chain ranges, the scenario's name."""
-    from ._cli_chain import check_chain_flags
+    from .chain_flags import check_chain_flags
 
     if args.command in ("report", "crosscheck"):
         check_chain_flags(args)
@@ -416,7 +381,7 @@ def _check_flags(args) -> None:
 
 def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     """Run the command `args` names (errors and warnings are shaped by `_cli_guard.run_guarded`)."""
-    from ._cli_guard import preflight
+    from .guard import preflight
 
     preflight(args)  # --out: a folder / a file we can write, checked before any work
     _check_flags(args)  # ranges and names, before any data are read
@@ -427,11 +392,9 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     if args.command == "report":
         return int(_cmd_report(args))
     if args.command == "crosscheck":
-        from crosscheck.cli import run as run_crosscheck
+        from ptycho_jax.app.crosscheck_cli import run as run_crosscheck
 
         return int(run_crosscheck(args))
-    if args.command == "bench":
-        return _cmd_bench(args)
     parser.error(f"unknown command {args.command!r}")
     return int(ExitCode.USAGE)
 

@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-from ._errors import BackendUnavailableError, OutputPathError, PtychoInputError
+from .._errors import BackendUnavailableError, OutputPathError, PtychoInputError
 
 PROG = "ptycho-jax"
 EXIT_BAD_INPUT = 2
@@ -180,7 +180,7 @@ def os_error_message(e: OSError) -> str:
 
 def error_line(e: BaseException) -> str:
     """The one line a user error prints: `ptycho-jax: error: …`, API names in flag terms."""
-    from ._cli_chain import in_flag_terms
+    from .chain_flags import in_flag_terms
 
     return f"{PROG}: error: {one_line(in_flag_terms(str(e)))}"
 

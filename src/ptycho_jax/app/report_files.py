@@ -4,9 +4,9 @@ import logging
 import os
 import pathlib
 
-from . import _figure
-from ._atomic import write_files_atomically
-from ._report import FIGURE_NAME, JSON_NAME, MARKDOWN_NAME, IntensityReport
+from .._atomic import write_files_atomically
+from .._report import FIGURE_NAME, JSON_NAME, MARKDOWN_NAME, IntensityReport
+from . import figure as figure_module
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def write_report(
     payload = report.to_json(figure_name=fig_name).encode("utf-8")
     files = [(out / MARKDOWN_NAME, markdown), (out / JSON_NAME, payload)]
     if figure:
-        files.append((out / FIGURE_NAME, _figure.render_figure(report)))
+        files.append((out / FIGURE_NAME, figure_module.render_figure(report)))
     out.mkdir(parents=True, exist_ok=True)
     write_files_atomically(files)
     paths = {"markdown": out / MARKDOWN_NAME, "json": out / JSON_NAME}

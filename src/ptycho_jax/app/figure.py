@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._report import RATIO_TRANSITIONS, STAGE_LABELS, IntensityReport
+from .._report import RATIO_TRANSITIONS, STAGE_LABELS, IntensityReport
 
 # Fixed layout, in figure fractions: the histogram row on top, the stage-mean chain below.
 _LEFT, _RIGHT = 0.05, 0.99

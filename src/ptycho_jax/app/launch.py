@@ -1,8 +1,8 @@
 """The `ptycho-jax` console script's entry point: tune the host allocator, run the CLI, exit fast.
 
 Standard library only at import: `reuse_freed_host_memory` must run before numpy or jax is
-imported (see `_host_memory`), so `_cli` (which imports them) is imported only after it.
-`_cli.main` logs the result once logging is configured (`ptycho-jax -v`).
+imported (see `host_memory`), so `cli` (which imports them) is imported only after it.
+`cli.main` logs the result once logging is configured (`ptycho-jax -v`).
 """
 
 import atexit
@@ -11,15 +11,16 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ._host_memory import reuse_freed_host_memory
+from .host_memory import reuse_freed_host_memory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Tune the host allocator, then run the CLI (`_cli.main`); returns the exit code."""
+    """Tune the host allocator, then run the CLI (`cli.main`); returns the exit code."""
     reuse_freed_host_memory()  # PTYCHO_JAX_NO_MALLOC_TUNING=1 turns it off
-    from . import _cli
 
-    return _cli.main(argv)
+    from . import cli  # imports numpy and jax: only after the allocator is tuned
+
+    return cli.main(argv)
 
 
 def exit_now(code: int) -> NoReturn:

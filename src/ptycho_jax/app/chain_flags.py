@@ -13,10 +13,10 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import ChainParams
-from ._errors import PtychoInputError
-from ._params import ENGINES, PATCH_POSITIONS
-from ._variants import VARIANTS
+from .. import ChainParams
+from .._errors import PtychoInputError
+from .._params import ENGINES, PATCH_POSITIONS
+from .._variants import VARIANTS
 
 CLOSED_CHOICES = {"engine": ENGINES, "patch_positions": PATCH_POSITIONS}
 """The string fields with a closed set of values (listed in --help, checked by argparse)."""
@@ -197,6 +197,6 @@ def chain_path(devices: int | None, chunk_groups: int | None) -> dict[str, Any]:
     Neither given: one device. `--devices D`: the chain on a mesh of the first D devices.
     `--chunk-groups M`: streamed M groups at a time (each chunk on that mesh when D is given too).
     """
-    from ._mesh import make_mesh
+    from .._mesh import make_mesh
 
     return {"mesh": None if devices is None else make_mesh(devices), "chunk_groups": chunk_groups}

@@ -1,4 +1,4 @@
-"""`ptycho-jax crosscheck`: argument definitions and the command body (wired by `ptycho_jax._cli`).
+"""`ptycho-jax crosscheck`: argument definitions and the command body (wired by `ptycho_jax.app.cli`).
 
 Exit codes: 0 PASS (every required array compared and within tolerance), 1 FAIL (something
 compared is out of tolerance, or a backend raised), 3 INCOMPLETE (something required was not
@@ -14,7 +14,8 @@ import pathlib
 import sys
 from typing import Any
 
-from ptycho_jax._cli_chain import (
+from ptycho_jax import SCENARIOS
+from ptycho_jax.app.chain_flags import (
     CHAIN_FLAGS,
     add_chain_arguments,
     chain_params,
@@ -22,8 +23,7 @@ from ptycho_jax._cli_chain import (
     given_chain_values,
     scenario_defaults,
 )
-from ptycho_jax._cli_guard import error_line
-from ptycho_jax._scenarios import SCENARIOS
+from ptycho_jax.app.guard import error_line
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _load_input(args: argparse.Namespace, recorded: dict[str, Any], reference: A
     if args.scenario is None and callable(input_path) and input_path().is_file():
         return pj.RawData.from_npz(input_path()), dict(recorded), str(input_path())
     name = args.scenario or DEFAULT_SCENARIO
-    from ptycho_jax._simulate import get_scenario, simulate
+    from ptycho_jax import get_scenario, simulate
 
     sc = get_scenario(name)
     sim = simulate(sc)
@@ -169,15 +169,15 @@ def _load_input(args: argparse.Namespace, recorded: dict[str, Any], reference: A
 
 def _check_flags(args: argparse.Namespace, recorded: dict[str, Any], who: str) -> None:
     """An explicit flag that contradicts the recording: HarnessInputError naming both values."""
-    from .errors import HarnessInputError
-    from .run import _same
+    from ptycho_jax.crosscheck.errors import HarnessInputError
+    from ptycho_jax.crosscheck.run import same_value
 
     given = given_chain_values(args)
     if args.unseeded:
         given["seed"] = None
     bad = []
     for k, v in recorded.items():
-        if k in given and not _same(given[k], v):
+        if k in given and not same_value(given[k], v):
             flag = (
                 "--unseeded" if (k == "seed" and args.unseeded) else f"{_FLAG.get(k, k)} {given[k]}"
             )
@@ -197,8 +197,7 @@ def _params(args: argparse.Namespace, defaults: dict[str, Any]):
 def _port(args: argparse.Namespace) -> Any:
     """The port backend; --devices / --chunk-groups put the jax port on the mesh / stream path."""
     import ptycho_jax as pj
-
-    from .backends import JaxBackend, resolve_backend
+    from ptycho_jax.crosscheck.backends import JaxBackend, resolve_backend
 
     if args.devices is None and args.chunk_groups is None:
         return resolve_backend(args.port, upstream_repo=args.upstream_repo, python=args.port_python)
@@ -212,7 +211,7 @@ def _port(args: argparse.Namespace) -> Any:
 
 def _progress(args: argparse.Namespace, *, total: int | None, what: str = ""):
     """Stage lines on stderr, report's `Progress` (none with -q); logged at INFO as well."""
-    from ptycho_jax._cli import Progress
+    from ptycho_jax.app.cli import Progress
 
     show = Progress(total, quiet=getattr(args, "quiet", False))
 
@@ -238,12 +237,11 @@ def run(args: argparse.Namespace) -> int:
     verdict text only, logs go to stderr.
     """
     import ptycho_jax as pj
-
-    from .adapt import check_names, parse_stages
-    from .backends import resolve_backend
-    from .compare import EXIT_CODES, ToleranceError, ToleranceTable
-    from .render import format_failure, write_outputs
-    from .run import recorded_params, run_crosscheck
+    from ptycho_jax.crosscheck.adapt import check_names, parse_stages
+    from ptycho_jax.crosscheck.backends import resolve_backend
+    from ptycho_jax.crosscheck.compare import EXIT_CODES, ToleranceError, ToleranceTable
+    from ptycho_jax.crosscheck.render import format_failure, write_outputs
+    from ptycho_jax.crosscheck.run import recorded_params, run_crosscheck
 
     _quiet_tensorflow(args)
     if args.mode == "bisect":
@@ -260,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         port = _port(args)
         stage_of_error = "run"
         if args.git_bisect_exit and not args.allow_same_code:
-            from .run import same_code
+            from ptycho_jax.crosscheck.run import same_code
 
             same = same_code(port, reference, args.port, args.reference)
             if same:  # the commit under test has the good commit's code: good, nothing to run
@@ -296,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "quiet", False):  # -q: like report's path lines
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     if args.git_bisect_exit:
-        from .bisection import GIT_BISECT_EXIT
+        from ptycho_jax.crosscheck.bisection import GIT_BISECT_EXIT
 
         return GIT_BISECT_EXIT[result.verdict]
     return ExitCode(EXIT_CODES[result.verdict])
@@ -306,12 +304,11 @@ def _run_bisect(args: argparse.Namespace) -> int:
     """`crosscheck bisect --good REF --bad REF`: print the first differing commit, write
     bisect.md / bisect.json (and the cross-check at that commit) under --out."""
     import ptycho_jax as pj
-    from ptycho_jax._atomic import write_files_atomically
-
-    from .adapt import parse_stages
-    from .bisection import bisect
-    from .compare import ToleranceError, ToleranceTable
-    from .render import write_outputs
+    from ptycho_jax.crosscheck.adapt import parse_stages
+    from ptycho_jax.crosscheck.bisection import bisect
+    from ptycho_jax.crosscheck.compare import ToleranceError, ToleranceTable
+    from ptycho_jax.crosscheck.render import write_outputs
+    from ptycho_jax.internal import write_files_atomically
 
     try:
         if not args.good or not args.bad:
@@ -354,7 +351,7 @@ def _run_bisect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m crosscheck.cli`); the console script is `ptycho-jax crosscheck`."""
+    """Stand-alone entry (`python -m ptycho_jax.app.crosscheck_cli`); the console script is `ptycho-jax crosscheck`."""
     parser = argparse.ArgumentParser(
         prog="ptycho-jax crosscheck", description=__doc__.splitlines()[0]
     )

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import write_npz_atomic
-from ._rawdata import NPZ_KEYS, RawData
+from .._atomic import write_npz_atomic
+from .._rawdata import NPZ_KEYS, RawData
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _JAX_NUMERICS = (
 
 def dataset_cache_dir(environ: Mapping[str, str] = os.environ) -> pathlib.Path:
     """`datasets/` in the cache root (`$PTYCHO_JAX_CACHE_DIR`, else the XDG or home cache folder)."""
-    from ._compile_cache import cache_root
+    from .compile_cache import cache_root
 
     return cache_root(environ) / "datasets"
 
