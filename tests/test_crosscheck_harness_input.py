@@ -14,7 +14,7 @@ import pytest
 from _crosscheck_stubs import PARAMS, Stub, record, replaced
 
 import ptycho_jax as pj
-from ptycho_jax.crosscheck import cli
+from ptycho_jax.app import crosscheck_cli as cli
 from ptycho_jax.crosscheck.backends import resolve_backend
 from ptycho_jax.crosscheck.compare import Verdict
 from ptycho_jax.crosscheck.render import format_failure, write_outputs

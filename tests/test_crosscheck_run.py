@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 import ptycho_jax as pj
-from ptycho_jax.crosscheck import cli
+from ptycho_jax.app import crosscheck_cli as cli
 from ptycho_jax.crosscheck.backends import GoldenBackend, TFBackend, resolve_backend
 from ptycho_jax.crosscheck.compare import Verdict
 from ptycho_jax.crosscheck.errors import HarnessInputError

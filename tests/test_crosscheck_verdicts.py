@@ -15,7 +15,7 @@ import pytest
 from _crosscheck_stubs import PARAMS, Stub, record, replaced, without
 
 import ptycho_jax as pj
-from ptycho_jax.crosscheck import cli
+from ptycho_jax.app import crosscheck_cli as cli
 from ptycho_jax.crosscheck.backends import GoldenBackend
 from ptycho_jax.crosscheck.compare import EXIT_CODES, Verdict
 from ptycho_jax.crosscheck.errors import HarnessInputError

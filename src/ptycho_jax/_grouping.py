@@ -340,7 +340,7 @@ def warn_if_mirrored(C: int, patch_positions: str, *, stacklevel: int) -> None:
     if patch_positions == "upstream" and C > 1:
         warnings.warn(
             "group: Y cut from objectGuess at upstream's positions (global + local offsets), which for "
-            "gridsize > 1 mirror each member through its group centre (pipeline.md §5.4); pass "
+            "gridsize > 1 mirror each member through its group centre (ptycho-jax specs/pipeline.md §5); pass "
             "patch_positions='member' for patches at the scan positions",
             MirroredPatchWarning,
             stacklevel=stacklevel + 1,

@@ -265,9 +265,26 @@ def _chain_params(args, raw, scenario):
 
 
 def _run_chain(raw, params, args, progress):
+    """The chain, and the notes it announced: upstream's mirrored patch positions (the default for
+    gridsize > 1, `MirroredPatchWarning`) are the documented convention, not a fault, so the report
+    records them in its provenance instead of printing a warning; every other warning goes out."""
+    import warnings
+
+    from .._grouping import MirroredPatchWarning
     from .._pipeline import run_chain
 
-    return run_chain(raw, params, progress=progress, **chain_path(args.devices, args.chunk_groups))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MirroredPatchWarning)
+        result = run_chain(
+            raw, params, progress=progress, **chain_path(args.devices, args.chunk_groups)
+        )
+    notes = []
+    for w in caught:
+        if issubclass(w.category, MirroredPatchWarning):
+            notes.append(f"{w.category.__name__}: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result, sorted(set(notes))
 
 
 def _cmd_simulate(args) -> int:
@@ -322,7 +339,7 @@ def _cmd_report(args) -> int:
     progress = Progress(None if args.chunk_groups else 6, quiet=args.quiet)
     raw, scenario, source = _load_raw(args, progress)
     params = _chain_params(args, raw, scenario)
-    result = _run_chain(raw, params, args, progress)
+    result, notes = _run_chain(raw, params, args, progress)
     progress("rendering the report")
     provenance = make_provenance(
         input_path=args.input,
@@ -332,6 +349,7 @@ def _cmd_report(args) -> int:
         devices=args.devices,
         chunk_groups=args.chunk_groups,
         **({} if source is None else {"simulation": source}),
+        **({"notes": notes} if notes else {}),
     )
     report = chain_report(result, raw=raw, provenance=provenance)
     paths = write_report(report, args.out, figure=not args.no_figure)
