@@ -1,11 +1,14 @@
 """The Intensity Statistics report: goldens and SEED byte for byte, formatting, files."""
 
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import pathlib
 
 import jaxtyping
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -467,7 +470,6 @@ def test_write_report(tmp_path):
 
 
 def test_figure_from_arrays_and_stats_only():
-    import io
 
     import matplotlib.image
 
@@ -562,3 +564,61 @@ def test_chain_report_reproduces_golden(case, tmp_path):
     if case == "gs2_ideal":
         paths = pj.write_report(full, tmp_path)
         assert json.loads(paths["json"].read_text())["provenance"]["parameters"]["gridsize"] == 2
+
+
+def test_figure_title_names_the_scenario_and_parameters():
+    from ptycho_jax.app.figure import figure_title
+
+    report = pj.build_intensity_report(
+        [pj.record_stage("raw_diffraction", np.ones((2, 4, 4), np.float32))],
+        bundle_intensity_scale=1.0,
+        legacy_intensity_scale=1.0,
+        provenance={
+            "scenario": {"name": "gs2_ideal"},
+            "parameters": {"gridsize": 2, "K": 4, "n_groups": 64, "nphotons": 1e9, "N": 64},
+        },
+    )
+    assert figure_title(report) == (
+        "ptycho-jax report: scenario gs2_ideal\ngridsize=2, N=64, K=4, n_groups=64, nphotons=1e+09"
+    )
+    by_file = dataclasses.replace(report, provenance={"input_path": "scan.npz", "parameters": {}})
+    assert figure_title(by_file) == "ptycho-jax report: input scan.npz"
+
+
+def test_figure_with_the_data_row_draws_the_frame_probe_and_object():
+    # with `raw`, the figure gains a row of images above the histograms: taller, and the band
+    # where the data row sits is drawn on (many distinct colours), not blank
+    raw = make_raw_for_figure()
+    report = pj.build_intensity_report(
+        [pj.record_stage("raw_diffraction", np.asarray(raw.diff3d))],
+        bundle_intensity_scale=1.0,
+        legacy_intensity_scale=1.0,
+    )
+    plain = matplotlib.image.imread(io.BytesIO(pj.render_figure(report)), format="png")
+    full = matplotlib.image.imread(io.BytesIO(pj.render_figure(report, raw=raw)), format="png")
+    assert full.shape[0] > plain.shape[0] and full.shape[1] == plain.shape[1]
+    band = full[int(0.12 * full.shape[0]) : int(0.32 * full.shape[0])]  # the data row
+    assert len(np.unique(band.reshape(-1, 4), axis=0)) > 200
+    # the same report without the object: the panel still shows the scan positions
+    no_object = dataclasses.replace(raw, objectGuess=None)
+    img = matplotlib.image.imread(io.BytesIO(pj.render_figure(report, raw=no_object)), format="png")
+    assert img.shape == full.shape and not np.array_equal(img, full)
+
+
+def make_raw_for_figure() -> pj.RawData:
+    rng = np.random.default_rng(3)
+    n, N = 16, 16
+    x = rng.uniform(20, 40, n)
+    y = rng.uniform(20, 40, n)
+    probe = np.zeros((N, N), np.complex64)
+    probe[4:12, 4:12] = 1.0
+    return pj.RawData(
+        xcoords=x,
+        ycoords=y,
+        xcoords_start=x,
+        ycoords_start=y,
+        diff3d=rng.exponential(1.0, (n, N, N)).astype(np.float32),
+        probeGuess=probe,
+        scan_index=np.zeros(n, np.int64),
+        objectGuess=(rng.uniform(0.5, 1.0, (64, 64)) + 0j).astype(np.complex64),
+    )

@@ -352,7 +352,7 @@ def _cmd_report(args) -> int:
         **({"notes": notes} if notes else {}),
     )
     report = chain_report(result, raw=raw, provenance=provenance)
-    paths = write_report(report, args.out, figure=not args.no_figure)
+    paths = write_report(report, args.out, figure=not args.no_figure, raw=raw)
     for kind, path in paths.items():
         if not args.quiet:  # on stderr, as crosscheck's: stdout stays free for what scripts read
             print(f"ptycho-jax: {kind}: {path}", file=sys.stderr)

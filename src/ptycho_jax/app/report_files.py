@@ -5,6 +5,7 @@ import os
 import pathlib
 
 from .._atomic import write_files_atomically
+from .._rawdata import RawData
 from .._report import FIGURE_NAME, JSON_NAME, MARKDOWN_NAME, IntensityReport
 from . import figure as figure_module
 
@@ -12,7 +13,11 @@ logger = logging.getLogger(__name__)
 
 
 def write_report(
-    report: IntensityReport, out_dir: str | os.PathLike, *, figure: bool = True
+    report: IntensityReport,
+    out_dir: str | os.PathLike,
+    *,
+    figure: bool = True,
+    raw: RawData | None = None,
 ) -> dict[str, pathlib.Path]:
     """Write intensity_stats.md, intensity_stats.json and (optionally) intensity_stats.png.
 
@@ -23,6 +28,8 @@ def write_report(
         report: The report.
         out_dir: Output directory (created if missing).
         figure: Also render the PNG (per-stage histograms and the stage-mean chain).
+        raw: The scan the report was computed from: the PNG then also shows the data (a frame,
+            the probe, the object with the scan positions).
 
     Returns:
         `{"markdown": path, "json": path}` plus `"figure": path` when written.
@@ -33,7 +40,7 @@ def write_report(
     payload = report.to_json(figure_name=fig_name).encode("utf-8")
     files = [(out / MARKDOWN_NAME, markdown), (out / JSON_NAME, payload)]
     if figure:
-        files.append((out / FIGURE_NAME, figure_module.render_figure(report)))
+        files.append((out / FIGURE_NAME, figure_module.render_figure(report, raw=raw)))
     out.mkdir(parents=True, exist_ok=True)
     write_files_atomically(files)
     paths = {"markdown": out / MARKDOWN_NAME, "json": out / JSON_NAME}
