@@ -145,7 +145,7 @@ class ToleranceTable:
     def default(cls) -> "ToleranceTable":
         """The table shipped in the package (`crosscheck/tolerances.toml`)."""
         text = (
-            importlib.resources.files("crosscheck").joinpath("tolerances.toml").read_text("utf-8")
+            importlib.resources.files(__package__).joinpath("tolerances.toml").read_text("utf-8")
         )
         table = _toml.loads(text)
         _check_table(table, "crosscheck/tolerances.toml")
