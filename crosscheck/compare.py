@@ -144,9 +144,7 @@ class ToleranceTable:
     @classmethod
     def default(cls) -> "ToleranceTable":
         """The table shipped in the package (`crosscheck/tolerances.toml`)."""
-        text = (
-            importlib.resources.files(__package__).joinpath("tolerances.toml").read_text("utf-8")
-        )
+        text = importlib.resources.files(__package__).joinpath("tolerances.toml").read_text("utf-8")
         table = _toml.loads(text)
         _check_table(table, "crosscheck/tolerances.toml")
         return cls(table, ("crosscheck/tolerances.toml",))

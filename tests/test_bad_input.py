@@ -551,7 +551,9 @@ def test_cli_warnings_are_one_line_without_source(tmp_path, capsys):
     assert code == 0, err
     assert err.strip() == ""
     notes = json.loads((out / "intensity_stats.json").read_text())["provenance"]["notes"]
-    assert len(notes) == 1 and notes[0].startswith("MirroredPatchWarning: group: Y cut from objectGuess")
+    assert len(notes) == 1 and notes[0].startswith(
+        "MirroredPatchWarning: group: Y cut from objectGuess"
+    )
     assert "specs/pipeline.md §5" in notes[0]
 
 
