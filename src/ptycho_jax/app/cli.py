@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ptycho-jax",
-        description="PtychoPINN's data chain in JAX: simulate, report, cross-check, benchmark. "
+        description="PtychoPINN's data chain in JAX: simulate, report, cross-check. "
         "Without a subcommand it runs `report` (taking the report's flags).",
     )
     parser.add_argument("--version", action="version", version=f"ptycho-jax {__version__}")
