@@ -146,21 +146,28 @@ def op_torch_patches(req: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def op_torch_chain(req: Mapping[str, Any]) -> dict[str, Any]:
+def _chain_modules() -> types.SimpleNamespace:
+    """torch and the port's modules the chain uses, imported together before anything runs, so
+    that a tree lacking any of them fails `torch_group` as well as `torch_chain`."""
     import torch
     from ptycho_torch import helper
     from ptycho_torch import patch_generator as pg
     from ptycho_torch.config_params import DataConfig
     from ptycho_torch.data_container_bridge import PtychoDataContainerTorch
 
-    p = req["params"]
-    with np.load(req["raw"], allow_pickle=False) as z:
-        raw = {k: z[k] for k in z.files}
-    N = int(p["N"]) if p.get("N") is not None else int(raw["diff3d"].shape[-1])
-    C = int(p["gridsize"]) ** 2
-    x_full, y_full = np.asarray(raw["xcoords"]), np.asarray(raw["ycoords"])
-    n = len(x_full)
-    dcfg = DataConfig(
+    return types.SimpleNamespace(
+        torch=torch,
+        helper=helper,
+        pg=pg,
+        DataConfig=DataConfig,
+        PtychoDataContainerTorch=PtychoDataContainerTorch,
+    )
+
+
+def _data_config(m: types.SimpleNamespace, p: Mapping[str, Any], N: int, C: int):
+    """The port's `DataConfig` for the request: nearest-neighbour groups, one subsample, batch
+    RMS normalisation, Parseval scaling (what `from_np` is configured with)."""
+    return m.DataConfig(
         N=N,
         C=C,
         K=int(p["K"]),
@@ -171,26 +178,23 @@ def op_torch_chain(req: Mapping[str, Any]) -> dict[str, Any]:
         data_scaling="Parseval",
         nphotons=float(p["nphotons"]),
     )
-    out: dict[str, Any] = {}
 
-    # grouping: the port's own (every scan point a group centre), or the injected groups
+
+def _own_groups(m, p, x_full, y_full, dcfg, C: int) -> np.ndarray:
+    """The port's own groups (every scan point a group centre), seeded through the global RNG."""
+    pg = m.pg
     with global_rng(p.get("seed")):
-        valid = np.arange(n)
+        valid = np.arange(len(x_full))
         own, _coords = pg.group_coords(
             x_full, y_full, x_full, y_full, pg.get_neighbor_indices, valid, dcfg, C=C
         )
-    own = np.asarray(own).astype(np.int64)
-    out["grouping.nn_indices"] = own
-    if req["op"] == "torch_group":  # the port's own groups only (its chain on them is not needed)
-        np.savez(req["out"], **out)
-        return {}
-    if req.get("nn") is not None:
-        with np.load(req["nn"], allow_pickle=False) as z:
-            nn = np.asarray(z["nn_indices"]).astype(np.int64)  # the port indexes with int64
-    else:
-        nn = own
+    return np.asarray(own).astype(np.int64)
 
-    # grouped: from_np's images, coords_global (float32), centre / relative coordinates
+
+def _grouped_stage(m, raw, nn, x_full, y_full, C: int, out: dict[str, Any]):
+    """grouped: from_np's images, coords_global (float32), centre / relative coordinates, into
+    `out`; returns (all raw frames, grouped images) as float32 tensors for normalize."""
+    torch, pg = m.torch, m.pg
     coords_nn = np.stack([x_full[nn], y_full[nn]], axis=2)[:, :, None, :]
     coords_com, coords_rel = pg.get_relative_coords(coords_nn)
     glob = torch.from_numpy(np.stack([x_full, y_full], axis=1)).to(torch.float32)
@@ -204,13 +208,80 @@ def op_torch_chain(req: Mapping[str, Any]) -> dict[str, Any]:
     B = len(nn)
     out["grouped.coords_start_offsets"] = _coords_up(torch.zeros(B, 1, 1, 2))
     out["grouped.coords_start_relative"] = _coords_up(torch.zeros(B, C, 1, 2))
+    return diff_t, images
 
-    # normalize: batch RMS factor over every raw frame, applied to the grouped images
-    rms = helper.get_rms_scaling_factor(diff_t, dcfg)
+
+def _normalize_stage(m, diff_t, images, dcfg, out: dict[str, Any]):
+    """normalize: batch RMS factor over every raw frame, applied to the grouped images, into
+    `out`; returns X as a tensor (for the intensity scale) and in upstream's layout."""
+    torch = m.torch
+    rms = m.helper.get_rms_scaling_factor(diff_t, dcfg)
     X_t = (images * rms).to(torch.float32)
     X = _nhwc(X_t.numpy())
     out["normalize.X_full"] = X
     out["normalize.normalize_gain"] = np.float32(rms.reshape(-1)[0].item())
+    return X_t, X
+
+
+_CONTAINER_ATTRS = (
+    "X",
+    "Y_I",
+    "Y_phi",
+    "coords_nominal",
+    "coords_true",
+    "probe",
+    "nn_indices",
+    "global_offsets",
+    "local_offsets",
+)
+"""The container's attributes returned as `container.<name>` (those it has)."""
+
+
+def _container_stage(m, raw, X, member, nn, out: dict[str, Any]) -> None:
+    """container: the port's container class on its own grouped arrays, into `out`."""
+    grouped = {
+        "X_full": X,
+        "Y": member,
+        "coords_relative": out["grouped.coords_relative"],
+        "coords_offsets": out["grouped.coords_offsets"],
+        "nn_indices": nn,
+    }
+    c = m.PtychoDataContainerTorch(grouped, np.asarray(raw["probeGuess"]))
+    for k in _CONTAINER_ATTRS:
+        v = getattr(c, k, None)
+        if v is not None:
+            out[f"container.{k}"] = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+    if member is not None:
+        out["container.Y_complex"] = c.Y.numpy()
+
+
+def op_torch_chain(req: Mapping[str, Any]) -> dict[str, Any]:
+    """Every stage of the port's chain into one NPZ (`req["out"]`), on the injected groups
+    (`req["nn"]`) or its own; `torch_group` stops after the port's own grouping."""
+    m = _chain_modules()
+    p = req["params"]
+    with np.load(req["raw"], allow_pickle=False) as z:
+        raw = {k: z[k] for k in z.files}
+    N = int(p["N"]) if p.get("N") is not None else int(raw["diff3d"].shape[-1])
+    C = int(p["gridsize"]) ** 2
+    x_full, y_full = np.asarray(raw["xcoords"]), np.asarray(raw["ycoords"])
+    dcfg = _data_config(m, p, N, C)
+    out: dict[str, Any] = {}
+
+    # grouping: the port's own (every scan point a group centre), or the injected groups
+    own = _own_groups(m, p, x_full, y_full, dcfg, C)
+    out["grouping.nn_indices"] = own
+    if req["op"] == "torch_group":  # the port's own groups only (its chain on them is not needed)
+        np.savez(req["out"], **out)
+        return {}
+    if req.get("nn") is not None:
+        with np.load(req["nn"], allow_pickle=False) as z:
+            nn = np.asarray(z["nn_indices"]).astype(np.int64)  # the port indexes with int64
+    else:
+        nn = own
+
+    diff_t, images = _grouped_stage(m, raw, nn, x_full, y_full, C, out)
+    X_t, X = _normalize_stage(m, diff_t, images, dcfg, out)
 
     # patches: the port's patch extractor at each member's own scan position. The importable
     # one is ptycho_torch.datagen.datagen.get_image_patches (ptycho_torch/datagen.py is shadowed
@@ -223,34 +294,10 @@ def op_torch_chain(req: Mapping[str, Any]) -> dict[str, Any]:
 
     # intensity scale: the port's dataset-derived scale from the normalised amplitudes
     out["intensity_scales.seed_era_dataset_derived_scale_normalized_X"] = np.float64(
-        helper.derive_intensity_scale_from_amplitudes(X_t, float(p["nphotons"])).item()
+        m.helper.derive_intensity_scale_from_amplitudes(X_t, float(p["nphotons"])).item()
     )
 
-    # container: the port's container class on its own grouped arrays
-    grouped = {
-        "X_full": X,
-        "Y": member,
-        "coords_relative": out["grouped.coords_relative"],
-        "coords_offsets": out["grouped.coords_offsets"],
-        "nn_indices": nn,
-    }
-    c = PtychoDataContainerTorch(grouped, np.asarray(raw["probeGuess"]))
-    for k in (
-        "X",
-        "Y_I",
-        "Y_phi",
-        "coords_nominal",
-        "coords_true",
-        "probe",
-        "nn_indices",
-        "global_offsets",
-        "local_offsets",
-    ):
-        v = getattr(c, k, None)
-        if v is not None:
-            out[f"container.{k}"] = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
-    if member is not None:
-        out["container.Y_complex"] = c.Y.numpy()
+    _container_stage(m, raw, X, member, nn, out)
     np.savez(req["out"], **out)
     return {}
 

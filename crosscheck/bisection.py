@@ -134,64 +134,117 @@ def bisect(
     good_tree = trees.tree_at_ref(g, f"upstream@{g[:12]}", repo)
     good_digest = trees.code_digest(good_tree.path, UpstreamBackend.packages)
     reference = UpstreamBackend(tree=good_tree, python=python)
-    steps: list[Step] = []
-    verdicts: dict[int, str] = {}
-    results: dict[int, CrosscheckResult] = {}
+    tester = _CommitTester(
+        raw=raw,
+        repo=repo,
+        path=path,
+        subjects=subjects,
+        good_digest=good_digest,
+        reference=reference,
+        params=params,
+        stages=stages,
+        tolerances=tolerances,
+        python=python,
+        tick=tick,
+        crosscheck=run_crosscheck,
+        backend=UpstreamBackend,
+    )
+    try:
+        lo, hi, verdicts = _halve(tester, good=good, bad=bad)
+    finally:
+        reference.close()
+    return _bisect_result(tester, g, lo, hi, verdicts)
 
-    def test(i: int) -> str:
-        c = path[i]
-        tree = trees.tree_at_ref(c, f"upstream@{c[:12]}", repo)
-        tick(f"testing {c[:12]} {subjects[c]}")
-        if trees.code_digest(tree.path, UpstreamBackend.packages) == good_digest:
-            steps.append(Step(c, subjects[c], "SAME-CODE", "ptycho/ identical to good's"))
+
+@dataclasses.dataclass
+class _CommitTester:
+    """Cross-checks one commit of the path, as the port, against the good tree (one reference
+    worker kept for every test); each test appends its `Step` and keeps its result."""
+
+    raw: Any
+    repo: Any
+    path: list[str]
+    subjects: dict[str, str]
+    good_digest: Any
+    reference: Any
+    params: Any
+    stages: Any
+    tolerances: Any
+    python: Any
+    tick: Callable[[str], None]
+    crosscheck: Callable[..., CrosscheckResult]
+    backend: Any  # UpstreamBackend (imported lazily by `bisect`)
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    results: dict[int, CrosscheckResult] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, i: int) -> str:
+        """PASS, FAIL or SKIP (untestable) for `path[i]`."""
+        c, subjects = self.path[i], self.subjects
+        tree = trees.tree_at_ref(c, f"upstream@{c[:12]}", self.repo)
+        self.tick(f"testing {c[:12]} {subjects[c]}")
+        if trees.code_digest(tree.path, self.backend.packages) == self.good_digest:
+            self.steps.append(Step(c, subjects[c], "SAME-CODE", "ptycho/ identical to good's"))
             return "PASS"
         try:
-            port = UpstreamBackend(tree=tree, python=python)
+            port = self.backend(tree=tree, python=self.python)
         except (BackendUnavailableError, HarnessInputError) as e:
-            steps.append(Step(c, subjects[c], "UNTESTABLE", str(e).splitlines()[0]))
+            self.steps.append(Step(c, subjects[c], "UNTESTABLE", str(e).splitlines()[0]))
             return "SKIP"
         try:
-            res = run_crosscheck(
-                raw,
+            res = self.crosscheck(
+                self.raw,
                 port=port,
-                reference=reference,
-                params=params,
-                stages=stages,
-                tolerances=tolerances,
+                reference=self.reference,
+                params=self.params,
+                stages=self.stages,
+                tolerances=self.tolerances,
                 allow_same_code=True,
             )
         finally:
             port.close()
-        results[i] = res
+        self.results[i] = res
         why = (res.root_cause or {}).get("summary", "") if res.verdict == Verdict.FAIL else ""
         if res.verdict == Verdict.INCOMPLETE:
             why = "; ".join(f"{s.name}: {w}" for s in res.stages for _, w in s.uncompared[:1])[:300]
-        steps.append(Step(c, subjects[c], str(res.verdict), why))
+        self.steps.append(Step(c, subjects[c], str(res.verdict), why))
         return {"PASS": "PASS", "FAIL": "FAIL"}.get(str(res.verdict), "SKIP")
 
-    try:
-        last = len(path) - 1
-        verdicts[last] = test(last)
-        if verdicts[last] != "FAIL":
-            raise HarnessInputError(
-                f"--bad {bad} does not differ from --good {good} "
-                f"({steps[-1].verdict}: {steps[-1].why or 'same numbers'}): nothing to bisect"
-            )
-        lo, hi = -1, last  # lo: last known good index (-1 = good itself), hi: first known bad
-        while True:
-            open_ = [i for i in range(lo + 1, hi) if i not in verdicts]
-            if not open_:
-                break
-            # the untested commit nearest the middle, as git bisect picks
-            mid = (lo + hi) // 2
-            i = min(open_, key=lambda j: (abs(j - mid), j))
-            verdicts[i] = test(i)
-            if verdicts[i] == "PASS":
-                lo = i
-            elif verdicts[i] == "FAIL":
-                hi = i
-    finally:
-        reference.close()
+
+def _halve(test: _CommitTester, *, good: str, bad: str) -> tuple[int, int, dict[int, str]]:
+    """(last known good index, first known bad index, every verdict): `bad` is tested first (it
+    must FAIL, else there is nothing to find), then the untested commit nearest the middle of
+    the open range, as git bisect picks, until no untested commit lies between the two."""
+    verdicts: dict[int, str] = {}
+    last = len(test.path) - 1
+    verdicts[last] = test(last)
+    if verdicts[last] != "FAIL":
+        steps = test.steps
+        raise HarnessInputError(
+            f"--bad {bad} does not differ from --good {good} "
+            f"({steps[-1].verdict}: {steps[-1].why or 'same numbers'}): nothing to bisect"
+        )
+    lo, hi = -1, last  # lo: last known good index (-1 = good itself), hi: first known bad
+    while True:
+        open_ = [i for i in range(lo + 1, hi) if i not in verdicts]
+        if not open_:
+            break
+        # the untested commit nearest the middle, as git bisect picks
+        mid = (lo + hi) // 2
+        i = min(open_, key=lambda j: (abs(j - mid), j))
+        verdicts[i] = test(i)
+        if verdicts[i] == "PASS":
+            lo = i
+        elif verdicts[i] == "FAIL":
+            hi = i
+    return lo, hi, verdicts
+
+
+def _bisect_result(
+    test: _CommitTester, g: str, lo: int, hi: int, verdicts: dict[int, str]
+) -> BisectResult:
+    """The answer: the first FAIL after the last PASS, or every candidate when skipped
+    (untestable) commits lie between them; the root cause from the first bad commit's check."""
+    path, results = test.path, test.results
     skipped = tuple(path[i] for i in range(lo + 1, hi) if verdicts.get(i) == "SKIP")
     first_bad = path[hi] if not skipped else None
     cause = None
@@ -202,8 +255,8 @@ def bisect(
         bad=path[-1],
         first_bad=first_bad,
         candidates=(*skipped, path[hi]),
-        steps=tuple(steps),
-        subjects=subjects,
+        steps=tuple(test.steps),
+        subjects=test.subjects,
         root_cause=cause,
         result_at_first_bad=results.get(hi),
     )

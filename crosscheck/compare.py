@@ -496,38 +496,53 @@ def compare_arrays(name: str, port: Any, ref: Any, rule: Tolerance) -> ArrayDelt
     if p.shape != r.shape:
         return ArrayDelta(passed=False, status="shape_mismatch", n_beyond=int(r.size), **base)
     dtype_ok = p.dtype == r.dtype or not rule.check_dtype
+    counts = _nonfinite_counts(p, r)
+    if r.size == 0:
+        return ArrayDelta(passed=dtype_ok, status="compared", **base, **counts)
+    if not np.issubdtype(r.dtype, np.inexact) and not np.issubdtype(p.dtype, np.inexact):
+        return _compare_integers(p, r, dtype_ok=dtype_ok, base=base, counts=counts)
+    return _compare_floats(p, r, rule, dtype_ok=dtype_ok, base=base, counts=counts)
+
+
+def _nonfinite_counts(p: np.ndarray, r: np.ndarray) -> dict[str, int]:
+    """`nan_port`, `inf_port`, `nan_ref`, `inf_ref` of the float sides (integer sides have none,
+    so their keys are left out and keep the `ArrayDelta` default 0)."""
     counts = {}
     for side, x in (("port", p), ("ref", r)):
         if np.issubdtype(x.dtype, np.inexact):
             counts[f"nan_{side}"] = int(np.isnan(x).sum())
             counts[f"inf_{side}"] = int(np.isinf(x).sum())
-    if r.size == 0:
-        return ArrayDelta(passed=dtype_ok, status="compared", **base, **counts)
+    return counts
 
-    ints = not np.issubdtype(r.dtype, np.inexact) and not np.issubdtype(p.dtype, np.inexact)
-    if ints:
-        diff = np.abs(p.astype(np.int64) - r.astype(np.int64)).astype(np.float64)
-        beyond = diff != 0
-        n_beyond = int(beyond.sum())
-        flat = int(np.argmax(diff))
-        worst = np.unravel_index(flat, r.shape)
-        return ArrayDelta(
-            passed=dtype_ok and n_beyond == 0,
-            status="compared",
-            n_beyond=n_beyond,
-            max_abs=float(diff.max()),
-            worst_index=tuple(int(i) for i in worst),
-            worst_port=p[worst].item(),
-            worst_ref=r[worst].item(),
-            **base,
-            **counts,
-        )
 
-    # floating (or mixed): compare in the reference dtype's precision (wider if the port is wider)
-    work = np.result_type(p.dtype, r.dtype)
-    if not np.issubdtype(work, np.inexact):
-        work = np.dtype(np.float64)
-    pw, rw = p.astype(work, copy=False), r.astype(work, copy=False)
+def _compare_integers(
+    p: np.ndarray, r: np.ndarray, *, dtype_ok: bool, base: dict, counts: dict
+) -> ArrayDelta:
+    """Integer (or bool) arrays on both sides: exact comparison, worst = largest |difference|."""
+    diff = np.abs(p.astype(np.int64) - r.astype(np.int64)).astype(np.float64)
+    beyond = diff != 0
+    n_beyond = int(beyond.sum())
+    flat = int(np.argmax(diff))
+    worst = np.unravel_index(flat, r.shape)
+    return ArrayDelta(
+        passed=dtype_ok and n_beyond == 0,
+        status="compared",
+        n_beyond=n_beyond,
+        max_abs=float(diff.max()),
+        worst_index=tuple(int(i) for i in worst),
+        worst_port=p[worst].item(),
+        worst_ref=r[worst].item(),
+        **base,
+        **counts,
+    )
+
+
+def _float_differences(pw: np.ndarray, rw: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Element-wise (|p − r|, |r|, relative difference, both NaN, one NaN, same ±Inf).
+
+    |p − r| and the relative difference are zeroed where both sides are NaN or the same Inf:
+    those positions agree and must not set the maxima.
+    """
     with np.errstate(invalid="ignore", over="ignore"):
         absd = np.abs(
             pw.astype(np.complex128 if np.iscomplexobj(pw) else np.float64)
@@ -543,6 +558,43 @@ def compare_arrays(name: str, port: Any, ref: Any, rule: Tolerance) -> ArrayDelt
         same_inf = (pw == rw) & ~np.isfinite(absd)
     absd = np.where(both_nan | same_inf, 0.0, absd)
     rel = np.where(both_nan | same_inf, 0.0, rel)
+    return absd, mag, rel, both_nan, one_nan, same_inf
+
+
+def _within_tolerance(
+    rule: Tolerance,
+    absd: np.ndarray,
+    mag: np.ndarray,
+    ulps: np.ndarray,
+    both_nan: np.ndarray,
+    one_nan: np.ndarray,
+    same_inf: np.ndarray,
+) -> np.ndarray:
+    """Per-element pass mask: exact equality, or any of the rule's atol / rtol / ulp bounds
+    (a NaN on one side only never passes; NaN on both and the same Inf always do)."""
+    if rule.exact:
+        return (absd == 0) | both_nan | same_inf
+    with np.errstate(invalid="ignore"):
+        bound = rule.atol + rule.rtol * mag
+    if rule.atol_max_rel:
+        finite_mag = mag[np.isfinite(mag)]
+        bound = bound + rule.atol_max_rel * (float(finite_mag.max()) if finite_mag.size else 0.0)
+    within = absd <= bound
+    if rule.ulp is not None:
+        within = within | (ulps <= rule.ulp)
+    return (within & ~one_nan) | both_nan | same_inf
+
+
+def _compare_floats(
+    p: np.ndarray, r: np.ndarray, rule: Tolerance, *, dtype_ok: bool, base: dict, counts: dict
+) -> ArrayDelta:
+    """Floating (or mixed) arrays: compared in the reference dtype's precision (wider if the
+    port is wider); ULPs in the component dtype or the rule's `ulp_dtype`; worst = most ulp."""
+    work = np.result_type(p.dtype, r.dtype)
+    if not np.issubdtype(work, np.inexact):
+        work = np.dtype(np.float64)
+    pw, rw = p.astype(work, copy=False), r.astype(work, copy=False)
+    absd, mag, rel, both_nan, one_nan, same_inf = _float_differences(pw, rw)
 
     comp = np.finfo(work).dtype  # component dtype: float32 for complex64
     ulp_dt = np.dtype(rule.ulp_dtype) if rule.ulp_dtype else comp
@@ -551,20 +603,7 @@ def compare_arrays(name: str, port: Any, ref: Any, rule: Tolerance) -> ArrayDelt
         ulps = np.fmax(ulps[..., 0], ulps[..., 1])
     ulps = np.where(both_nan | same_inf, 0.0, ulps)
 
-    if rule.exact:
-        within = (absd == 0) | both_nan | same_inf
-    else:
-        with np.errstate(invalid="ignore"):
-            bound = rule.atol + rule.rtol * mag
-        if rule.atol_max_rel:
-            finite_mag = mag[np.isfinite(mag)]
-            bound = bound + rule.atol_max_rel * (
-                float(finite_mag.max()) if finite_mag.size else 0.0
-            )
-        within = absd <= bound
-        if rule.ulp is not None:
-            within = within | (ulps <= rule.ulp)
-        within = (within & ~one_nan) | both_nan | same_inf
+    within = _within_tolerance(rule, absd, mag, ulps, both_nan, one_nan, same_inf)
     beyond = ~within
     n_beyond = int(beyond.sum())
     score = np.where(one_nan, np.inf, np.nan_to_num(ulps, nan=np.inf, posinf=np.inf))

@@ -904,6 +904,8 @@ def diagnose(name: str, port, ref, *, context: DiagnosisContext | None = None) -
 
 
 def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
+    """The classes in the module docstring's order: whole-array checks first (shape, NaN/Inf,
+    empty, zero-filled, dtype), then the value checks of `_classify_values` on a sample."""
     p, r = np.asarray(port), np.asarray(ref)
     numeric = all(np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_ for x in (p, r))
     if not numeric:
@@ -916,38 +918,79 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
         p = p.astype(np.int8)
     if r.dtype == np.bool_:
         r = r.astype(np.int8)
-    p_inexact = np.issubdtype(p.dtype, np.inexact)
-    r_inexact = np.issubdtype(r.dtype, np.inexact)
     dtype_note = (
         f" (also dtype: port {p.dtype} vs reference {r.dtype})" if p.dtype != r.dtype else ""
     )
-
     if p.shape != r.shape:
-        base = f"shape mismatch: port {p.shape} vs reference {r.shape}"
-        lay = _layout_mismatch(p, r, ctx.close_rtol)
-        if lay is not None:
-            return Diagnosis(lay.kind, lay.message + dtype_note)
-        if p.ndim == r.ndim and p.ndim >= 2 and p.shape[:-1] == r.shape[:-1] and p.size and r.size:
-            rows = _sample_rows(r)
-            ps, rs = _sample(p, rows), _sample(r, rows)
-            m = _Matcher(ps, rs, ctx.close_rtol)
-            cmap = _channel_map(m.p, m.r, m.thr)
-            if cmap is not None:
-                dg = _channel_diagnosis(cmap, r.shape[-1], name)
-                if dg is not None:
-                    return Diagnosis(dg.kind, f"{dg.message}; {base}{dtype_note}")
-        swapped = p.ndim == r.ndim and sorted(p.shape) == sorted(r.shape)
-        hint = " (same axes, different order: transposed layout?)" if swapped else ""
-        if p.ndim == r.ndim and p.ndim >= 1 and p.shape[1:] == r.shape[1:] and not swapped:
-            hint = (
-                f" (different number of rows — groups/frames: port {p.shape[0]} vs reference "
-                f"{r.shape[0]}; other axes equal)"
-            )
-        if p.size == 0 or r.size == 0:
-            hint += " (one side is empty)"
-        return Diagnosis("shape_mismatch", f"{base}{hint}{dtype_note}")
+        return _shape_mismatch_diagnosis(name, p, r, ctx, dtype_note)
+    dg = _nonfinite_diagnosis(p, r)
+    if dg is not None:
+        return dg
+    if p.size == 0:
+        return Diagnosis(
+            "dtype_only" if p.dtype != r.dtype else "unclassified",
+            f"empty arrays {p.shape}"
+            + (
+                f": dtype only, port {p.dtype} vs reference {r.dtype}" if p.dtype != r.dtype else ""
+            ),
+        )
+    dg = _zero_filled_diagnosis(name, p, r, dtype_note)
+    if dg is not None:
+        return dg
+    if p.dtype != r.dtype:
+        dg, truncation_note = _dtype_only_diagnosis(p, r)
+        if dg is not None:
+            return dg
+        if truncation_note is not None:
+            dtype_note = truncation_note
+    return _classify_values(name, p, r, ctx, dtype_note)
 
-    # NaN / Inf introduction (whole arrays: counts matter)
+
+def _inexact(a: np.ndarray) -> bool:
+    return bool(np.issubdtype(a.dtype, np.inexact))
+
+
+def _channels_diagnosis(m: _Matcher, r: np.ndarray, name: str) -> Diagnosis | None:
+    """Channel permutation / duplication / dropping, from the matcher's port→reference map
+    (`r` is the whole reference: its last axis counts the channels; read only once a map is
+    found, so 0-d arrays never index their shape)."""
+    cmap = _channel_map(m.p, m.r, m.thr)
+    if cmap is None:
+        return None
+    return _channel_diagnosis(cmap, r.shape[-1], name)
+
+
+def _shape_mismatch_diagnosis(
+    name: str, p: np.ndarray, r: np.ndarray, ctx: DiagnosisContext, dtype_note: str
+) -> Diagnosis:
+    """Different shapes: reordered axes (layout), dropped or duplicated channels (same leading
+    axes), else a plain shape mismatch with a hint at what differs."""
+    base = f"shape mismatch: port {p.shape} vs reference {r.shape}"
+    lay = _layout_mismatch(p, r, ctx.close_rtol)
+    if lay is not None:
+        return Diagnosis(lay.kind, lay.message + dtype_note)
+    if p.ndim == r.ndim and p.ndim >= 2 and p.shape[:-1] == r.shape[:-1] and p.size and r.size:
+        rows = _sample_rows(r)
+        m = _Matcher(_sample(p, rows), _sample(r, rows), ctx.close_rtol)
+        dg = _channels_diagnosis(m, r, name)
+        if dg is not None:
+            return Diagnosis(dg.kind, f"{dg.message}; {base}{dtype_note}")
+    swapped = p.ndim == r.ndim and sorted(p.shape) == sorted(r.shape)
+    hint = " (same axes, different order: transposed layout?)" if swapped else ""
+    if p.ndim == r.ndim and p.ndim >= 1 and p.shape[1:] == r.shape[1:] and not swapped:
+        hint = (
+            f" (different number of rows — groups/frames: port {p.shape[0]} vs reference "
+            f"{r.shape[0]}; other axes equal)"
+        )
+    if p.size == 0 or r.size == 0:
+        hint += " (one side is empty)"
+    return Diagnosis("shape_mismatch", f"{base}{hint}{dtype_note}")
+
+
+def _nonfinite_diagnosis(p: np.ndarray, r: np.ndarray) -> Diagnosis | None:
+    """NaN / Inf introduced or removed, or Inf of the opposite sign (whole arrays: counts
+    matter, so this runs before sampling)."""
+    p_inexact, r_inexact = _inexact(p), _inexact(r)
     for kind, test, label in (
         ("nan_introduced", np.isnan, "NaN"),
         ("inf_introduced", np.isinf, "Inf"),
@@ -977,16 +1020,13 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                 f"Inf of the opposite sign: {int(flipped.sum())} places where port and reference "
                 f"are ±Inf with different signs (first at {_first_index(flipped)})",
             )
-    if p.size == 0:
-        return Diagnosis(
-            "dtype_only" if p.dtype != r.dtype else "unclassified",
-            f"empty arrays {p.shape}"
-            + (
-                f": dtype only, port {p.dtype} vs reference {r.dtype}" if p.dtype != r.dtype else ""
-            ),
-        )
+    return None
 
-    # an array left at zero (not computed, filled with zeros)
+
+def _zero_filled_diagnosis(
+    name: str, p: np.ndarray, r: np.ndarray, dtype_note: str
+) -> Diagnosis | None:
+    """One side all zeros where the other is not: an array not computed, left at zero."""
     for side, a, b in (("port", p, r), ("reference", r, p)):
         if _chunked_all(lambda x, y: not np.any(x), a, b) and not _chunked_all(
             lambda x, y: not np.any(y), a, b
@@ -998,238 +1038,285 @@ def _diagnose(name: str, port, ref, ctx: DiagnosisContext) -> Diagnosis:
                 f"zero-filled: the {side}'s `{name}` is all zeros where the {other} has {n} of "
                 f"{b.size} non-zero values (not computed and left at zero?){dtype_note}",
             )
+    return None
 
-    # dtype-only changes (checked on every element, in chunks)
-    if p.dtype != r.dtype:
-        if not p_inexact and not r_inexact:
-            if _chunked_all(lambda a, b: np.array_equal(a, b), p, r):
-                return Diagnosis(
-                    "dtype_only",
-                    f"dtype only: port {p.dtype} vs reference {r.dtype}, values equal "
-                    f"(all {r.size})",
-                )
-        elif p_inexact and r_inexact:
-            pw, rw = np.finfo(p.dtype).bits, np.finfo(r.dtype).bits
-            narrow = p.dtype if pw < rw else r.dtype
-            wide = np.complex128 if (np.iscomplexobj(p) or np.iscomplexobj(r)) else np.float64
-            eps = 4 * float(np.finfo(narrow).eps)
-            with np.errstate(invalid="ignore", over="ignore"):
-                equal_narrow = _chunked_all(
-                    lambda a, b: np.array_equal(a.astype(narrow), b.astype(narrow), equal_nan=True),
-                    p,
-                    r,
-                )
-                agree = equal_narrow or _chunked_all(
-                    lambda a, b: np.allclose(
-                        a.astype(wide), b.astype(wide), rtol=eps, atol=0, equal_nan=True
-                    ),
-                    p,
-                    r,
-                )
-            if pw == rw:
-                pass  # e.g. float32 vs complex64: classified on values below
-            elif agree:
-                how = (
-                    "values equal after rounding to " + str(np.dtype(narrow))
-                    if equal_narrow
-                    else f"values agree within {np.dtype(narrow)} precision (4 eps)"
-                )
-                return Diagnosis(
-                    "dtype_only",
-                    f"dtype only: port {p.dtype} vs reference {r.dtype}, {how} "
-                    f"(a width change; {np.dtype(narrow)} precision kept)",
-                )
-            else:
-                dtype_note = (
-                    f" (also float32↔float64 truncation: port {p.dtype} vs reference "
-                    f"{r.dtype}, values also differ)"
-                )
-        elif _chunked_all(
-            lambda a, b: np.array_equal(a.astype(np.float64), b.astype(np.float64)), p, r
-        ):
+
+def _dtype_only_diagnosis(p: np.ndarray, r: np.ndarray) -> tuple[Diagnosis | None, str | None]:
+    """Arrays of different dtypes whose values are equal (checked on every element, in chunks).
+
+    Returns (diagnosis, None) for a dtype-only change; else (None, note) where `note` replaces
+    the dtype note of later messages (float widths whose values also differ: truncation), or
+    (None, None) to keep it.
+    """
+    p_inexact, r_inexact = _inexact(p), _inexact(r)
+    if not p_inexact and not r_inexact:
+        if _chunked_all(lambda a, b: np.array_equal(a, b), p, r):
             return Diagnosis(
                 "dtype_only",
-                f"dtype only: port {p.dtype} vs reference {r.dtype}, values equal",
-            )
+                f"dtype only: port {p.dtype} vs reference {r.dtype}, values equal (all {r.size})",
+            ), None
+    elif p_inexact and r_inexact:
+        return _float_width_diagnosis(p, r)
+    elif _chunked_all(
+        lambda a, b: np.array_equal(a.astype(np.float64), b.astype(np.float64)), p, r
+    ):
+        return Diagnosis(
+            "dtype_only",
+            f"dtype only: port {p.dtype} vs reference {r.dtype}, values equal",
+        ), None
+    return None, None
 
+
+def _float_width_diagnosis(p: np.ndarray, r: np.ndarray) -> tuple[Diagnosis | None, str | None]:
+    """Two float dtypes: equal within the narrower one's precision is a width change (dtype
+    only); values that also differ get the truncation note. Equal widths (e.g. float32 vs
+    complex64) are left to the value checks."""
+    pw, rw = np.finfo(p.dtype).bits, np.finfo(r.dtype).bits
+    narrow = p.dtype if pw < rw else r.dtype
+    wide = np.complex128 if (np.iscomplexobj(p) or np.iscomplexobj(r)) else np.float64
+    eps = 4 * float(np.finfo(narrow).eps)
+    with np.errstate(invalid="ignore", over="ignore"):
+        equal_narrow = _chunked_all(
+            lambda a, b: np.array_equal(a.astype(narrow), b.astype(narrow), equal_nan=True),
+            p,
+            r,
+        )
+        agree = equal_narrow or _chunked_all(
+            lambda a, b: np.allclose(
+                a.astype(wide), b.astype(wide), rtol=eps, atol=0, equal_nan=True
+            ),
+            p,
+            r,
+        )
+    if pw == rw:
+        return None, None  # e.g. float32 vs complex64: classified on values below
+    if agree:
+        how = (
+            "values equal after rounding to " + str(np.dtype(narrow))
+            if equal_narrow
+            else f"values agree within {np.dtype(narrow)} precision (4 eps)"
+        )
+        return Diagnosis(
+            "dtype_only",
+            f"dtype only: port {p.dtype} vs reference {r.dtype}, {how} "
+            f"(a width change; {np.dtype(narrow)} precision kept)",
+        ), None
+    return None, (
+        f" (also float32↔float64 truncation: port {p.dtype} vs reference "
+        f"{r.dtype}, values also differ)"
+    )
+
+
+def _classify_values(
+    name: str, p: np.ndarray, r: np.ndarray, ctx: DiagnosisContext, dtype_note: str
+) -> Diagnosis:
+    """Equal-shape arrays that differ in value: the value checks in order on a sample of rows,
+    the first that explains the difference named; else what was measured (`_unclassified`).
+    Every message gets the dtype note and, when sampled, how many rows were classified."""
     rows = _sample_rows(r)
     ps, rs = _sample(p, rows), _sample(r, rows)
     m = _Matcher(ps, rs, ctx.close_rtol)
     sampled = "" if rows is None else f" [classified on {len(rows)} of {r.shape[0]} rows]"
+    checks = (
+        lambda: _equal_values_diagnosis(p, r, m, ctx),
+        lambda: _integer_diagnosis(name, p, r, m),
+        lambda: _float_truncation_diagnosis(p, r, ps, rs, ctx),
+        lambda: _xy_swap_diagnosis(name, ps, m),
+        lambda: _sign_flip_diagnosis(name, m),
+        lambda: _mirrored_patches_diagnosis(name, p, m, rows, ctx),
+        lambda: _frame_layout(m, name),  # transposed / flipped frames
+        lambda: _channels_diagnosis(m, r, name),  # channel permutation / duplication
+        lambda: _pixel_shift_diagnosis(m),
+        lambda: _scale_factor_diagnosis(m, r, ctx),
+        lambda: _rounding_diagnosis(ctx),
+        lambda: _subpixel_shift_diagnosis(name, m),
+    )
+    for check in checks:
+        dg = check()
+        if dg is not None:
+            break
+    else:
+        dg = _unclassified(ctx, m)
+    return Diagnosis(dg.kind, dg.message + dtype_note + sampled)
 
-    def done(dg: Diagnosis) -> Diagnosis:
-        return Diagnosis(dg.kind, dg.message + dtype_note + sampled)
 
-    if not m.d0 > 0 and p.dtype == r.dtype:
-        return done(
-            Diagnosis(
-                "unclassified",
-                "unclassified: the values are equal wherever both are finite, and NaN/Inf sit at "
-                f"the same places ({_metrics(ctx) or 'no metrics'}); the tolerance rule or a "
-                "non-numeric detail (e.g. signed zeros) makes them differ",
-            )
+def _equal_values_diagnosis(
+    p: np.ndarray, r: np.ndarray, m: _Matcher, ctx: DiagnosisContext
+) -> Diagnosis | None:
+    """Same dtype and equal wherever both are finite: only the tolerance rule tells them apart."""
+    if m.d0 > 0 or p.dtype != r.dtype:
+        return None
+    return Diagnosis(
+        "unclassified",
+        "unclassified: the values are equal wherever both are finite, and NaN/Inf sit at "
+        f"the same places ({_metrics(ctx) or 'no metrics'}); the tolerance rule or a "
+        "non-numeric detail (e.g. signed zeros) makes them differ",
+    )
+
+
+def _integer_diagnosis(name: str, p: np.ndarray, r: np.ndarray, m: _Matcher) -> Diagnosis | None:
+    """Integer arrays (indices): moved channels, else how many values differ and the first."""
+    if _inexact(p) or _inexact(r):
+        return None
+    if p.ndim >= 2:
+        dg = _channels_diagnosis(m, r, name)
+        if dg is not None:
+            return dg
+    diff = p != r
+    i = _first_index(diff)
+    return Diagnosis(
+        "integer_mismatch",
+        f"{int(diff.sum())} of {r.size} integer values differ (first at "
+        f"{i}: port {p[i]}, reference {r[i]})",
+    )
+
+
+def _float_truncation_diagnosis(
+    p: np.ndarray, r: np.ndarray, ps: np.ndarray, rs: np.ndarray, ctx: DiagnosisContext
+) -> Diagnosis | None:
+    """float32 ↔ float64 truncation inside float64 arrays: one side's values are all float32
+    numbers and within a float32 ulp of the other's."""
+    if not (p.dtype == r.dtype == np.float64 and r.size):
+        return None
+    p32, r32 = _float32_representable(ps), _float32_representable(rs)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ulp32 = np.spacing(np.abs(rs).astype(np.float32)).astype(np.float64)
+        near = bool(np.all(np.abs(ps - rs)[np.isfinite(rs)] <= ulp32[np.isfinite(rs)]))
+    if p32 and not r32 and near:
+        rel = ctx.max_rel if ctx.max_rel is not None else float("nan")
+        return Diagnosis(
+            "float_truncation",
+            "float32↔float64 truncation: port values are the "
+            f"float64 reference rounded through float32 (max rel {rel:.3g})",
         )
-
-    # integer arrays (indices)
-    if not p_inexact and not r_inexact:
-        cmap = _channel_map(m.p, m.r, m.thr) if p.ndim >= 2 else None
-        if cmap is not None:
-            dg = _channel_diagnosis(cmap, r.shape[-1], name)
-            if dg is not None:
-                return done(dg)
-        diff = p != r
-        i = _first_index(diff)
-        return done(
-            Diagnosis(
-                "integer_mismatch",
-                f"{int(diff.sum())} of {r.size} integer values differ (first at "
-                f"{i}: port {p[i]}, reference {r[i]})",
-            )
+    if r32 and not p32 and np.array_equal(ps.astype(np.float32).astype(np.float64), rs):
+        return Diagnosis(
+            "float_truncation",
+            "float32↔float64 truncation: the reference is "
+            "float32-rounded where the port keeps float64",
         )
+    return None
 
-    # float32 <-> float64 truncation inside float64 arrays
-    if p.dtype == r.dtype == np.float64 and r.size:
-        p32, r32 = _float32_representable(ps), _float32_representable(rs)
-        with np.errstate(over="ignore", invalid="ignore"):
-            ulp32 = np.spacing(np.abs(rs).astype(np.float32)).astype(np.float64)
-            near = bool(np.all(np.abs(ps - rs)[np.isfinite(rs)] <= ulp32[np.isfinite(rs)]))
-        if p32 and not r32 and near:
-            rel = ctx.max_rel if ctx.max_rel is not None else float("nan")
-            return done(
-                Diagnosis(
-                    "float_truncation",
-                    "float32↔float64 truncation: port values are the "
-                    f"float64 reference rounded through float32 (max rel {rel:.3g})",
-                )
-            )
-        if r32 and not p32 and np.array_equal(ps.astype(np.float32).astype(np.float64), rs):
-            return done(
-                Diagnosis(
-                    "float_truncation",
-                    "float32↔float64 truncation: the reference is "
-                    "float32-rounded where the port keeps float64",
-                )
-            )
 
-    # x <-> y swap of coordinates
+def _xy_swap_diagnosis(name: str, ps: np.ndarray, m: _Matcher) -> Diagnosis | None:
+    """x ↔ y swap of coordinates: the port's (…, 2, n) coordinate pairs in reverse order."""
     if _is_coord(name, ps) and m.explains(m.p[..., ::-1, :]):
-        return done(
-            Diagnosis(
-                "xy_swap", f"x↔y swap of coordinates: port [x, y] = reference [y, x] in `{name}`"
-            )
+        return Diagnosis(
+            "xy_swap", f"x↔y swap of coordinates: port [x, y] = reference [y, x] in `{name}`"
         )
+    return None
 
-    # sign flip
+
+def _sign_flip_diagnosis(name: str, m: _Matcher) -> Diagnosis | None:
+    """Sign flip: port = −reference."""
     if m.explains(-m.p):
         what = "relative offsets" if ("relative" in name or "local" in name) else f"`{name}`"
-        return done(Diagnosis("sign_flip", f"sign flip of {what}: port = −reference"))
+        return Diagnosis("sign_flip", f"sign flip of {what}: port = −reference")
+    return None
 
-    # mirrored patch positions
-    if name in ctx.counterparts:
-        label, alt = ctx.counterparts[name]
-        alt = np.asarray(alt)
-        if alt.shape == p.shape:
-            alt = _sample(alt, rows).astype(m.r.dtype)
-            if m.explains(m.p, alt):
-                return done(
-                    Diagnosis(
-                        "mirrored_patches",
-                        f"mirrored patch positions: port `{name}` matches the reference's {label}",
-                    )
-                )
-            sh_alt, sh_ref = estimate_shift(m.p, alt), estimate_shift(m.p, m.r)
-            if (
-                sh_alt is not None
-                and sh_alt[2] <= SUBPIXEL_RESIDUAL
-                and (sh_ref is None or sh_alt[2] < 0.5 * sh_ref[2])
-            ):
-                dy, dx, res = sh_alt
-                return done(
-                    Diagnosis(
-                        "mirrored_patches",
-                        f"mirrored patch positions: port `{name}` matches the reference's {label} "
-                        f"moved by {dy:+.2f} rows, {dx:+.2f} cols (sub-pixel fit, residual "
-                        f"{res:.2g} of the unshifted RMS difference)",
-                    )
-                )
 
-    # transposed / flipped frames
-    lay = _frame_layout(m, name)
-    if lay is not None:
-        return done(lay)
-
-    # channel permutation / duplication
-    cmap = _channel_map(m.p, m.r, m.thr)
-    if cmap is not None:
-        dg = _channel_diagnosis(cmap, r.shape[-1], name)
-        if dg is not None:
-            return done(dg)
-
-    # integer-pixel shift
-    shift = _pixel_shift(m)
-    if shift is not None:
-        dy, dx = shift
-        return done(
-            Diagnosis(
-                "pixel_shift",
-                f"integer-pixel shift of patches: port[r{dy:+d}, q{dx:+d}] = "
-                f"reference[r, q] (content moved by {dy:+d} rows, {dx:+d} cols)",
-            )
+def _mirrored_patches_diagnosis(
+    name: str, p: np.ndarray, m: _Matcher, rows: np.ndarray | None, ctx: DiagnosisContext
+) -> Diagnosis | None:
+    """Mirrored patch positions: the port matches the reference's counterpart array (e.g. its
+    per-member patches), exactly or moved by a sub-pixel shift that fits it better."""
+    if name not in ctx.counterparts:
+        return None
+    label, alt = ctx.counterparts[name]
+    alt = np.asarray(alt)
+    if alt.shape != p.shape:
+        return None
+    alt = _sample(alt, rows).astype(m.r.dtype)
+    if m.explains(m.p, alt):
+        return Diagnosis(
+            "mirrored_patches",
+            f"mirrored patch positions: port `{name}` matches the reference's {label}",
         )
+    sh_alt, sh_ref = estimate_shift(m.p, alt), estimate_shift(m.p, m.r)
+    if (
+        sh_alt is not None
+        and sh_alt[2] <= SUBPIXEL_RESIDUAL
+        and (sh_ref is None or sh_alt[2] < 0.5 * sh_ref[2])
+    ):
+        dy, dx, res = sh_alt
+        return Diagnosis(
+            "mirrored_patches",
+            f"mirrored patch positions: port `{name}` matches the reference's {label} "
+            f"moved by {dy:+.2f} rows, {dx:+.2f} cols (sub-pixel fit, residual "
+            f"{res:.2g} of the unshifted RMS difference)",
+        )
+    return None
 
-    # constant scale factor (any magnitude)
+
+def _pixel_shift_diagnosis(m: _Matcher) -> Diagnosis | None:
+    """Integer-pixel shift of patches (at most 2 pixels each way)."""
+    shift = _pixel_shift(m)
+    if shift is None:
+        return None
+    dy, dx = shift
+    return Diagnosis(
+        "pixel_shift",
+        f"integer-pixel shift of patches: port[r{dy:+d}, q{dx:+d}] = "
+        f"reference[r, q] (content moved by {dy:+d} rows, {dx:+d} cols)",
+    )
+
+
+def _scale_factor_diagnosis(m: _Matcher, r: np.ndarray, ctx: DiagnosisContext) -> Diagnosis | None:
+    """A constant factor of any magnitude: real (matched against the chain's quantities) or
+    complex (a phase: conjugation / phase convention). A factor ≈ 1 of a single value says
+    nothing and is left to `_unclassified`."""
     bs = best_scale(m.p, m.r)
     if bs is not None and isinstance(bs[0], float):
         f = bs[0]
         if f != 0 and _scale_explains(m, f, r.dtype) and not (r.size == 1 and abs(f - 1) < 1e-4):
-            return done(_scale_diagnosis(f, ctx))
-
+            return _scale_diagnosis(f, ctx)
     if bs is not None and isinstance(bs[0], complex) and _scale_explains(m, bs[0], r.dtype):
         f = bs[0]
-        return done(
-            Diagnosis(
-                "scale_factor",
-                f"constant complex factor {abs(f):.6g}·exp({np.angle(f):+.4g}i) (a phase of "
-                f"{math.degrees(np.angle(f)):+.4g}°: conjugation/phase convention, or a complex "
-                "scale)",
-            )
+        return Diagnosis(
+            "scale_factor",
+            f"constant complex factor {abs(f):.6g}·exp({np.angle(f):+.4g}i) (a phase of "
+            f"{math.degrees(np.angle(f)):+.4g}°: conjugation/phase convention, or a complex "
+            "scale)",
         )
+    return None
 
-    # rounding: every difference within a few ulp
-    if ctx.max_ulp is not None and 0 < ctx.max_ulp <= ROUNDING_ULP:
-        beyond = (
-            f"{ctx.n_beyond} of {ctx.n_total} elements"
-            if ctx.n_beyond is not None and ctx.n_total is not None
-            else "some elements"
-        )
-        rel = f", max rel {ctx.max_rel:.3g}" if ctx.max_rel is not None else ""
-        return done(
-            Diagnosis(
-                "rounding",
-                f"rounding: {beyond} differ by at most {ctx.max_ulp:.3g} ulp{rel} — summation "
-                "order, fused multiply-add or float32 vs float64 intermediates (an upstream "
-                "stage's reordering changes it too)",
-            )
-        )
 
-    # sub-pixel shift of image frames
+def _rounding_diagnosis(ctx: DiagnosisContext) -> Diagnosis | None:
+    """Rounding: every difference within `ROUNDING_ULP` ulp (from the array's metrics)."""
+    if not (ctx.max_ulp is not None and 0 < ctx.max_ulp <= ROUNDING_ULP):
+        return None
+    beyond = (
+        f"{ctx.n_beyond} of {ctx.n_total} elements"
+        if ctx.n_beyond is not None and ctx.n_total is not None
+        else "some elements"
+    )
+    rel = f", max rel {ctx.max_rel:.3g}" if ctx.max_rel is not None else ""
+    return Diagnosis(
+        "rounding",
+        f"rounding: {beyond} differ by at most {ctx.max_ulp:.3g} ulp{rel} — summation "
+        "order, fused multiply-add or float32 vs float64 intermediates (an upstream "
+        "stage's reordering changes it too)",
+    )
+
+
+def _subpixel_shift_diagnosis(name: str, m: _Matcher) -> Diagnosis | None:
+    """Sub-pixel shift of image frames: a fractional least-squares shift that leaves at most
+    `SUBPIXEL_RESIDUAL` of the difference; a half pixel is named as a sampling convention."""
     sh = estimate_shift(m.p, m.r)
-    if sh is not None:
-        dy, dx, res = sh
-        frac = abs(dy - round(dy)) > 0.05 or abs(dx - round(dx)) > 0.05
-        if frac and res <= SUBPIXEL_RESIDUAL:
-            half = ""
-            if abs(abs(dy) - 0.5) < 0.15 and abs(abs(dx) - 0.5) < 0.15:
-                half = " — a half-pixel sampling convention (pixel centre vs corner)?"
-            elif abs(abs(dy) - 0.5) < 0.15 or abs(abs(dx) - 0.5) < 0.15:
-                half = " — a half-pixel offset along one axis?"
-            return done(
-                Diagnosis(
-                    "subpixel_shift",
-                    f"sub-pixel shift of `{name}`: port content ≈ reference moved by "
-                    f"{dy:+.2f} rows, {dx:+.2f} cols (least squares on the bilinear model; "
-                    f"residual {res:.2g} of the unshifted RMS difference){half}",
-                )
-            )
-
-    return done(_unclassified(ctx, m))
+    if sh is None:
+        return None
+    dy, dx, res = sh
+    frac = abs(dy - round(dy)) > 0.05 or abs(dx - round(dx)) > 0.05
+    if not (frac and res <= SUBPIXEL_RESIDUAL):
+        return None
+    half = ""
+    if abs(abs(dy) - 0.5) < 0.15 and abs(abs(dx) - 0.5) < 0.15:
+        half = " — a half-pixel sampling convention (pixel centre vs corner)?"
+    elif abs(abs(dy) - 0.5) < 0.15 or abs(abs(dx) - 0.5) < 0.15:
+        half = " — a half-pixel offset along one axis?"
+    return Diagnosis(
+        "subpixel_shift",
+        f"sub-pixel shift of `{name}`: port content ≈ reference moved by "
+        f"{dy:+.2f} rows, {dx:+.2f} cols (least squares on the bilinear model; "
+        f"residual {res:.2g} of the unshifted RMS difference){half}",
+    )

@@ -251,43 +251,65 @@ def render_markdown(result: CrosscheckResult) -> str:
     lines += [f"- run note: {_one_line(n, 2000)}" for n in result.notes]
     lines += ["", "## Per-array deltas", ""]
     for s in result.stages:
-        lines.append(f"### {s.name} — {_verdict(s)}")
+        lines += _stage_deltas_md(s)
+    lines += _diagnoses_md(result)
+    lines += _intensity_reports_md(result)
+    lines += _parameters_md(result)
+    return "\n".join(lines)
+
+
+_DELTA_TABLE_HEAD = [
+    (
+        "| array | verdict | shape | dtype port / ref | tolerance | max abs | max rel "
+        "| max ulp | p99 ulp | beyond | worst index | port | reference | NaN/Inf port "
+        "| NaN/Inf ref |"
+    ),
+    "| --- " * 15 + "|",
+]
+"""Header of a stage's per-array table; one `_delta_row_md` row per array follows it."""
+
+
+def _stage_deltas_md(s: StageResult) -> list[str]:
+    """One stage's section: why it was skipped, what was not compared or excepted, the per-array
+    table and the stage's notes."""
+    lines = [f"### {s.name} — {_verdict(s)}", ""]
+    if s.skipped:
+        lines += [f"Skipped: {s.skipped}", ""]
+    for n, w in s.uncompared:
+        lines.append(f"- NOT COMPARED `{n}`: {w}")
+    for n, w in s.excepted:
+        lines.append(f"- excepted `{n}`: {w}")
+    if s.uncompared or s.excepted:
         lines.append("")
-        if s.skipped:
-            lines += [f"Skipped: {s.skipped}", ""]
-        for n, w in s.uncompared:
-            lines.append(f"- NOT COMPARED `{n}`: {w}")
-        for n, w in s.excepted:
-            lines.append(f"- excepted `{n}`: {w}")
-        if s.uncompared or s.excepted:
-            lines.append("")
-        if s.arrays:
-            lines += [
-                (
-                    "| array | verdict | shape | dtype port / ref | tolerance | max abs | max rel "
-                    "| max ulp | p99 ulp | beyond | worst index | port | reference | NaN/Inf port "
-                    "| NaN/Inf ref |"
-                ),
-                "| --- " * 15 + "|",
-            ]
-            for a in s.arrays:
-                verdict = "PASS" if a.passed else ("FAIL" if a.status in COMPARED_STATUSES else "—")
-                if a.status not in ("compared",):
-                    verdict += f" ({a.status})"
-                shape = a.shape_ref if a.shape_ref is not None else a.shape_port
-                lines.append(
-                    f"| `{a.name}` | {verdict} | {list(shape) if shape is not None else '—'} | "
-                    f"{a.dtype_port or '—'} / {a.dtype_ref or '—'} | {_cell(a.tolerance)} | {_fmt(a.max_abs)} | "
-                    f"{_fmt(a.max_rel)} | {_fmt(a.max_ulp)} | {_fmt(a.p99_ulp)} | {a.n_beyond}/{a.n_total} | "
-                    f"{list(a.worst_index) if a.worst_index is not None else '—'} | {_fmt(a.worst_port, 9)} | "
-                    f"{_fmt(a.worst_ref, 9)} | {a.nan_port}/{a.inf_port} | {a.nan_ref}/{a.inf_ref} |"
-                )
-            lines.append("")
-        for n in s.notes:
-            lines += _note_md(n)
-        if s.notes:
-            lines.append("")
-    lines += ["## Diagnoses", ""]
+    if s.arrays:
+        lines += _DELTA_TABLE_HEAD
+        lines += [_delta_row_md(a) for a in s.arrays]
+        lines.append("")
+    for n in s.notes:
+        lines += _note_md(n)
+    if s.notes:
+        lines.append("")
+    return lines
+
+
+def _delta_row_md(a: ArrayDelta) -> str:
+    """One array's row of the per-array table (a missing array shows its status, not FAIL)."""
+    verdict = "PASS" if a.passed else ("FAIL" if a.status in COMPARED_STATUSES else "—")
+    if a.status not in ("compared",):
+        verdict += f" ({a.status})"
+    shape = a.shape_ref if a.shape_ref is not None else a.shape_port
+    return (
+        f"| `{a.name}` | {verdict} | {list(shape) if shape is not None else '—'} | "
+        f"{a.dtype_port or '—'} / {a.dtype_ref or '—'} | {_cell(a.tolerance)} | {_fmt(a.max_abs)} | "
+        f"{_fmt(a.max_rel)} | {_fmt(a.max_ulp)} | {_fmt(a.p99_ulp)} | {a.n_beyond}/{a.n_total} | "
+        f"{list(a.worst_index) if a.worst_index is not None else '—'} | {_fmt(a.worst_port, 9)} | "
+        f"{_fmt(a.worst_ref, 9)} | {a.nan_port}/{a.inf_port} | {a.nan_ref}/{a.inf_ref} |"
+    )
+
+
+def _diagnoses_md(result: CrosscheckResult) -> list[str]:
+    """The diagnosis of every failing array (or that none failed), then the difference-map pointer."""
+    lines = ["## Diagnoses", ""]
     diags = [(s.name, a) for s in result.stages for a in s.failures]
     if diags:
         lines += [
@@ -300,6 +322,12 @@ def render_markdown(result: CrosscheckResult) -> str:
     lines.append("")
     if result.difference_maps:
         lines += ["Difference maps of the worst arrays: `crosscheck.png`.", ""]
+    return lines
+
+
+def _intensity_reports_md(result: CrosscheckResult) -> list[str]:
+    """Each side's Intensity Statistics report, demoted under this document's headings."""
+    lines = []
     for side, md in result.reports.items():
         lines += [f"## Intensity Statistics — {side}", "", _demote(md).rstrip("\n"), ""]
     if not result.reports:
@@ -309,11 +337,16 @@ def render_markdown(result: CrosscheckResult) -> str:
             "Not available (a side lacks the grouped/normalize stages).",
             "",
         ]
-    lines += ["## Parameters and environment", "", "```"]
+    return lines
+
+
+def _parameters_md(result: CrosscheckResult) -> list[str]:
+    """The run's parameters and environment, verbatim in a code block (for reproducing it)."""
+    lines = ["## Parameters and environment", "", "```"]
     lines += [f"{k}: {v}" for k, v in result.params.items()]
     lines += [f"{k}: {v}" for k, v in result.environment.items()]
     lines += ["```", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def render_png(result: CrosscheckResult) -> bytes:

@@ -210,95 +210,13 @@ def analyse(
     if not failing:
         return RootCause(None, (), {})
     powers = dict(GAIN_POWERS) | (dict(SEED_GAIN_POWERS) if variant == "seed" else {})
-    causes: list[dict[str, Any]] = []
-    follows: dict[str, str] = {}
-    # the gain ratio, even where the gain itself is within its 1-ulp tolerance
-    gp, gr = _value(port, GAIN), _value(reference, GAIN)
-    r = None
-    if gp is not None and gr is not None and gp.size == 1 and gr.size == 1 and float(gr) != 0:
-        ratio = float(np.float64(gp)) / float(np.float64(gr))
-        if ratio != 1.0 and math.isfinite(ratio):
-            r = ratio
-    gain_cause: dict[str, Any] | None = None
-
-    def cause_of(full: str) -> str | None:
-        for c in causes:
-            if full in c["reach"]:
-                return c["label"]
-        return None
-
-    for stage, a in failing:
-        full = _full(stage, a)
-        p, ref = _value(port, full), _value(reference, full)
-        if full in powers and r is not None and p is not None and ref is not None:
-            if _explained_by_gain(full, r, powers[full], p, ref, rule(stage, a.name, ref.dtype)):
-                if gain_cause is None:
-                    within = not any(_full(s, x) == GAIN for s, x in failing)
-                    gain_cause = {
-                        "array": GAIN,
-                        "label": f"{GAIN} × ({_fmt_ratio(r)})",
-                        "summary": f"{GAIN} × ({_fmt_ratio(r)})"
-                        + (" (the gain itself within its tolerance)" if within else ""),
-                        "reach": set(powers) | set(DOWNSTREAM.get(GAIN, ())),
-                        "explains": [],
-                    }
-                    causes.append(gain_cause)
-                follows[full] = gain_cause["label"]
-                gain_cause["explains"].append(full)
-                continue
-        if full == GAIN and r is not None and gain_cause is None:
-            gain_cause = {
-                "array": GAIN,
-                "label": f"{GAIN} × ({_fmt_ratio(r)})",
-                "summary": f"{GAIN} × ({_fmt_ratio(r)})",
-                "reach": set(powers) | set(DOWNSTREAM.get(GAIN, ())),
-                "explains": [],
-            }
-            causes.append(gain_cause)
-            continue
-        if full == GAIN and gain_cause is not None:
-            continue
-        label = cause_of(full)
-        if label is not None:
-            follows[full] = label
-            next(c for c in causes if c["label"] == label)["explains"].append(full)
-            continue
-        twin = _same_scaler_cause(causes, stage, a)
-        if twin is not None:
-            twin["same_in"].append(full)
-            twin["reach"] |= _reach(full)
-            cases = [x.split(".")[1] for x in (twin["array"], *twin["same_in"])]
-            label = f"scaler.{a.name.split('.', 1)[1]} (cases {', '.join(cases)})"
-            for k, v in follows.items():
-                if v == twin["label"]:
-                    follows[k] = label
-            twin["label"] = label
-            continue
-        causes.append(
-            {
-                "array": full,
-                "label": full,
-                "summary": f"{full}: {a.diagnosis or a.status}",
-                "reach": _reach(full),
-                "explains": [],
-                "same_in": [],
-                "stage": stage,
-                "class": a.diagnosis_class,
-            }
-        )
+    causes, follows = _walk_failures(failing, port, reference, rule, powers)
     # a structural relation also carries what a cause's explained arrays feed
     for c in causes:
         for e in list(c["explains"]):
             c["reach"] |= _reach(e)
-    matches = _variant_matches(port, variant_arrays or {})
+    _set_variant_matches(causes, _variant_matches(port, variant_arrays or {}))
     first = failing[0][0] if causes else None
-    for c in causes:
-        if c["array"] in (GAIN, "normalize.X_full") and (
-            "normalize.X_full" in matches or GAIN in matches
-        ):
-            c["variant_match"] = matches.get("normalize.X_full") or matches.get(GAIN)
-        else:
-            c["variant_match"] = matches.get(c["array"])
     return RootCause(
         first,
         tuple(
@@ -313,6 +231,128 @@ def analyse(
         ),
         follows,
     )
+
+
+def _gain_ratio(
+    port: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Mapping[str, Any]]
+) -> float | None:
+    """Port gain / reference gain, even where the gain itself is within its 1-ulp tolerance;
+    None when either is missing or not a scalar, or the ratio is 1 or not finite."""
+    gp, gr = _value(port, GAIN), _value(reference, GAIN)
+    if gp is not None and gr is not None and gp.size == 1 and gr.size == 1 and float(gr) != 0:
+        ratio = float(np.float64(gp)) / float(np.float64(gr))
+        if ratio != 1.0 and math.isfinite(ratio):
+            return ratio
+    return None
+
+
+def _gain_cause(r: float, powers: Mapping[str, float], *, note: str = "") -> dict[str, Any]:
+    """The cause "gain × r": it reaches every gain-power array and everything downstream of
+    the gain. `note` is appended to the summary only (the label stays the bare relation)."""
+    return {
+        "array": GAIN,
+        "label": f"{GAIN} × ({_fmt_ratio(r)})",
+        "summary": f"{GAIN} × ({_fmt_ratio(r)})" + note,
+        "reach": set(powers) | set(DOWNSTREAM.get(GAIN, ())),
+        "explains": [],
+    }
+
+
+def _new_cause(stage: str, a: ArrayDelta, full: str) -> dict[str, Any]:
+    """A failing array no cause found so far explains: a cause of its own."""
+    return {
+        "array": full,
+        "label": full,
+        "summary": f"{full}: {a.diagnosis or a.status}",
+        "reach": _reach(full),
+        "explains": [],
+        "same_in": [],
+        "stage": stage,
+        "class": a.diagnosis_class,
+    }
+
+
+def _cause_of(causes: list[dict[str, Any]], full: str) -> str | None:
+    """The label of the first cause whose structural reach holds `full`, or None."""
+    for c in causes:
+        if full in c["reach"]:
+            return c["label"]
+    return None
+
+
+def _merge_scaler_twin(
+    twin: dict[str, Any], follows: dict[str, str], a: ArrayDelta, full: str
+) -> None:
+    """Fold `full` into `twin`, the same scaler array failing in another case: one cause
+    relabelled "scaler.<array> (cases …)", and every array it explained follows the new label."""
+    twin["same_in"].append(full)
+    twin["reach"] |= _reach(full)
+    cases = [x.split(".")[1] for x in (twin["array"], *twin["same_in"])]
+    label = f"scaler.{a.name.split('.', 1)[1]} (cases {', '.join(cases)})"
+    for k, v in follows.items():
+        if v == twin["label"]:
+            follows[k] = label
+    twin["label"] = label
+
+
+def _walk_failures(
+    failing: list[tuple[str, ArrayDelta]],
+    port: Mapping[str, Mapping[str, Any]],
+    reference: Mapping[str, Mapping[str, Any]],
+    rule: Callable[[str, str, np.dtype], Tolerance],
+    powers: Mapping[str, float],
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Walk the failing arrays in chain order: each follows from the gain ratio (quantified),
+    from a cause found so far (structural), joins its scaler twin, or becomes a cause.
+
+    Returns the causes (as dicts, in the order found) and `follows`: array → cause label.
+    """
+    causes: list[dict[str, Any]] = []
+    follows: dict[str, str] = {}
+    r = _gain_ratio(port, reference)
+    gain_cause: dict[str, Any] | None = None
+    for stage, a in failing:
+        full = _full(stage, a)
+        p, ref = _value(port, full), _value(reference, full)
+        if full in powers and r is not None and p is not None and ref is not None:
+            if _explained_by_gain(full, r, powers[full], p, ref, rule(stage, a.name, ref.dtype)):
+                if gain_cause is None:
+                    within = not any(_full(s, x) == GAIN for s, x in failing)
+                    note = " (the gain itself within its tolerance)" if within else ""
+                    gain_cause = _gain_cause(r, powers, note=note)
+                    causes.append(gain_cause)
+                follows[full] = gain_cause["label"]
+                gain_cause["explains"].append(full)
+                continue
+        if full == GAIN and r is not None and gain_cause is None:
+            gain_cause = _gain_cause(r, powers)
+            causes.append(gain_cause)
+            continue
+        if full == GAIN and gain_cause is not None:
+            continue
+        label = _cause_of(causes, full)
+        if label is not None:
+            follows[full] = label
+            next(c for c in causes if c["label"] == label)["explains"].append(full)
+            continue
+        twin = _same_scaler_cause(causes, stage, a)
+        if twin is not None:
+            _merge_scaler_twin(twin, follows, a, full)
+            continue
+        causes.append(_new_cause(stage, a, full))
+    return causes, follows
+
+
+def _set_variant_matches(causes: list[dict[str, Any]], matches: Mapping[str, str]) -> None:
+    """Set each cause's `variant_match`: a gain or `X_full` cause takes a match of either (the
+    two are one normalisation), any other cause the match of its own array."""
+    for c in causes:
+        if c["array"] in (GAIN, "normalize.X_full") and (
+            "normalize.X_full" in matches or GAIN in matches
+        ):
+            c["variant_match"] = matches.get("normalize.X_full") or matches.get(GAIN)
+        else:
+            c["variant_match"] = matches.get(c["array"])
 
 
 def _same_scaler_cause(

@@ -711,6 +711,43 @@ def run_crosscheck(
     allowed = check_names(allow_missing, what="--allow-missing")
     table = _resolve_table(tolerances)
     pb, rb = resolve_backend(port), resolve_backend(reference)
+    run_notes = _same_code_notes(pb, rb, port, reference, allow_same_code)
+    provenance = {"port": backend_provenance(pb), "reference": backend_provenance(rb)}
+    _check_recordings(pb, rb, params, raw)
+    pd, rd = Declarations(pb, params, side="port"), Declarations(rb, params, side="reference")
+    h = _Harness(raw, params, table, _declared_exceptions(pd, rd, allowed, run_notes))
+    N = params.N if params.N is not None else int(np.shape(raw.diff3d)[-1])
+
+    def call(side, stage, *args, **kw):
+        b, d = (pb, pd) if side == "port" else (rb, rd)
+        return _call(side, b, stage, *args, decl=d, **kw)
+
+    results = _run_stages(h, call, required_stages, tick, run_notes)
+    reports = _intensity_reports(h, N, {"port": pb, "reference": rb})
+    ordered = tuple(results[s] for s in STAGES if s in results)
+    cause = _root_cause(h, ordered, N)
+    ordered = _mark_follows(ordered, cause)
+    verdict = overall_verdict(ordered)
+    return CrosscheckResult(
+        passed=verdict == Verdict.PASS,
+        verdict=verdict,
+        required_stages=required_stages,
+        notes=tuple(run_notes),
+        port=str(getattr(pb, "name", port)),
+        reference=str(getattr(rb, "name", reference)),
+        params=_params_dict(params),
+        stages=ordered,
+        environment=_environment(params),
+        provenance=provenance,
+        root_cause=cause.to_json() if cause.causes else {},
+        reports=reports,
+        difference_maps=_worst_maps(h),
+    )
+
+
+def _same_code_notes(pb, rb, port, reference, allow_same_code: bool) -> list[str]:
+    """The run's first notes: refuse two sides running the same code (the comparison could
+    only pass), or, with `allow_same_code`, warn that a PASS says nothing."""
     run_notes: list[str] = []
     same = same_code(pb, rb, port, reference)
     if same and not allow_same_code:
@@ -720,7 +757,12 @@ def run_crosscheck(
         )
     if same:
         run_notes.append(f"warning: {same} (--allow-same-code): a PASS here says nothing")
-    provenance = {"port": backend_provenance(pb), "reference": backend_provenance(rb)}
+    return run_notes
+
+
+def _check_recordings(pb, rb, params, raw) -> None:
+    """Refuse parameters contradicting what a side recorded, then let each side vet the input
+    (`check_input`), the reference first."""
     for side, b in (("reference", rb), ("port", pb)):
         conflicts = params_conflicts(recorded_params(b), params, raw)
         if conflicts:
@@ -732,7 +774,13 @@ def run_crosscheck(
         check = getattr(b, "check_input", None)
         if callable(check):
             check(raw)
-    pd, rd = Declarations(pb, params, side="port"), Declarations(rb, params, side="reference")
+
+
+def _declared_exceptions(
+    pd: Declarations, rd: Declarations, allowed, run_notes: list[str]
+) -> dict[str, Any]:
+    """Documented absences by who documents them: the port's `not_computed` and
+    --allow-missing; the reference's own declarations only get a run note."""
     declared = {}
     if pd.not_computed:
         declared[f"declared not computed by {pd.label}"] = pd.not_computed
@@ -746,14 +794,29 @@ def run_crosscheck(
         )
     if allowed:
         declared["--allow-missing"] = allowed
-    h = _Harness(raw, params, table, declared)
-    N = params.N if params.N is not None else int(np.shape(raw.diff3d)[-1])
+    return declared
+
+
+def _run_stages(h: _Harness, call, required_stages, tick, run_notes) -> dict[str, StageResult]:
+    """Every stage's result, in run order: grouping, the stages on the injected groups, the
+    scaler (on the reference's container input)."""
     results: dict[str, StageResult] = {}
+    nn = _grouping_stage(h, call, required_stages, tick, results, run_notes)
+    _injected_stages(h, call, nn, required_stages, tick, results)
+    if "scaler" in required_stages:
+        tick("scaler")
+        results["scaler"] = _scaler_stage(h, call)
+    else:
+        results["scaler"] = not_required("scaler")
+    return results
 
-    def call(side, stage, *args, **kw):
-        b, d = (pb, pd) if side == "port" else (rb, rd)
-        return _call(side, b, stage, *args, decl=d, **kw)
 
+def _grouping_stage(
+    h: _Harness, call, required_stages, tick, results: dict[str, StageResult], run_notes
+) -> np.ndarray | None:
+    """Run (and, when required, compare) grouping; the groups every later stage gets injected:
+    the reference's, else the port's (with a run note), else None."""
+    raw, params = h.raw, h.params
     tick("grouping")
     r_g = call("reference", "grouping", raw, params)
     want_port_groups = "grouping" in required_stages or r_g.value is None
@@ -774,6 +837,15 @@ def run_crosscheck(
                     run_notes.append(
                         "the reference has no grouping: the port's groups are injected"
                     )
+    return nn
+
+
+def _injected_stages(
+    h: _Harness, call, nn, required_stages, tick, results: dict[str, StageResult]
+) -> None:
+    """The stages after grouping, each on the injected groups `nn`. A stage not required is
+    still run on the reference when the scaler needs its output as input."""
+    raw, params = h.raw, h.params
     needed_as_input = set()
     if "scaler" in required_stages:
         needed_as_input |= {"normalize", "container", "intensity_scales"}
@@ -805,43 +877,26 @@ def run_crosscheck(
                 h.outputs[side][stage] = dict(c.value)
         results[stage] = h.compare(stage, p, r)
 
-    if "scaler" in required_stages:
-        tick("scaler")
-        results["scaler"] = _scaler_stage(h, call)
-    else:
-        results["scaler"] = not_required("scaler")
 
+def _intensity_reports(h: _Harness, N: int, backends: Mapping[str, Any]) -> dict[str, str]:
+    """Each side's Intensity Statistics report by `side (backend name)`, port first; a side
+    whose report fails is left out (the report is an appendix, never the check's verdict)."""
     reports = {}
-    for side, b in (("port", pb), ("reference", rb)):
+    for side, b in backends.items():
         try:
-            md = _intensity_report_md(raw, h.outputs[side], params, N=N)
+            md = _intensity_report_md(h.raw, h.outputs[side], h.params, N=N)
         except Exception as e:  # noqa: BLE001 - the report is an appendix; never fail the check on it
             logger.warning("intensity report of the %s side failed: %s", side, e)
             md = None
         if md:
             reports[f"{side} ({getattr(b, 'name', b)})"] = md
+    return reports
 
-    ordered = tuple(results[s] for s in STAGES if s in results)
-    cause = _root_cause(h, ordered, N)
-    ordered = _mark_follows(ordered, cause)
-    verdict = overall_verdict(ordered)
+
+def _worst_maps(h: _Harness) -> dict[str, np.ndarray]:
+    """The MAX_MAPS difference maps to draw: failing arrays first, then by max ulp."""
     h.maps.sort(key=lambda t: t[0], reverse=True)
-    maps = {name: m for _, name, m in h.maps[:MAX_MAPS]}
-    return CrosscheckResult(
-        passed=verdict == Verdict.PASS,
-        verdict=verdict,
-        required_stages=required_stages,
-        notes=tuple(run_notes),
-        port=str(getattr(pb, "name", port)),
-        reference=str(getattr(rb, "name", reference)),
-        params=_params_dict(params),
-        stages=ordered,
-        environment=_environment(params),
-        provenance=provenance,
-        root_cause=cause.to_json() if cause.causes else {},
-        reports=reports,
-        difference_maps=maps,
-    )
+    return {name: m for _, name, m in h.maps[:MAX_MAPS]}
 
 
 def _known_variants(h: _Harness, N: int) -> dict[str, dict[str, np.ndarray]]:

@@ -23,8 +23,8 @@ LINTED = ("src", "crosscheck", "benchmarks", "tests")
 
 CHAIN_FLAGS = [
     "--N", "--gridsize", "--K", "--n-groups", "--seed", "--sequential", "--oversample",
-    "--neighbor-pool-size", "--nphotons", "--variant", "--engine", "--patch-positions",
-    "--devices", "--chunk-groups",
+    "--neighbor-pool-size", "--nphotons", "--variant", "--engine", "--neighbour-search",
+    "--patch-positions", "--devices", "--chunk-groups",
 ]  # fmt: skip
 
 

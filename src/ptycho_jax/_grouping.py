@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float32, Int, Shaped
 
 from ._errors import GroupingError
-from ._neighbours import jax_neighbours, kdtree_neighbours
+from ._neighbours import jax_neighbours, upstream_neighbours
 from ._params import ChainParams
 from ._rawdata import aligned_empty, host_map
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets, Patches
@@ -67,11 +67,13 @@ def _draw_members(candidates: np.ndarray, C: int, rng: np.random.RandomState) ->
     return np.take_along_axis(candidates, order[:, :C], axis=1).astype(np.int32)
 
 
-def _standard_groups(positions, seed_indices, *, C: int, K: int, rng, variant: str) -> np.ndarray:
+def _standard_groups(
+    positions, seed_indices, *, C: int, K: int, rng, variant: str, search: str
+) -> np.ndarray:
     """pipeline.md §3.5: each group = C draws from the K nearest neighbours of its seed."""
     n = positions.shape[0]
     k = min(K + 1, n)
-    rows = kdtree_neighbours(positions, seed_indices, k=k)
+    rows = upstream_neighbours(positions, seed_indices, k=k, search=search)
     if k > K:  # the seed's row holds it (or a twin) first, then K candidates
         candidates = rows[:, 1 : K + 1]
         duplicates = int(np.count_nonzero(rows[:, 0] != np.asarray(seed_indices)))
@@ -92,7 +94,7 @@ def _standard_groups(positions, seed_indices, *, C: int, K: int, rng, variant: s
 
 
 def _oversampled_groups(
-    positions, *, C: int, K: int, n_groups: int, sequential: bool, rng
+    positions, *, C: int, K: int, n_groups: int, sequential: bool, rng, search: str
 ) -> np.ndarray:
     """pipeline.md §3.6: K-choose-C combinations around seeds, then `n_groups` of them."""
     n = positions.shape[0]
@@ -107,7 +109,7 @@ def _oversampled_groups(
     else:
         seeds = np.arange(n)
     k = min(K + 1, n)
-    rows = kdtree_neighbours(positions, np.asarray(seeds), k=k)
+    rows = upstream_neighbours(positions, np.asarray(seeds), k=k, search=search)
     pool: list[tuple[int, ...]] = []
     for s, row in zip(seeds, rows, strict=True):
         if len(row) == 1:
@@ -156,15 +158,17 @@ def select_groups(
     """Choose the (B, C) position indices of each group, as upstream `generate_grouped_data` does.
 
     With `engine="scipy"` and a `seed`, the groups are identical to upstream's for the same seed
-    (local `RandomState(seed)`, SciPy's cKDTree tie order). Sequential mode uses seeds 0..B−1 and
-    `RandomState(0)` (upstream reseeds with 0 and ignores `seed`). `engine="jax"` is a jitted
-    cell-list search for large inputs; its groups satisfy the same invariants but not the same draws.
+    (local `RandomState(seed)`, SciPy's cKDTree tie order; `neighbour_search` says whether the
+    neighbours come from cKDTree on the host or from `device_neighbours`, which returns the same
+    indices). Sequential mode uses seeds 0..B−1 and `RandomState(0)` (upstream reseeds with 0 and
+    ignores `seed`). `engine="jax"` is a jitted cell-list search for large inputs; its groups
+    satisfy the same invariants but not the same draws.
 
     Args:
         positions: (n, 2) float64 `[x, y]` scan positions.
         params: the chain parameters (gridsize, K, n_groups, seed, sequential, oversample,
-            neighbor_pool_size, engine, variant are read); `fields` replace some of them
-            (`select_groups(p, gridsize=2, n_groups=8)`).
+            neighbor_pool_size, engine, neighbour_search, variant are read); `fields` replace
+            some of them (`select_groups(p, gridsize=2, n_groups=8)`).
         nn_indices: inject (B, C) groups: they are checked and returned, nothing is drawn.
         key: PRNG key for `engine="jax"` (derived from `seed` when omitted).
 
@@ -194,7 +198,13 @@ def select_groups(
         if p.engine != "scipy":
             raise GroupingError("group: oversampling is implemented for engine='scipy' only")
         return _oversampled_groups(
-            positions, C=C, K=k_eff, n_groups=B, sequential=p.sequential, rng=_legacy_rng(p.seed)
+            positions,
+            C=C,
+            K=k_eff,
+            n_groups=B,
+            sequential=p.sequential,
+            rng=_legacy_rng(p.seed),
+            search=p.neighbour_search,
         )
 
     _validate_counts(n, C, p.K)
@@ -226,7 +236,15 @@ def select_groups(
         return _jax_groups(
             positions, seed_indices, C=C, K=p.K, key=_key_for(key, p.seed) if p.sequential else key
         )
-    return _standard_groups(positions, seed_indices, C=C, K=p.K, rng=rng, variant=p.variant)
+    return _standard_groups(
+        positions,
+        seed_indices,
+        C=C,
+        K=p.K,
+        rng=rng,
+        variant=p.variant,
+        search=p.neighbour_search,
+    )
 
 
 def _key_for(key, seed):

@@ -1,11 +1,13 @@
-"""Nearest-neighbour candidates for grouping: SciPy's cKDTree (upstream tie order) or a jitted brute-force search."""
+"""Nearest-neighbour candidates for grouping: SciPy's cKDTree (upstream tie order), the same
+indices from a certified search on the JAX device (`device_neighbours`), or the JAX engine's
+jitted searches."""
 
 import functools as ft
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Float32, Int32
+from jaxtyping import Array, Bool, Float, Float32, Float64, Int, Int32, Int64
 from scipy.spatial import cKDTree
 
 from ._errors import GroupingError
@@ -197,3 +199,149 @@ def jax_neighbours(
             : redo.size
         ]
     return idx
+
+
+# -- the device search with cKDTree's answers ----------------------------------------------------
+_U32 = 2.0**-24  # float32 unit roundoff
+_TIE = 2.0**-40  # relative gap of squared float64 distances below which two are treated as tied
+_EXTRA = 8  # candidates beyond the k asked for: room for the certificate's margin
+_R_MAX = 1e18  # centred coordinates beyond this: (2·sqrt(2)·R)² could overflow float32
+
+
+@ft.partial(jax.jit, static_argnames=("L", "chunk"))
+def _device_candidates(
+    centred: Float32[Array, "n 2"], query: Int32[Array, " S"], *, L: int, chunk: int
+) -> Int32[Array, "S L"]:
+    """The L positions nearest each query position in float32, an exhaustive search in query chunks."""
+    s = query.shape[0]
+    pad = (-s) % chunk
+    chunks = jnp.concatenate([query, jnp.zeros((pad,), query.dtype)]).reshape(-1, chunk)
+
+    def one_chunk(q):
+        delta = centred[q][:, None, :] - centred[None, :, :]  # (chunk, n, 2)
+        d2 = delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1]
+        return jax.lax.top_k(-d2, L)[1].astype(jnp.int32)
+
+    if chunks.shape[0] == 1:
+        out = one_chunk(chunks[0])
+    else:
+        out = jax.lax.map(one_chunk, chunks)
+    return out.reshape(-1, L)[:s]
+
+
+def _certify(
+    positions: Float64[np.ndarray, "n 2"],
+    query: Int64[np.ndarray, " S"],
+    cand: Int64[np.ndarray, "S L"],
+    *,
+    k: int,
+    R: float,
+) -> tuple[Int64[np.ndarray, "S kk"], Bool[np.ndarray, " S"]]:
+    """Sort each row of device candidates by cKDTree's float64 distance; flag the rows it proves.
+
+    Returns:
+        ((S, min(k, L)) int64 indices nearest first, (S,) bool: the row is provably cKDTree's).
+    """
+    n = positions.shape[0]
+    L = cand.shape[1]
+    delta = positions[cand] - positions[query][:, None, :]  # (S, L, 2), as cKDTree subtracts
+    d2 = delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1]
+    order = np.argsort(d2, axis=1, kind="stable")
+    d2 = np.take_along_axis(d2, order, axis=1)
+    idx = np.take_along_axis(cand, order, axis=1)
+    kk = min(k, L)
+    # (b) the first k distances and the (k+1)-th strictly apart: cKDTree orders (and cuts) ties
+    # in its own traversal order; "apart" by more than any float64 formula or pruning error.
+    m = min(kk + 1, L)
+    apart = np.all(d2[:, 1:m] - d2[:, : m - 1] > _TIE * d2[:, 1:m], axis=1)
+    if L == n:  # every position is a candidate: nothing can have been dropped
+        return idx[:, :kk], apart
+    # (a) nothing outside the candidates is nearer than the k-th: every non-candidate's float32
+    # distance is >= that of every candidate (top_k), and float32 distances are within
+    # `a` (coordinate rounding) and a factor (1 ± u)² (subtract, square, add) of the true ones.
+    a = 4 * _U32 * R + 1e-18
+    lower = (np.sqrt(d2[:, L - 1]) - a) * (1 - 16 * _U32) - a
+    kept = np.sqrt(d2[:, kk - 1]) * (1 + _TIE) < lower
+    return idx[:, :kk], apart & kept
+
+
+def device_neighbours(
+    positions: Float[np.ndarray, "n 2"],
+    query: Int[np.ndarray, " S"],
+    *,
+    k: int,
+    extra: int = _EXTRA,
+    return_fallback_rows: bool = False,
+) -> Int64[np.ndarray, "S k"] | tuple[Int64[np.ndarray, "S k"], Int64[np.ndarray, " r"]]:
+    """`kdtree_neighbours(positions, query, k=k)` exactly, the search run on the JAX device.
+
+    The device ranks all positions by float32 distance from each query position (centred at the
+    centroid; a jitted exhaustive search in query chunks) and returns the k + `extra` nearest
+    indices. The host sorts them by cKDTree's float64 squared distance and keeps a row only when it
+    is provably cKDTree's answer: no position left out can be nearer than the k-th (a rigorous
+    float32 error bound), and no two of the first k + 1 distances tie (cKDTree orders ties its own
+    way). Every other row is queried from a cKDTree over all positions, as `kdtree_neighbours` does.
+    Only the positions go to the device and only indices come back.
+
+    Args:
+        positions: (n, 2) [x, y] scan positions.
+        query: indices into `positions` of the query points.
+        k: neighbours per query, the query point itself included (as in cKDTree); k > n pads with
+            index n, as cKDTree does.
+        extra: candidates beyond k that the device returns (the certificate's margin).
+        return_fallback_rows: also return the rows (positions in `query`) answered by cKDTree.
+
+    Returns:
+        (len(query), k) int64 array, or (it, int64 rows queried on the host).
+    """
+    positions = np.asarray(positions, np.float64)
+    n, s = positions.shape[0], query.shape[0]
+
+    def on_host():  # cKDTree's own answer (or error) for every row
+        idx = kdtree_neighbours(positions, query, k=k)
+        return (idx, np.arange(s, dtype=np.int64)) if return_fallback_rows else idx
+
+    if n == 0 or s == 0 or k < 1 or not np.all(np.isfinite(positions)):
+        return on_host()
+    query = np.arange(n)[query]  # IndexError as positions[query] raises it; negatives resolved
+    centred = positions - positions.mean(axis=0)
+    R = float(np.max(np.abs(centred)))
+    if R > _R_MAX:  # float32 squared distances could overflow: the certificate would not hold
+        return on_host()
+    L = min(k + max(int(extra), 1), n)
+    chunk = 1 << max(0, (2**23 // n).bit_length() - 1)  # ~2^23 distances (32 MiB) a step
+    chunk = min(chunk, 1 << (s - 1).bit_length())
+    cand = np.asarray(
+        _device_candidates(
+            jnp.asarray(centred.astype(np.float32)), jnp.asarray(query, jnp.int32), L=L, chunk=chunk
+        ),
+        np.int64,
+    )
+    idx, ok = _certify(positions, query, cand, k=k, R=R)
+    if k > n:  # cKDTree pads missing neighbours with index n
+        idx = np.concatenate([idx, np.full((s, k - n), n, np.int64)], axis=1)
+    rows = np.flatnonzero(~ok)
+    if rows.size:
+        idx[rows] = kdtree_neighbours(positions, query[rows], k=k)
+    return (idx, rows) if return_fallback_rows else idx
+
+
+def upstream_neighbours(
+    positions: Float[np.ndarray, "n 2"],
+    query: Int[np.ndarray, " S"],
+    *,
+    k: int,
+    search: str = "auto",
+) -> Int64[np.ndarray, "S k"]:
+    """cKDTree's neighbours (`kdtree_neighbours`), searched on the host or on the JAX device.
+
+    `search`: "host" (cKDTree), "device" (`device_neighbours`, the same indices) or "auto"
+    (the device when JAX's default backend is not the CPU, else the host).
+    """
+    if search == "auto":
+        search = "device" if jax.default_backend() != "cpu" else "host"
+    if search == "device":
+        return device_neighbours(positions, query, k=k)
+    if search == "host":
+        return kdtree_neighbours(positions, query, k=k)
+    raise GroupingError(f"neighbour_search must be 'auto', 'host' or 'device', got {search!r}")

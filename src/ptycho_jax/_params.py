@@ -10,6 +10,9 @@ from ._variants import Variant, get_variant
 
 ENGINES = ("scipy", "jax")
 """`ChainParams.engine`: exact upstream groups (cKDTree on the host) or the JAX search."""
+NEIGHBOUR_SEARCHES = ("auto", "host", "device")
+"""`ChainParams.neighbour_search` (engine "scipy"): the device search with cKDTree's answers off
+the CPU, SciPy's cKDTree on the host, or the device search."""
 PATCH_POSITIONS = ("upstream", "member")
 """`ChainParams.patch_positions`: upstream's literal (mirrored for C > 1) centres, or the members'."""
 
@@ -34,6 +37,9 @@ class ChainParams:
         nphotons: photon budget.
         variant: "main" (upstream main line) or "seed" (the seed-report branch).
         engine: "scipy" (exact upstream groups) or "jax".
+        neighbour_search: where engine "scipy" finds cKDTree's neighbours: "host" (cKDTree),
+            "device" (a JAX search certified equal to cKDTree's, `device_neighbours`) or "auto"
+            (the device when JAX's default backend is not the CPU, else the host).
         patch_positions: "upstream" (literal, mirrored for C > 1) or "member".
         trainable: `intensity_scale.trainable` of the scaler.
     """
@@ -51,6 +57,7 @@ class ChainParams:
         "main"  # "main" | "seed" (checked in __post_init__ with an error naming the field)
     )
     engine: str = "scipy"  # "scipy" | "jax"
+    neighbour_search: str = "auto"  # "auto" | "host" | "device"
     patch_positions: str = "upstream"  # "upstream" | "member"
     trainable: bool = True
 
@@ -80,6 +87,10 @@ class ChainParams:
         get_variant(self.variant)
         if self.engine not in ENGINES:
             raise GroupingError(f"ChainParams.engine must be 'scipy' or 'jax', got {self.engine!r}")
+        if self.neighbour_search not in NEIGHBOUR_SEARCHES:
+            raise GroupingError(
+                f"ChainParams.neighbour_search must be 'auto', 'host' or 'device', got {self.neighbour_search!r}"
+            )
         if self.patch_positions not in PATCH_POSITIONS:
             raise GroupingError(
                 f"ChainParams.patch_positions must be 'upstream' or 'member', got {self.patch_positions!r}"

@@ -15,10 +15,14 @@ from typing import Any
 
 from .. import ChainParams
 from .._errors import PtychoInputError
-from .._params import ENGINES, PATCH_POSITIONS
+from .._params import ENGINES, NEIGHBOUR_SEARCHES, PATCH_POSITIONS
 from .._variants import VARIANTS
 
-CLOSED_CHOICES = {"engine": ENGINES, "patch_positions": PATCH_POSITIONS}
+CLOSED_CHOICES = {
+    "engine": ENGINES,
+    "neighbour_search": NEIGHBOUR_SEARCHES,
+    "patch_positions": PATCH_POSITIONS,
+}
 """The string fields with a closed set of values (listed in --help, checked by argparse)."""
 
 CHAIN_GROUP_TITLE = "chain parameters"
@@ -62,6 +66,12 @@ CHAIN_FLAGS: tuple[ChainFlag, ...] = (
     ChainFlag("--nphotons", "nphotons", "photon budget", float, minimum=0, open_minimum=True),
     ChainFlag("--variant", "variant", "upstream variant: main line or the seed-report branch"),
     ChainFlag("--engine", "engine", "neighbour engine: scipy (upstream's groups) or jax"),
+    ChainFlag(
+        "--neighbour-search",
+        "neighbour_search",
+        "where engine scipy finds cKDTree's neighbours: host, device (the same indices) or auto "
+        "(device off the CPU)",
+    ),
     ChainFlag(
         "--patch-positions",
         "patch_positions",

@@ -49,7 +49,21 @@ class ExitCode(enum.IntEnum):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `crosscheck` options to `parser` (a subcommand parser)."""
+    """Add the `crosscheck` options to `parser` (a subcommand parser).
+
+    The groups are added in `--help` order: inputs, backends, stages and tolerances, outputs,
+    upstream trees and bisect, then the chain parameters shared with the other commands.
+    """
+    _add_input_arguments(parser)
+    _add_backend_arguments(parser)
+    _add_stage_arguments(parser)
+    _add_output_arguments(parser)
+    _add_tree_arguments(parser)
+    add_chain_arguments(parser)
+
+
+def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The optional `bisect` mode and where the input comes from (`--input` xor `--scenario`)."""
     parser.add_argument(
         "mode",
         nargs="?",
@@ -65,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"simulate a preset scenario and use its test half (default {DEFAULT_SCENARIO} "
         "when neither --input nor a golden:DIR reference gives an input)",
     )
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """The two sides compared: `--port` (under test) and `--reference`."""
     parser.add_argument(
         "--port",
         default="jax",
@@ -78,6 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"reference backend: {BACKEND_HELP} (default: tf); a golden:DIR reference supplies "
         "its recorded parameters (and its input when --input is not given)",
     )
+
+
+def _add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """What must be compared and how closely: `--stages`, `--allow-missing`, `--tolerances`."""
     parser.add_argument(
         "--stages",
         metavar="A,B",
@@ -97,6 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TOML",
         help="tolerance overrides (same layout as the shipped table)",
     )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--out` (the report folder), then `--unseeded`, which `--help` has always listed next."""
     parser.add_argument(
         "--out",
         default="report",
@@ -108,6 +134,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="draw groups without a seed (compared by invariants)",
     )
+
+
+def _add_tree_arguments(parser: argparse.ArgumentParser) -> None:
+    """Upstream trees and commits: the repository, each side's interpreter, bisect's refs."""
     trees = parser.add_argument_group("upstream trees and commits")
     trees.add_argument(
         "--upstream-repo",
@@ -140,7 +170,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     trees.add_argument("--good", metavar="REF", help="bisect: a commit with the good numbers")
     trees.add_argument("--bad", metavar="REF", help="bisect: a later commit whose numbers differ")
-    add_chain_arguments(parser)
 
 
 _FLAG = {cf.dest: cf.flag for cf in CHAIN_FLAGS}
