@@ -4,25 +4,18 @@ The benchmark suite is not in the installed package: `python -m benchmarks` from
 """
 
 import argparse
-import enum
 import logging
 import pathlib
 import sys
 import time
 from collections.abc import Sequence
 
-from .._errors import PtychoInputError
+from .._errors import ExitCode, PtychoInputError
 from .._scenarios import SCENARIOS
 from .chain_flags import add_chain_arguments, chain_params, chain_path, scenario_defaults
 
 DEFAULT_SCENARIO = "gs2_ideal"
 SCENARIO_NAMES = tuple(SCENARIOS)
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0
-    MISMATCH = 1  # a cross-check stage is outside tolerance
-    USAGE = 2  # bad arguments, invalid input, or an unavailable backend
 
 
 class Progress:

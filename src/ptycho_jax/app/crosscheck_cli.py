@@ -8,13 +8,12 @@ contradicting the reference's recording.
 
 import argparse
 import dataclasses
-import enum
 import logging
 import pathlib
 import sys
 from typing import Any
 
-from ptycho_jax import SCENARIOS
+from ptycho_jax import SCENARIOS, ExitCode
 from ptycho_jax.app.chain_flags import (
     CHAIN_FLAGS,
     add_chain_arguments,
@@ -37,15 +36,6 @@ BACKEND_HELP = (
     "importable module, a colon, then a backend instance, class or zero-argument factory in it, "
     "e.g. my_port.backend:Backend)"
 )
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit status of `ptycho-jax crosscheck`."""
-
-    OK = 0  # PASS
-    MISMATCH = 1  # FAIL: something compared is out of tolerance
-    USAGE = 2  # bad arguments, invalid input, bad tolerance file, backend unavailable
-    INCOMPLETE = 3  # something required was not compared
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -292,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
             same = same_code(port, reference, args.port, args.reference)
             if same:  # the commit under test has the good commit's code: good, nothing to run
                 print(f"crosscheck {args.port} vs {args.reference}: PASS (same code: {same})")
-                return 0
+                return ExitCode.OK
         recorded = {}
         for side, b in (("port", port), ("reference", reference)):
             rec = recorded_params(b)
@@ -326,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
         from ptycho_jax.crosscheck.bisection import GIT_BISECT_EXIT
 
         return GIT_BISECT_EXIT[result.verdict]
-    return ExitCode(EXIT_CODES[result.verdict])
+    return EXIT_CODES[result.verdict]
 
 
 def _run_bisect(args: argparse.Namespace) -> int:

@@ -14,10 +14,9 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-from .._errors import BackendUnavailableError, OutputPathError, PtychoInputError
+from .._errors import BackendUnavailableError, ExitCode, OutputPathError, PtychoInputError
 
 PROG = "ptycho-jax"
-EXIT_BAD_INPUT = 2
 LOGGERS = ("ptycho_jax", "crosscheck")
 
 
@@ -197,4 +196,4 @@ def run_guarded(command: Callable[[], int], *, verbose: int = 0) -> int:
             print(error_line(e), file=sys.stderr, flush=True)
         except OSError as e:  # unreadable input, unwritable output, a full disk
             print(f"{PROG}: error: {one_line(os_error_message(e))}", file=sys.stderr, flush=True)
-    return EXIT_BAD_INPUT
+    return ExitCode.USAGE
