@@ -185,16 +185,37 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figure", action="store_true", help="skip the PNG")
 
 
-def _with_command(argv: list[str]) -> list[str]:
-    """`argv` with `report` inserted where no subcommand is named (`ptycho-jax --out DIR`)."""
+def _first_word(argv: list[str]) -> int:
+    """Index of the first argument that is not a global flag (`len(argv)` when there is none)."""
     global_flags = {name for names, _ in GLOBAL_FLAGS for name in names}
     for i, a in enumerate(argv):
-        if a in global_flags or (a.startswith("-v") and set(a[1:]) == {"v"}):
-            continue
-        if a in COMMANDS or a in ("-h", "--help", "--version"):
-            return argv
-        return [*argv[:i], "report", *argv[i:]]
-    return [*argv, "report"]
+        if not (a in global_flags or (a.startswith("-v") and set(a[1:]) == {"v"})):
+            return i
+    return len(argv)
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """`argv` with `report` inserted where no subcommand is named (`ptycho-jax --out DIR`)."""
+    i = _first_word(argv)
+    if i < len(argv) and (argv[i] in COMMANDS or argv[i] in ("-h", "--help", "--version")):
+        return argv
+    return [*argv[:i], "report", *argv[i:]]
+
+
+NOT_INSTALLED = {
+    "bench": "the benchmark suite is not part of the installed command; run it from a source "
+    "checkout (the repository root) with `python -m benchmarks`",
+}
+"""Subcommands people look for that the installed command does not have, and where they are."""
+
+
+def _refuse_not_installed(argv: list[str]) -> None:
+    """`ptycho-jax bench ...`: one error line and exit 2 (`ExitCode.USAGE`), not argparse's
+    "unrecognized arguments" of the report the bare command would otherwise run."""
+    i = _first_word(argv)
+    if i < len(argv) and argv[i] in NOT_INSTALLED:
+        print(f"ptycho-jax: error: {argv[i]}: {NOT_INSTALLED[argv[i]]}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
 
 
 def _load_raw(args, progress: Progress):
@@ -355,7 +376,9 @@ def _cmd_report(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptycho-jax` console script; returns the exit code."""
     parser = _parser()
-    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _refuse_not_installed(argv)
+    argv = _with_command(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
