@@ -231,6 +231,9 @@ def _provenance_md(result: CrosscheckResult) -> list[str]:
             (result.provenance.get(side) or {}).get("unsupported_stages") or {}
         ).items():
             lines.append(f"- {side}: the tree cannot answer `{stage}`: {why}")
+    if result.provenance.get("input"):  # what the CLI cross-checked (its --input or scenario)
+        lines.append(f"- input: {result.provenance['input']}")
+    lines += [f"- note: {_one_line(n, 2000)}" for n in result.provenance.get("notes") or ()]
     return lines + [""]
 
 
@@ -461,9 +464,8 @@ def _figure_title(result: CrosscheckResult) -> str:
     """Port, reference, verdict; then the input and the chain parameters."""
     p = result.params
     where = (result.provenance or {}).get("input")
-    params = ", ".join(
-        f"{k}={p.get(k)}" for k in ("N", "gridsize", "K", "n_groups", "seed", "variant")
-    )
+    keys = ("N", "gridsize", "K", "n_groups", "seed", "variant")
+    params = ", ".join(f"{k}={p[k]}" for k in keys if p.get(k) is not None)
     return (
         f"crosscheck: {result.port} (port) vs {result.reference} (reference) — {result.verdict}\n"
         + (f"input: {where}; " if where else "")
@@ -481,18 +483,21 @@ def crosscheck_figure(result: CrosscheckResult) -> Any:
     maps = [(k, m) for k, m in result.difference_maps.items() if m.size and float(np.max(m)) > 0]
     cols = min(3, max(1, len(maps)))
     rows = (len(maps) + cols - 1) // cols
-    panel_h = 1.2 + 0.38 * len(result.stages)
-    fig = Figure(figsize=(max(13.0, 4.2 * cols), 3.8 * rows + panel_h + 0.8), dpi=90)
+    panel_h = 1.4 + 0.38 * len(result.stages)
+    fig = Figure(figsize=(13.0, 3.6 * rows + panel_h + 0.8), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[3.8] * rows + [panel_h])
+    if maps:  # the maps above, the stage panel below, each laid out on its own
+        top, bottom = fig.subfigures(2, 1, height_ratios=[3.6 * rows, panel_h])
+    else:
+        top, bottom = None, fig
     for i, (name, m) in enumerate(maps):
-        ax = fig.add_subplot(grid[i // cols, i % cols])
+        ax = top.add_subplot(rows, cols, i + 1)
         im = ax.imshow(m, cmap="magma", interpolation="nearest")
         ax.set_title(f"{name}\n|port − ref|, max {float(np.max(m)):.3g}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax = fig.add_subplot(grid[rows, :])
+        top.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax = bottom.add_subplot(1, 1, 1)
     _stage_panel(ax, result)
     maps_note = ""  # why no difference map is drawn, when none is
     if not maps:
@@ -504,7 +509,6 @@ def crosscheck_figure(result: CrosscheckResult) -> Any:
     title = "per stage: the worst compared array against its tolerance"
     ax.set_title(title + (f" ({maps_note})" if maps_note else ""), fontsize=9)
     fig.suptitle(_figure_title(result), fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -75,6 +75,14 @@ GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("-v", "--verbose"), {"action": "count", "help": "more log output on stderr"}),
     (("-q", "--quiet"), {"action": "store_true", "help": "no progress lines"}),
     (
+        ("--json",),
+        {
+            "action": "store_true",
+            "help": "report, crosscheck: print the JSON file's object on stdout, nothing else "
+            "(paths, progress and crosscheck's verdict text go to stderr)",
+        },
+    ),
+    (
         ("--no-compile-cache",),
         {
             "action": "store_true",
@@ -279,26 +287,13 @@ def _chain_params(args, raw, scenario):
 
 
 def _run_chain(raw, params, args, progress):
-    """The chain, and the notes it announced: upstream's mirrored patch positions (the default for
-    gridsize > 1, `MirroredPatchWarning`) are the documented convention, not a fault, so the report
-    records them in its provenance instead of printing a warning; every other warning goes out."""
-    import warnings
-
-    from .._grouping import MirroredPatchWarning
+    """The chain, and the notes it announced (`guard.with_mirrored_notes`): the report records
+    upstream's mirrored patch positions in its provenance instead of printing a warning."""
     from .._pipeline import run_chain
+    from .guard import with_mirrored_notes
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MirroredPatchWarning)
-        result = run_chain(
-            raw, params, progress=progress, **chain_path(args.devices, args.chunk_groups)
-        )
-    notes = []
-    for w in caught:
-        if issubclass(w.category, MirroredPatchWarning):
-            notes.append(f"{w.category.__name__}: {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return result, sorted(set(notes))
+    path = chain_path(args.devices, args.chunk_groups)
+    return with_mirrored_notes(lambda: run_chain(raw, params, progress=progress, **path))
 
 
 def _cmd_simulate(args) -> int:
@@ -370,7 +365,15 @@ def _cmd_report(args) -> int:
     for kind, path in paths.items():
         if not args.quiet:  # on stderr, as crosscheck's: stdout stays free for what scripts read
             print(f"ptycho-jax: {kind}: {path}", file=sys.stderr)
+    if args.json:
+        print_json_file(paths["json"])
     return ExitCode.OK
+
+
+def print_json_file(path: pathlib.Path) -> None:
+    """`--json`: the JSON file just written, as written, on stdout (one document, nothing else)."""
+    sys.stdout.write(path.read_text(encoding="utf-8").rstrip("\n") + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,6 +408,11 @@ def _check_flags(args) -> None:
 
     if args.command in ("report", "crosscheck"):
         check_chain_flags(args)
+    elif args.json:
+        raise PtychoInputError(
+            f"--json: expected the report or crosscheck command (they write a JSON file), got "
+            f"{args.command}"
+        )
     name = getattr(args, "scenario", None)
     if name is not None and name not in SCENARIOS:
         raise PtychoInputError(

@@ -22,7 +22,7 @@ from ptycho_jax.app.chain_flags import (
     given_chain_values,
     scenario_defaults,
 )
-from ptycho_jax.app.guard import error_line
+from ptycho_jax.app.guard import error_line, with_mirrored_notes
 
 logger = logging.getLogger(__name__)
 
@@ -258,8 +258,8 @@ def run(args: argparse.Namespace) -> int:
     import ptycho_jax as pj
     from ptycho_jax.crosscheck.adapt import check_names, parse_stages
     from ptycho_jax.crosscheck.backends import resolve_backend
-    from ptycho_jax.crosscheck.compare import EXIT_CODES, ToleranceError, ToleranceTable
-    from ptycho_jax.crosscheck.render import format_failure, write_outputs
+    from ptycho_jax.crosscheck.compare import ToleranceError, ToleranceTable
+    from ptycho_jax.crosscheck.render import write_outputs
     from ptycho_jax.crosscheck.run import recorded_params, run_crosscheck
 
     _quiet_tensorflow(args)
@@ -281,42 +281,81 @@ def run(args: argparse.Namespace) -> int:
 
             same = same_code(port, reference, args.port, args.reference)
             if same:  # the commit under test has the good commit's code: good, nothing to run
-                print(f"crosscheck {args.port} vs {args.reference}: PASS (same code: {same})")
+                print(
+                    f"crosscheck {args.port} vs {args.reference}: PASS (same code: {same})",
+                    file=sys.stderr if getattr(args, "json", False) else sys.stdout,
+                )
                 return ExitCode.OK
         recorded = {}
         for side, b in (("port", port), ("reference", reference)):
             rec = recorded_params(b)
             _check_flags(args, rec, f"the {side}'s recording ({getattr(b, 'name', b)})")
             recorded.update(rec)
-        raw, defaults, described = _load_input(args, recorded, reference)
-        params = _params(args, defaults)
-        logger.info("crosscheck %s vs %s on %s", args.port, args.reference, described)
-        result = run_crosscheck(
-            raw,
-            port=port,
-            reference=reference,
-            params=params,
-            tolerances=table,
-            progress=_progress(args, total=7),
-            stages=stages,
-            allow_missing=allow,
-            allow_same_code=args.allow_same_code,
-        )
+
+        def compare():
+            raw, defaults, described = _load_input(args, recorded, reference)
+            logger.info("crosscheck %s vs %s on %s", args.port, args.reference, described)
+            result = run_crosscheck(
+                raw,
+                port=port,
+                reference=reference,
+                params=_params(args, defaults),
+                tolerances=table,
+                progress=_progress(args, total=7),
+                stages=stages,
+                allow_missing=allow,
+                allow_same_code=args.allow_same_code,
+            )
+            return result, described
+
+        (result, described), notes = with_mirrored_notes(compare)
+        result = _with_provenance_notes(result, described, notes)
         paths = write_outputs(result, pathlib.Path(args.out))
     except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
         print(error_line(e), file=sys.stderr)
         if args.git_bisect_exit:  # an untestable port tree is a skip; anything else aborts
             return 125 if stage_of_error == "port" else 128
         return ExitCode.USAGE
-    print(format_failure(result))
-    # stdout carries the verdict only; where the files went is a progress message.
+    return _print_outcome(args, result, paths)
+
+
+def _print_outcome(args: argparse.Namespace, result: Any, paths: dict[str, pathlib.Path]) -> int:
+    """The verdict text on stdout (on stderr with --json, whose stdout is the JSON file's object),
+    where the files went on stderr (not with -q); the exit code of the verdict."""
+    from ptycho_jax.app.cli import print_json_file
+    from ptycho_jax.crosscheck.compare import EXIT_CODES
+    from ptycho_jax.crosscheck.render import format_failure
+
+    as_json = getattr(args, "json", False)
+    print(format_failure(result), file=sys.stderr if as_json else sys.stdout)
     if not getattr(args, "quiet", False):  # -q: like report's path lines
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if as_json:
+        print_json_file(paths["json"])
     if args.git_bisect_exit:
         from ptycho_jax.crosscheck.bisection import GIT_BISECT_EXIT
 
         return GIT_BISECT_EXIT[result.verdict]
     return EXIT_CODES[result.verdict]
+
+
+_MIRRORED = "warned (MirroredPatchWarning): "  # how the harness words a backend's mirrored note
+
+
+def _with_provenance_notes(result: Any, described: str, notes: list[str]) -> Any:
+    """`result` with `provenance.input` (what was cross-checked) and `provenance.notes`: the
+    mirrored-patch notes, taken out of the stage notes the harness filed them under (a side's
+    warnings are stage notes) and out of the warnings caught around the run, as `report` does."""
+    stages, found = [], set(notes)
+    for s in result.stages:
+        mirrored = [n for n in s.notes if _MIRRORED in n]
+        found.update(f"MirroredPatchWarning: {n.split(_MIRRORED, 1)[1]}" for n in mirrored)
+        kept = tuple(n for n in s.notes if n not in mirrored)
+        stages.append(dataclasses.replace(s, notes=kept) if mirrored else s)
+    provenance = {**result.provenance, "input": str(described)}
+    if found:
+        provenance["notes"] = sorted(found)
+    return dataclasses.replace(result, stages=tuple(stages), provenance=provenance)
 
 
 def _run_bisect(args: argparse.Namespace) -> int:

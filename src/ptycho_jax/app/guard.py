@@ -13,10 +13,12 @@ import pathlib
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from .._errors import BackendUnavailableError, ExitCode, OutputPathError, PtychoInputError
 
 PROG = "ptycho-jax"
+T = TypeVar("T")
 LOGGERS = ("ptycho_jax", "crosscheck")
 
 
@@ -89,6 +91,25 @@ def cli_messages(verbose: int) -> Iterator[None]:
                 lg.removeHandler(handler)
                 lg.setLevel(lvl)
                 lg.propagate = prop
+
+
+def with_mirrored_notes(command: Callable[[], T]) -> tuple[T, list[str]]:
+    """`(command(), notes)`: upstream's mirrored patch positions (the default for gridsize > 1,
+    `MirroredPatchWarning`) are the documented convention, not a fault, so a command records them
+    as provenance notes (`"MirroredPatchWarning: …"`, each once) instead of printing a warning;
+    every other warning goes out as usual."""
+    from .._grouping import MirroredPatchWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MirroredPatchWarning)
+        value = command()
+    notes = []
+    for w in caught:
+        if issubclass(w.category, MirroredPatchWarning):
+            notes.append(f"{w.category.__name__}: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value, sorted(set(notes))
 
 
 def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
