@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from .._errors import ExitCode, PtychoInputError
 from .._scenarios import SCENARIOS
-from .chain_flags import add_chain_arguments, chain_params, chain_path, scenario_defaults
+from .chain_flags import (
+    add_chain_arguments,
+    add_input_arguments,
+    add_out_folder_argument,
+    chain_params,
+    chain_path,
+    scenario_defaults,
+)
 
 DEFAULT_SCENARIO = "gs2_ideal"
 SCENARIO_NAMES = tuple(SCENARIOS)
@@ -51,13 +58,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def _add_input_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--input", type=pathlib.Path, help="RawData NPZ file (upstream format)")
-    src.add_argument(
-        "--scenario",
-        metavar="{" + ",".join(SCENARIO_NAMES) + "}",
-        help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO}; `ptycho-jax "
-        "scenarios` describes them)",
+    add_input_arguments(
+        p,
+        input_help="RawData NPZ file (upstream format)",
+        scenario_help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO}; "
+        "`ptycho-jax scenarios` describes them)",
     )
     p.add_argument(
         "--noise-seed",
@@ -184,12 +189,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     _add_input_arguments(p)
     add_chain_arguments(p)
-    p.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path("report"),
-        help="output folder (default ./report)",
-    )
+    add_out_folder_argument(p, help="output folder (default ./report)")
     p.add_argument("--no-figure", action="store_true", help="skip the PNG")
 
 

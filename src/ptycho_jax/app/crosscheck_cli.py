@@ -13,20 +13,21 @@ import pathlib
 import sys
 from typing import Any
 
-from ptycho_jax import SCENARIOS, ExitCode
+from ptycho_jax import ExitCode
 from ptycho_jax.app.chain_flags import (
     CHAIN_FLAGS,
     add_chain_arguments,
+    add_input_arguments,
+    add_out_folder_argument,
     chain_params,
     chain_path,
     given_chain_values,
     scenario_defaults,
 )
+from ptycho_jax.app.cli import DEFAULT_SCENARIO
 from ptycho_jax.app.guard import error_line, with_mirrored_notes
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SCENARIO = "gs2_ideal"
 
 BACKEND_HELP = (
     "jax | tf | upstream (the real PtychoPINN code in its own environment) | upstream:PATH (an "
@@ -61,13 +62,12 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="bisect: walk the upstream history from --good to --bad and name the first commit "
         "whose numbers differ from --good's",
     )
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="NPZ", help="RawData NPZ (upstream layout) to cross-check")
-    src.add_argument(
-        "--scenario",
-        metavar="{" + ",".join(SCENARIOS) + "}",
-        help=f"simulate a preset scenario and use its test half (default {DEFAULT_SCENARIO} "
-        "when neither --input nor a golden:DIR reference gives an input)",
+    add_input_arguments(
+        parser,
+        input_metavar="NPZ",
+        input_help="RawData NPZ (upstream layout) to cross-check",
+        scenario_help=f"simulate a preset scenario and use its test half (default "
+        f"{DEFAULT_SCENARIO} when neither --input nor a golden:DIR reference gives an input)",
     )
 
 
@@ -113,9 +113,8 @@ def _add_stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """`--out` (the report folder), then `--unseeded`, which `--help` has always listed next."""
-    parser.add_argument(
-        "--out",
-        default="report",
+    add_out_folder_argument(
+        parser,
         metavar="DIR",
         help="output folder for crosscheck.md/.json/.png (default ./report, as for report)",
     )
