@@ -173,7 +173,7 @@ def _load_input(args: argparse.Namespace, recorded: dict[str, Any], reference: A
     import ptycho_jax as pj
 
     if args.input:
-        return pj.RawData.from_npz(args.input), dict(recorded), args.input
+        return pj.RawData.from_npz(args.input), dict(recorded), str(args.input)
     input_path = getattr(reference, "input_path", None)
     if args.scenario is None and callable(input_path) and input_path().is_file():
         return pj.RawData.from_npz(input_path()), dict(recorded), str(input_path())
