@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_jax import ExitCode
+
 try:
     import tomllib as _toml
 except ModuleNotFoundError:  # Python 3.10
@@ -267,8 +269,12 @@ class Verdict(enum.StrEnum):
     NOT_REQUIRED = "NOT_REQUIRED"  # stage only: outside `--stages`
 
 
-EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCOMPLETE: 3}
-"""Process exit status per verdict (2 is bad input / usage)."""
+EXIT_CODES = {
+    Verdict.PASS: ExitCode.OK,
+    Verdict.FAIL: ExitCode.MISMATCH,
+    Verdict.INCOMPLETE: ExitCode.INCOMPLETE,
+}
+"""Process exit status per verdict (`ExitCode.USAGE`, 2, is bad input / usage)."""
 
 
 # statuses of an ArrayDelta that mean "the two sides' values were set against each other"
@@ -408,7 +414,7 @@ class CrosscheckResult:
         return {
             "verdict": str(self.verdict),
             "passed": self.passed,
-            "exit_code": {"PASS": 0, "FAIL": 1, "INCOMPLETE": 3}[str(self.verdict)],
+            "exit_code": int(EXIT_CODES[self.verdict]),
             "counts": self.counts(),
             "required_stages": list(self.required_stages),
             "port": self.port,

@@ -1,10 +1,12 @@
 """Render a cross-check result: the verdict line and table, crosscheck.md, the difference-map PNG,
 and the atomic write of every output file (specs/crosscheck.md §7)."""
 
+import dataclasses
 import io
 import logging
 import os
 import pathlib
+import re
 from typing import Any
 
 import numpy as np
@@ -229,6 +231,9 @@ def _provenance_md(result: CrosscheckResult) -> list[str]:
             (result.provenance.get(side) or {}).get("unsupported_stages") or {}
         ).items():
             lines.append(f"- {side}: the tree cannot answer `{stage}`: {why}")
+    if result.provenance.get("input"):  # what the CLI cross-checked (its --input or scenario)
+        lines.append(f"- input: {result.provenance['input']}")
+    lines += [f"- note: {_one_line(n, 2000)}" for n in result.provenance.get("notes") or ()]
     return lines + [""]
 
 
@@ -349,40 +354,168 @@ def _parameters_md(result: CrosscheckResult) -> list[str]:
     return lines
 
 
-def render_png(result: CrosscheckResult) -> bytes:
-    """PNG of |port − reference| for the frames holding the worst elements of the worst arrays."""
+@dataclasses.dataclass(frozen=True)
+class StageWorst:
+    """One stage's row of the cross-check figure: its worst compared array against its rule."""
+
+    stage: str
+    verdict: str  # as the verdict table writes it ("PASS", "FAIL", "not required", ...)
+    n_compared: int  # arrays whose two sides were set against each other
+    array: str  # the worst compared array (the verdict table's choice: failing first, most ulp)
+    # its max ULP distance; an integer array's max |difference| (one step is one unit); None when
+    # no distance applies (groups compared by invariants, a shape mismatch)
+    ulp: float | None
+    max_abs: float | None
+    max_rel: float | None
+    tolerance: str  # the array's rule as the tables write it: `exact`, `≤1 ulp`, `atol 1e-06`
+    tolerance_ulp: (
+        float | None
+    )  # the rule's bound in ULP: 0 exact, k `≤k ulp`; None: atol/rtol only
+
+
+_ULP_RULE = re.compile(r"^≤([0-9.eE+-]+) ulp")  # the ULP part `Tolerance.describe` writes first
+
+
+def tolerance_ulp(rule: str) -> float | None:
+    """The ULP bound of a rule in `Tolerance.describe`'s words: 0 for `exact`, k for `≤k ulp…`,
+    None for a rule with absolute or relative bounds only (`atol 1e-06·max|ref|`)."""
+    if rule == "exact":
+        return 0.0
+    m = _ULP_RULE.match(rule)
+    return float(m.group(1)) if m else None
+
+
+def stage_worst_ulp(result: CrosscheckResult) -> list[StageWorst]:
+    """One `StageWorst` per stage that compared at least one array, in the run's stage order."""
+    rows = []
+    for s in result.stages:
+        worst = _worst(s)
+        if worst is None:
+            continue
+        ulp = worst.max_ulp
+        if ulp is None and worst.status == "compared" and worst.max_abs is not None:
+            ulp = float(worst.max_abs)  # an integer array: exact comparison, steps of one
+        rows.append(
+            StageWorst(
+                stage=s.name,
+                verdict=_verdict(s),
+                n_compared=len(s.compared),
+                array=worst.name,
+                ulp=ulp,
+                max_abs=worst.max_abs,
+                max_rel=worst.max_rel,
+                tolerance=worst.tolerance,
+                tolerance_ulp=tolerance_ulp(worst.tolerance),
+            )
+        )
+    return rows
+
+
+_VERDICT_COLOURS = {"PASS": "tab:green", "FAIL": "tab:red", "INCOMPLETE": "tab:orange"}
+
+
+def _stage_label(s: StageResult, row: StageWorst | None) -> str:
+    """The words right of a stage's bar: distance, rule, how many arrays, verdict."""
+    if row is None:
+        return f"nothing compared — {_verdict(s)}"
+    if row.ulp is None:
+        what = "compared by invariants" if row.max_abs is None else "shape mismatch"
+    else:
+        what = f"{_fmt(row.ulp)} ulp ({row.array}), tolerance {row.tolerance}"
+        if row.tolerance_ulp is None:  # an atol/rtol rule: the deltas it bounds
+            what += f", max abs {_fmt(row.max_abs, 3)}, max rel {_fmt(row.max_rel, 3)}"
+    n = row.n_compared
+    return f"{what} · {n} array{'' if n == 1 else 's'} · {row.verdict}"
+
+
+def _stage_panel(ax: Any, result: CrosscheckResult) -> None:
+    """Per stage, in order: a bar of the worst ULP distance (symlog axis, 0 drawn as a dot at 0),
+    the tolerance's ULP bound as a black tick, and the numbers and verdict in words."""
+    rows = {r.stage: r for r in stage_worst_ulp(result)}
+    dots, ticks = [], []  # (x, y, colour) of each distance shown; (x, y) of each ULP bound
+    for y, s in enumerate(result.stages):
+        row = rows.get(s.name)
+        colour = _VERDICT_COLOURS.get(str(s.verdict), "tab:gray")
+        if row is not None and row.ulp is not None:
+            ax.barh(y, row.ulp, height=0.55, color=colour)
+            dots.append((row.ulp, y, colour))
+        if row is not None and row.tolerance_ulp is not None:
+            ticks.append((row.tolerance_ulp, y))
+        label = _stage_label(s, row)
+        ax.text(1.02, y, label, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    if dots:
+        xs, ys, colours = zip(*dots, strict=True)
+        ax.scatter(xs, ys, c=colours, s=30, zorder=3, label="worst ULP distance")
+    if ticks:
+        xs, ys = zip(*ticks, strict=True)
+        ax.scatter(xs, ys, marker="|", s=500, c="black", zorder=4, label="tolerance (ULP)")
+    top = max([10.0, *(10 * x for x, _, _ in dots), *(10 * x for x, _ in ticks)])
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(-0.5, top)
+    ax.set_yticks(range(len(result.stages)), [s.name for s in result.stages])
+    ax.set_ylim(len(result.stages) - 0.5, -0.5)  # the first stage on top
+    ax.set_xlabel("worst ULP distance per stage (integer arrays: max |difference|; symlog)")
+    ax.grid(axis="x", alpha=0.3)
+    if dots or ticks:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, -0.02), ncol=2, fontsize=7, frameon=False)
+
+
+def _figure_title(result: CrosscheckResult) -> str:
+    """Port, reference, verdict; then the input and the chain parameters."""
+    p = result.params
+    where = (result.provenance or {}).get("input")
+    keys = ("N", "gridsize", "K", "n_groups", "seed", "variant")
+    params = ", ".join(f"{k}={p[k]}" for k in keys if p.get(k) is not None)
+    return (
+        f"crosscheck: {result.port} (port) vs {result.reference} (reference) — {result.verdict}\n"
+        + (f"input: {where}; " if where else "")
+        + params
+    )
+
+
+def crosscheck_figure(result: CrosscheckResult) -> Any:
+    """The figure of `crosscheck.png` (a matplotlib `Figure`): |port − reference| of the frames
+    holding the worst elements of the worst arrays when any differ, and below them (or alone, when
+    every compared array is identical) the per-stage worst ULP distances against the tolerances."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     maps = [(k, m) for k, m in result.difference_maps.items() if m.size and float(np.max(m)) > 0]
-    n = max(1, len(maps))
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(4.2 * cols, 3.8 * rows), dpi=90)
+    cols = min(3, max(1, len(maps)))
+    rows = (len(maps) + cols - 1) // cols
+    panel_h = 1.4 + 0.38 * len(result.stages)
+    fig = Figure(figsize=(13.0, 3.6 * rows + panel_h + 0.8), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
-    if not maps:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.text(
-            0.5,
-            0.5,
-            "every compared image array is identical"
-            if result.difference_maps
-            else "no image-shaped arrays compared",
-            ha="center",
-            va="center",
-        )
-        ax.set_axis_off()
+    if maps:  # the maps above, the stage panel below, each laid out on its own
+        top, bottom = fig.subfigures(2, 1, height_ratios=[3.6 * rows, panel_h])
+    else:
+        top, bottom = None, fig
     for i, (name, m) in enumerate(maps):
-        ax = fig.add_subplot(rows, cols, i + 1)
+        ax = top.add_subplot(rows, cols, i + 1)
         im = ax.imshow(m, cmap="magma", interpolation="nearest")
         ax.set_title(f"{name}\n|port − ref|, max {float(np.max(m)):.3g}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(f"{result.port} vs {result.reference}: {result.verdict}", fontsize=10)
-    fig.tight_layout()
+        top.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax = bottom.add_subplot(1, 1, 1)
+    _stage_panel(ax, result)
+    maps_note = ""  # why no difference map is drawn, when none is
+    if not maps:
+        maps_note = (
+            "difference maps: every compared image array is identical"
+            if result.difference_maps
+            else "no image-shaped arrays compared"
+        )
+    title = "per stage: the worst compared array against its tolerance"
+    ax.set_title(title + (f" ({maps_note})" if maps_note else ""), fontsize=9)
+    fig.suptitle(_figure_title(result), fontsize=10)
+    return fig
+
+
+def render_png(result: CrosscheckResult) -> bytes:
+    """`crosscheck_figure(result)` as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    crosscheck_figure(result).savefig(buf, format="png")
     return buf.getvalue()
 
 

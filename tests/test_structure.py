@@ -444,3 +444,44 @@ def test_import_contracts_catch_a_wrong_function_level_import(tmp_path, module, 
     }
     assert f"{names[broken]} BROKEN" in " ".join(proc.stdout.split()), proc.stdout[-2000:]
     assert edge in proc.stdout, proc.stdout[-2000:]
+
+
+def _top_level_definitions(name: str) -> list[str]:
+    """The file of every class named `name` and every module-level assignment to `name` in
+    src/ and crosscheck/ (the AST, so a comment or a string naming it does not count)."""
+    found = []
+    for path in sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "crosscheck").rglob("*.py")]):
+        if path.relative_to(ROOT).parts[:3] == ("src", "ptycho_jax", "crosscheck"):
+            continue  # src/ptycho_jax/crosscheck is the symlink to crosscheck/: counted once
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.ClassDef):
+                targets = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    targets += [t.id] if isinstance(t, ast.Name) else []
+            if name in targets:
+                found.append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_one_exit_code_enum_for_every_command():
+    # issue 19: two ExitCode enums plus EXIT_BAD_INPUT became one enum in the core
+    assert _top_level_definitions("ExitCode") == ["src/ptycho_jax/_errors.py"]
+    assert _top_level_definitions("EXIT_BAD_INPUT") == []
+    from ptycho_jax.app import crosscheck_cli, guard
+    from ptycho_jax.crosscheck.compare import EXIT_CODES, Verdict
+
+    assert [(m.name, int(m)) for m in pj.ExitCode] == [
+        ("OK", 0),
+        ("MISMATCH", 1),
+        ("USAGE", 2),
+        ("INCOMPLETE", 3),
+    ]
+    assert _cli.ExitCode is crosscheck_cli.ExitCode is guard.ExitCode is pj.ExitCode
+    assert EXIT_CODES == {
+        Verdict.PASS: pj.ExitCode.OK,
+        Verdict.FAIL: pj.ExitCode.MISMATCH,
+        Verdict.INCOMPLETE: pj.ExitCode.INCOMPLETE,
+    }
+    assert all(type(v) is pj.ExitCode for v in EXIT_CODES.values())

@@ -16,6 +16,7 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._container import make_container as make_container
     from ._coords import group_coordinates as group_coordinates
     from ._errors import BackendUnavailableError as BackendUnavailableError
+    from ._errors import ExitCode as ExitCode
     from ._errors import GroupingError as GroupingError
     from ._errors import NormalizationError as NormalizationError
     from ._errors import ObjectExtentError as ObjectExtentError
@@ -88,6 +89,7 @@ _MODULE_OF: dict[str, str] = {
     "make_container": "_container",
     "group_coordinates": "_coords",
     "BackendUnavailableError": "_errors",
+    "ExitCode": "_errors",
     "GroupingError": "_errors",
     "NormalizationError": "_errors",
     "ObjectExtentError": "_errors",

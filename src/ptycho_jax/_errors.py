@@ -1,4 +1,18 @@
-"""Exceptions raised on bad input; each message names the field, the expected and the actual value."""
+"""Exceptions raised on bad input; each message names the field, the expected and the actual value.
+
+Also the process exit codes every command of the `ptycho-jax` console script returns (`ExitCode`).
+"""
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit status of every `ptycho-jax` command (and of `crosscheck`'s verdicts)."""
+
+    OK = 0  # success; crosscheck: PASS (every required array compared and within tolerance)
+    MISMATCH = 1  # crosscheck FAIL: something compared is out of tolerance, or a backend raised
+    USAGE = 2  # bad arguments or input, a bad tolerance file, an unavailable backend
+    INCOMPLETE = 3  # crosscheck INCOMPLETE: something required was not compared
 
 
 class PtychoJaxError(Exception):

@@ -210,3 +210,33 @@ def chain_path(devices: int | None, chunk_groups: int | None) -> dict[str, Any]:
     from .._mesh import make_mesh
 
     return {"mesh": None if devices is None else make_mesh(devices), "chunk_groups": chunk_groups}
+
+
+def add_input_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    input_help: str,
+    scenario_help: str,
+    input_metavar: str | None = None,
+) -> None:
+    """`--input NPZ` xor `--scenario NAME`, where a chain command's RawData comes from (both
+    default None: the command decides); `--scenario` lists the presets as its choices in --help
+    (checked by `cli._check_flags`, which names them and `ptycho-jax scenarios`)."""
+    import pathlib
+
+    from .._scenarios import SCENARIOS
+
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--input", type=pathlib.Path, metavar=input_metavar, help=input_help)
+    src.add_argument("--scenario", metavar="{" + ",".join(SCENARIOS) + "}", help=scenario_help)
+
+
+def add_out_folder_argument(
+    parser: argparse.ArgumentParser, *, help: str, metavar: str | None = None
+) -> None:
+    """`--out DIR`, the output folder of `report` and `crosscheck` (default ./report for both)."""
+    import pathlib
+
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("report"), metavar=metavar, help=help
+    )

@@ -4,25 +4,25 @@ The benchmark suite is not in the installed package: `python -m benchmarks` from
 """
 
 import argparse
-import enum
 import logging
 import pathlib
 import sys
 import time
 from collections.abc import Sequence
 
-from .._errors import PtychoInputError
+from .._errors import ExitCode, PtychoInputError
 from .._scenarios import SCENARIOS
-from .chain_flags import add_chain_arguments, chain_params, chain_path, scenario_defaults
+from .chain_flags import (
+    add_chain_arguments,
+    add_input_arguments,
+    add_out_folder_argument,
+    chain_params,
+    chain_path,
+    scenario_defaults,
+)
 
 DEFAULT_SCENARIO = "gs2_ideal"
 SCENARIO_NAMES = tuple(SCENARIOS)
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0
-    MISMATCH = 1  # a cross-check stage is outside tolerance
-    USAGE = 2  # bad arguments, invalid input, or an unavailable backend
 
 
 class Progress:
@@ -58,13 +58,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def _add_input_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--input", type=pathlib.Path, help="RawData NPZ file (upstream format)")
-    src.add_argument(
-        "--scenario",
-        metavar="{" + ",".join(SCENARIO_NAMES) + "}",
-        help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO}; `ptycho-jax "
-        "scenarios` describes them)",
+    add_input_arguments(
+        p,
+        input_help="RawData NPZ file (upstream format)",
+        scenario_help=f"simulate a preset scenario instead (default {DEFAULT_SCENARIO}; "
+        "`ptycho-jax scenarios` describes them)",
     )
     p.add_argument(
         "--noise-seed",
@@ -81,6 +79,14 @@ DEFAULT_SIMULATE_OUT = "scan.npz"
 GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("-v", "--verbose"), {"action": "count", "help": "more log output on stderr"}),
     (("-q", "--quiet"), {"action": "store_true", "help": "no progress lines"}),
+    (
+        ("--json",),
+        {
+            "action": "store_true",
+            "help": "report, crosscheck: print the JSON file's object on stdout, nothing else "
+            "(paths, progress and crosscheck's verdict text go to stderr)",
+        },
+    ),
     (
         ("--no-compile-cache",),
         {
@@ -183,25 +189,41 @@ def _parser() -> argparse.ArgumentParser:
 def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     _add_input_arguments(p)
     add_chain_arguments(p)
-    p.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path("report"),
-        help="output folder (default ./report)",
-    )
+    add_out_folder_argument(p, help="output folder (default ./report)")
     p.add_argument("--no-figure", action="store_true", help="skip the PNG")
+
+
+def _first_word(argv: list[str]) -> int:
+    """Index of the first argument that is not a global flag (`len(argv)` when there is none)."""
+    global_flags = {name for names, _ in GLOBAL_FLAGS for name in names}
+    for i, a in enumerate(argv):
+        if not (a in global_flags or (a.startswith("-v") and set(a[1:]) == {"v"})):
+            return i
+    return len(argv)
 
 
 def _with_command(argv: list[str]) -> list[str]:
     """`argv` with `report` inserted where no subcommand is named (`ptycho-jax --out DIR`)."""
-    global_flags = {name for names, _ in GLOBAL_FLAGS for name in names}
-    for i, a in enumerate(argv):
-        if a in global_flags or (a.startswith("-v") and set(a[1:]) == {"v"}):
-            continue
-        if a in COMMANDS or a in ("-h", "--help", "--version"):
-            return argv
-        return [*argv[:i], "report", *argv[i:]]
-    return [*argv, "report"]
+    i = _first_word(argv)
+    if i < len(argv) and (argv[i] in COMMANDS or argv[i] in ("-h", "--help", "--version")):
+        return argv
+    return [*argv[:i], "report", *argv[i:]]
+
+
+NOT_INSTALLED = {
+    "bench": "the benchmark suite is not part of the installed command; run it from a source "
+    "checkout (the repository root) with `python -m benchmarks`",
+}
+"""Subcommands people look for that the installed command does not have, and where they are."""
+
+
+def _refuse_not_installed(argv: list[str]) -> None:
+    """`ptycho-jax bench ...`: one error line and exit 2 (`ExitCode.USAGE`), not argparse's
+    "unrecognized arguments" of the report the bare command would otherwise run."""
+    i = _first_word(argv)
+    if i < len(argv) and argv[i] in NOT_INSTALLED:
+        print(f"ptycho-jax: error: {argv[i]}: {NOT_INSTALLED[argv[i]]}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE)
 
 
 def _load_raw(args, progress: Progress):
@@ -265,26 +287,13 @@ def _chain_params(args, raw, scenario):
 
 
 def _run_chain(raw, params, args, progress):
-    """The chain, and the notes it announced: upstream's mirrored patch positions (the default for
-    gridsize > 1, `MirroredPatchWarning`) are the documented convention, not a fault, so the report
-    records them in its provenance instead of printing a warning; every other warning goes out."""
-    import warnings
-
-    from .._grouping import MirroredPatchWarning
+    """The chain, and the notes it announced (`guard.with_mirrored_notes`): the report records
+    upstream's mirrored patch positions in its provenance instead of printing a warning."""
     from .._pipeline import run_chain
+    from .guard import with_mirrored_notes
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MirroredPatchWarning)
-        result = run_chain(
-            raw, params, progress=progress, **chain_path(args.devices, args.chunk_groups)
-        )
-    notes = []
-    for w in caught:
-        if issubclass(w.category, MirroredPatchWarning):
-            notes.append(f"{w.category.__name__}: {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return result, sorted(set(notes))
+    path = chain_path(args.devices, args.chunk_groups)
+    return with_mirrored_notes(lambda: run_chain(raw, params, progress=progress, **path))
 
 
 def _cmd_simulate(args) -> int:
@@ -356,13 +365,23 @@ def _cmd_report(args) -> int:
     for kind, path in paths.items():
         if not args.quiet:  # on stderr, as crosscheck's: stdout stays free for what scripts read
             print(f"ptycho-jax: {kind}: {path}", file=sys.stderr)
+    if args.json:
+        print_json_file(paths["json"])
     return ExitCode.OK
+
+
+def print_json_file(path: pathlib.Path) -> None:
+    """`--json`: the JSON file just written, as written, on stdout (one document, nothing else)."""
+    sys.stdout.write(path.read_text(encoding="utf-8").rstrip("\n") + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ptycho-jax` console script; returns the exit code."""
     parser = _parser()
-    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _refuse_not_installed(argv)
+    argv = _with_command(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -389,6 +408,11 @@ def _check_flags(args) -> None:
 
     if args.command in ("report", "crosscheck"):
         check_chain_flags(args)
+    elif args.json:
+        raise PtychoInputError(
+            f"--json: expected the report or crosscheck command (they write a JSON file), got "
+            f"{args.command}"
+        )
     name = getattr(args, "scenario", None)
     if name is not None and name not in SCENARIOS:
         raise PtychoInputError(

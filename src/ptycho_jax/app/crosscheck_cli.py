@@ -8,26 +8,26 @@ contradicting the reference's recording.
 
 import argparse
 import dataclasses
-import enum
 import logging
 import pathlib
 import sys
 from typing import Any
 
-from ptycho_jax import SCENARIOS
+from ptycho_jax import ExitCode
 from ptycho_jax.app.chain_flags import (
     CHAIN_FLAGS,
     add_chain_arguments,
+    add_input_arguments,
+    add_out_folder_argument,
     chain_params,
     chain_path,
     given_chain_values,
     scenario_defaults,
 )
-from ptycho_jax.app.guard import error_line
+from ptycho_jax.app.cli import DEFAULT_SCENARIO
+from ptycho_jax.app.guard import error_line, with_mirrored_notes
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SCENARIO = "gs2_ideal"
 
 BACKEND_HELP = (
     "jax | tf | upstream (the real PtychoPINN code in its own environment) | upstream:PATH (an "
@@ -37,15 +37,6 @@ BACKEND_HELP = (
     "importable module, a colon, then a backend instance, class or zero-argument factory in it, "
     "e.g. my_port.backend:Backend)"
 )
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit status of `ptycho-jax crosscheck`."""
-
-    OK = 0  # PASS
-    MISMATCH = 1  # FAIL: something compared is out of tolerance
-    USAGE = 2  # bad arguments, invalid input, bad tolerance file, backend unavailable
-    INCOMPLETE = 3  # something required was not compared
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,13 +62,12 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="bisect: walk the upstream history from --good to --bad and name the first commit "
         "whose numbers differ from --good's",
     )
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="NPZ", help="RawData NPZ (upstream layout) to cross-check")
-    src.add_argument(
-        "--scenario",
-        metavar="{" + ",".join(SCENARIOS) + "}",
-        help=f"simulate a preset scenario and use its test half (default {DEFAULT_SCENARIO} "
-        "when neither --input nor a golden:DIR reference gives an input)",
+    add_input_arguments(
+        parser,
+        input_metavar="NPZ",
+        input_help="RawData NPZ (upstream layout) to cross-check",
+        scenario_help=f"simulate a preset scenario and use its test half (default "
+        f"{DEFAULT_SCENARIO} when neither --input nor a golden:DIR reference gives an input)",
     )
 
 
@@ -123,9 +113,8 @@ def _add_stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """`--out` (the report folder), then `--unseeded`, which `--help` has always listed next."""
-    parser.add_argument(
-        "--out",
-        default="report",
+    add_out_folder_argument(
+        parser,
         metavar="DIR",
         help="output folder for crosscheck.md/.json/.png (default ./report, as for report)",
     )
@@ -184,7 +173,7 @@ def _load_input(args: argparse.Namespace, recorded: dict[str, Any], reference: A
     import ptycho_jax as pj
 
     if args.input:
-        return pj.RawData.from_npz(args.input), dict(recorded), args.input
+        return pj.RawData.from_npz(args.input), dict(recorded), str(args.input)
     input_path = getattr(reference, "input_path", None)
     if args.scenario is None and callable(input_path) and input_path().is_file():
         return pj.RawData.from_npz(input_path()), dict(recorded), str(input_path())
@@ -268,8 +257,8 @@ def run(args: argparse.Namespace) -> int:
     import ptycho_jax as pj
     from ptycho_jax.crosscheck.adapt import check_names, parse_stages
     from ptycho_jax.crosscheck.backends import resolve_backend
-    from ptycho_jax.crosscheck.compare import EXIT_CODES, ToleranceError, ToleranceTable
-    from ptycho_jax.crosscheck.render import format_failure, write_outputs
+    from ptycho_jax.crosscheck.compare import ToleranceError, ToleranceTable
+    from ptycho_jax.crosscheck.render import write_outputs
     from ptycho_jax.crosscheck.run import recorded_params, run_crosscheck
 
     _quiet_tensorflow(args)
@@ -291,42 +280,81 @@ def run(args: argparse.Namespace) -> int:
 
             same = same_code(port, reference, args.port, args.reference)
             if same:  # the commit under test has the good commit's code: good, nothing to run
-                print(f"crosscheck {args.port} vs {args.reference}: PASS (same code: {same})")
-                return 0
+                print(
+                    f"crosscheck {args.port} vs {args.reference}: PASS (same code: {same})",
+                    file=sys.stderr if getattr(args, "json", False) else sys.stdout,
+                )
+                return ExitCode.OK
         recorded = {}
         for side, b in (("port", port), ("reference", reference)):
             rec = recorded_params(b)
             _check_flags(args, rec, f"the {side}'s recording ({getattr(b, 'name', b)})")
             recorded.update(rec)
-        raw, defaults, described = _load_input(args, recorded, reference)
-        params = _params(args, defaults)
-        logger.info("crosscheck %s vs %s on %s", args.port, args.reference, described)
-        result = run_crosscheck(
-            raw,
-            port=port,
-            reference=reference,
-            params=params,
-            tolerances=table,
-            progress=_progress(args, total=7),
-            stages=stages,
-            allow_missing=allow,
-            allow_same_code=args.allow_same_code,
-        )
+
+        def compare():
+            raw, defaults, described = _load_input(args, recorded, reference)
+            logger.info("crosscheck %s vs %s on %s", args.port, args.reference, described)
+            result = run_crosscheck(
+                raw,
+                port=port,
+                reference=reference,
+                params=_params(args, defaults),
+                tolerances=table,
+                progress=_progress(args, total=7),
+                stages=stages,
+                allow_missing=allow,
+                allow_same_code=args.allow_same_code,
+            )
+            return result, described
+
+        (result, described), notes = with_mirrored_notes(compare)
+        result = _with_provenance_notes(result, described, notes)
         paths = write_outputs(result, pathlib.Path(args.out))
     except (pj.PtychoInputError, pj.BackendUnavailableError, ToleranceError, OSError) as e:
         print(error_line(e), file=sys.stderr)
         if args.git_bisect_exit:  # an untestable port tree is a skip; anything else aborts
             return 125 if stage_of_error == "port" else 128
         return ExitCode.USAGE
-    print(format_failure(result))
-    # stdout carries the verdict only; where the files went is a progress message.
+    return _print_outcome(args, result, paths)
+
+
+def _print_outcome(args: argparse.Namespace, result: Any, paths: dict[str, pathlib.Path]) -> int:
+    """The verdict text on stdout (on stderr with --json, whose stdout is the JSON file's object),
+    where the files went on stderr (not with -q); the exit code of the verdict."""
+    from ptycho_jax.app.cli import print_json_file
+    from ptycho_jax.crosscheck.compare import EXIT_CODES
+    from ptycho_jax.crosscheck.render import format_failure
+
+    as_json = getattr(args, "json", False)
+    print(format_failure(result), file=sys.stderr if as_json else sys.stdout)
     if not getattr(args, "quiet", False):  # -q: like report's path lines
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if as_json:
+        print_json_file(paths["json"])
     if args.git_bisect_exit:
         from ptycho_jax.crosscheck.bisection import GIT_BISECT_EXIT
 
         return GIT_BISECT_EXIT[result.verdict]
-    return ExitCode(EXIT_CODES[result.verdict])
+    return EXIT_CODES[result.verdict]
+
+
+_MIRRORED = "warned (MirroredPatchWarning): "  # how the harness words a backend's mirrored note
+
+
+def _with_provenance_notes(result: Any, described: str, notes: list[str]) -> Any:
+    """`result` with `provenance.input` (what was cross-checked) and `provenance.notes`: the
+    mirrored-patch notes, taken out of the stage notes the harness filed them under (a side's
+    warnings are stage notes) and out of the warnings caught around the run, as `report` does."""
+    stages, found = [], set(notes)
+    for s in result.stages:
+        mirrored = [n for n in s.notes if _MIRRORED in n]
+        found.update(f"MirroredPatchWarning: {n.split(_MIRRORED, 1)[1]}" for n in mirrored)
+        kept = tuple(n for n in s.notes if n not in mirrored)
+        stages.append(dataclasses.replace(s, notes=kept) if mirrored else s)
+    provenance = {**result.provenance, "input": str(described)}
+    if found:
+        provenance["notes"] = sorted(found)
+    return dataclasses.replace(result, stages=tuple(stages), provenance=provenance)
 
 
 def _run_bisect(args: argparse.Namespace) -> int:

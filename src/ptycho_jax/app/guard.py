@@ -13,11 +13,12 @@ import pathlib
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-from .._errors import BackendUnavailableError, OutputPathError, PtychoInputError
+from .._errors import BackendUnavailableError, ExitCode, OutputPathError, PtychoInputError
 
 PROG = "ptycho-jax"
-EXIT_BAD_INPUT = 2
+T = TypeVar("T")
 LOGGERS = ("ptycho_jax", "crosscheck")
 
 
@@ -90,6 +91,25 @@ def cli_messages(verbose: int) -> Iterator[None]:
                 lg.removeHandler(handler)
                 lg.setLevel(lvl)
                 lg.propagate = prop
+
+
+def with_mirrored_notes(command: Callable[[], T]) -> tuple[T, list[str]]:
+    """`(command(), notes)`: upstream's mirrored patch positions (the default for gridsize > 1,
+    `MirroredPatchWarning`) are the documented convention, not a fault, so a command records them
+    as provenance notes (`"MirroredPatchWarning: …"`, each once) instead of printing a warning;
+    every other warning goes out as usual."""
+    from .._grouping import MirroredPatchWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MirroredPatchWarning)
+        value = command()
+    notes = []
+    for w in caught:
+        if issubclass(w.category, MirroredPatchWarning):
+            notes.append(f"{w.category.__name__}: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value, sorted(set(notes))
 
 
 def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
@@ -197,4 +217,4 @@ def run_guarded(command: Callable[[], int], *, verbose: int = 0) -> int:
             print(error_line(e), file=sys.stderr, flush=True)
         except OSError as e:  # unreadable input, unwritable output, a full disk
             print(f"{PROG}: error: {one_line(os_error_message(e))}", file=sys.stderr, flush=True)
-    return EXIT_BAD_INPUT
+    return ExitCode.USAGE
