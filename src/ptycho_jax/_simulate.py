@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32, Float64, Int32, PRNGKeyArray
 
 from ._errors import PtychoInputError
+from ._intensity import mean_frame_energy
 from ._patches import check_centres, check_object, patch_kernel
 from ._poisson import poisson_counts
 from ._rawdata import RawData
@@ -249,6 +250,56 @@ def make_scan_positions(
 
 
 # ---------------------------------------------------------------------------------------------
+# A scan as RawData
+
+
+def scan_raw(
+    x: Any,
+    y: Any,
+    diff3d: Any,
+    *,
+    probe: Any = None,
+    obj: Any = None,
+    scan_index: Any = None,
+    **fields: Any,
+) -> RawData:
+    """The RawData of a scan at positions `x`, `y` (start positions equal to them) with frames `diff3d`.
+
+    The one builder of simulated and synthetic scans (`simulate`, the harness's `synthetic_raw`, the
+    tests' small RawData); each draws its own positions and frames and hands them here.
+
+    Args:
+        x, y: (M,) positions in object pixels.
+        diff3d: (M, N, N) amplitudes.
+        probe: (N, N) complex64 probe (default: ones).
+        obj: the object, or None.
+        scan_index: (M,) int64 (default: zeros).
+        fields: further `RawData` fields (`Y`, `norm_Y_I`, `metadata`, other start positions
+            `xcoords_start`/`ycoords_start`, ...).
+
+    The arguments are typed `Any` on purpose: `RawData` checks every field with errors naming it
+    (bad-input tests hand their bad values through here).
+    """
+    if "xcoords_start" not in fields:
+        fields["xcoords_start"] = np.array(x, copy=True)
+    if "ycoords_start" not in fields:
+        fields["ycoords_start"] = np.array(y, copy=True)
+    if probe is None:
+        probe = np.ones((np.shape(diff3d)[-1],) * 2, np.complex64)
+    if scan_index is None:
+        scan_index = np.zeros(np.shape(diff3d)[0], np.int64)
+    return RawData(
+        xcoords=x,
+        ycoords=y,
+        diff3d=diff3d,
+        probeGuess=probe,
+        scan_index=scan_index,
+        objectGuess=obj,
+        **fields,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Diffraction (simulation.md §6)
 
 
@@ -407,21 +458,16 @@ def _simulate_positions(
         ]
         diff3d = np.concatenate([np.asarray(d) for d in diff])[:n]
         patches = np.concatenate([np.asarray(p) for p, _ in parts])[:n]
-    sum_sq = np.sum(np.square(diff3d, dtype=np.float64), axis=(1, 2))
-    norm_Y_I = float(
-        np.float32(np.sqrt(nphotons / np.mean(sum_sq)))
-    )  # ≈ s up to Poisson noise (§6 step 9)
+    # ≈ s up to Poisson noise (§6 step 9); Σ diff3d² by the core's one float64 frame-energy sum
+    norm_Y_I = float(np.float32(np.sqrt(nphotons / np.float64(mean_frame_energy(diff3d)))))
     metadata = dict(metadata, sim_scale=float(scale), noise=bool(noise), n_positions=int(n),
                     noise_key_data=[int(v) for v in np.asarray(jr.key_data(key)).ravel()])  # fmt: skip
-    raw = RawData(
-        xcoords=x,
-        ycoords=y,
-        xcoords_start=x.copy(),
-        ycoords_start=y.copy(),
-        diff3d=diff3d,
-        probeGuess=probe,
-        scan_index=np.zeros(n, np.int64),
-        objectGuess=obj,
+    raw = scan_raw(
+        x,
+        y,
+        diff3d,
+        probe=probe,
+        obj=obj,
         Y=patches[..., None],
         norm_Y_I=norm_Y_I,
         metadata=metadata,

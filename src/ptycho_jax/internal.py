@@ -8,5 +8,12 @@ kept stable for the harness and the benchmarks in this repository, not promised 
 from ._atomic import write_files_atomically
 from ._grouping import gather_frames
 from ._neighbours import jax_neighbours, kdtree_neighbours
+from ._simulate import scan_raw
 
-__all__ = ["gather_frames", "jax_neighbours", "kdtree_neighbours", "write_files_atomically"]
+__all__ = [
+    "gather_frames",
+    "jax_neighbours",
+    "kdtree_neighbours",
+    "scan_raw",
+    "write_files_atomically",
+]
