@@ -8,7 +8,7 @@ kept stable for the harness and the benchmarks in this repository, not promised 
 from ._atomic import write_files_atomically
 from ._grouping import gather_frames
 from ._neighbours import jax_neighbours, kdtree_neighbours
-from ._simulate import scan_raw
+from ._scan import scan_raw
 
 __all__ = [
     "gather_frames",
