@@ -56,7 +56,7 @@ class Case:
 
     name: str
     M: int  # scan positions
-    B: int  # groups
+    B: int  # groups (the benchmark's dimension letter, as in `dims` and the result files)
     gridsize: int
     N: int
     stages: tuple[str, ...]
@@ -114,9 +114,9 @@ class Case:
         }
 
 
-def _positions_for(B: int, C: int) -> int:
-    """Scan positions of a sweep point: one position per group member (capped at 20,000), never fewer than B."""
-    return max(B, min(B * C, 20_000))
+def _positions_for(n_groups: int, C: int) -> int:
+    """Scan positions of a sweep point: one position per group member (capped at 20,000), never fewer than n_groups."""
+    return max(n_groups, min(n_groups * C, 20_000))
 
 
 def build_plan(preset: str, *, device: str) -> list[Case]:

@@ -127,13 +127,13 @@ def _tf_scales(diff3d, diffraction, X, *, N: int, nphotons: float) -> dict[str, 
 
 
 def _tf_chain(
-    raw, *, N: int, gridsize: int, K: int, B: int, nphotons: float, seed: int | None
+    raw, *, N: int, gridsize: int, K: int, n_groups: int, nphotons: float, seed: int | None
 ) -> dict[str, Any]:
     """The chain through the TF reference: selection, grouped dict, normalize, container, scales, scaler variable."""
     import ptycho_jax.crosscheck.grouping as rg
     import ptycho_jax.crosscheck.tf_reference as ref
 
-    nn = rg.select_groups(raw.positions(), gridsize=gridsize, K=K, nsamples=B, seed=seed)
+    nn = rg.select_groups(raw.positions(), gridsize=gridsize, K=K, n_groups=n_groups, seed=seed)
     grouped = ref.grouped_dict(raw, nn, N=N)
     X, gain = ref.normalize_data(grouped["diffraction"], N)
     container = ref.make_container(grouped, X, raw.probeGuess, nphotons=nphotons)
@@ -304,7 +304,7 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
                 "engine='jax' (jax_neighbours + jax.random draws)",
             )
         if rg is not None:
-            kw = {"gridsize": c.gridsize, "K": c.K, "nsamples": c.B, "seed": c.seed}
+            kw = {"gridsize": c.gridsize, "K": c.K, "n_groups": c.B, "seed": c.seed}
             out["tf-ref"] = Impl(
                 lambda: rg.select_groups(pos, **kw),
                 1.0,
@@ -355,7 +355,13 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
             note = "crosscheck selection + tf_reference stages"
             out["tf-ref"] = Impl(
                 lambda: _tf_chain(
-                    raw, N=N, gridsize=c.gridsize, K=c.K, B=c.B, nphotons=c.nphotons, seed=c.seed
+                    raw,
+                    N=N,
+                    gridsize=c.gridsize,
+                    K=c.K,
+                    n_groups=c.B,
+                    nphotons=c.nphotons,
+                    seed=c.seed,
                 ),
                 1.0,
                 note,

@@ -6,12 +6,12 @@ with the upstream checkout on `sys.path`. Imports only the standard library, Num
 JSON reply: `{"ok": true, "stages": {stage: {"first_s", "times_s", "scale", "note"}}, ...}`.
 
 Stages, on the request's RawData (an NPZ) and the port's groups `nn` (same groups, same object):
-- `group_normalize`: `RawData.generate_grouped_data(N, K, nsamples=B, seed, gridsize)` on a
+- `group_normalize`: `RawData.generate_grouped_data(N, K, nsamples=n_groups, seed, gridsize)` on a
   RawData without objectGuess (selection, gather, coordinates and `normalize_data`; no patches).
 - `container`: `loader.load` on upstream's grouped dict of the port's groups with the port's Y
   (|Y|, angle(Y), `scale_nphotons`).
 - `patches`: `raw_data.get_image_patches(objectGuess, coords_offsets[:k], coords_relative[:k], N,
-  gridsize)` (as upstream builds Y) on the first k groups, scaled per group to all B.
+  gridsize)` (as upstream builds Y) on the first k groups, scaled per group to all n_groups.
 """
 
 import contextlib
@@ -70,7 +70,7 @@ def main(req_path: str) -> int:
     req = json.loads(pathlib.Path(req_path).read_text())
     sys.path.insert(0, req["upstream_root"])
     p = req["params"]
-    N, K, B, g = int(p["N"]), int(p["K"]), int(p["n_groups"]), int(p["gridsize"])
+    N, K, n_groups, g = int(p["N"]), int(p["K"]), int(p["n_groups"]), int(p["gridsize"])
     repeats = int(req.get("repeats", 3))
     with np.load(req["npz"], allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
@@ -89,7 +89,8 @@ def main(req_path: str) -> int:
             seed = p.get("seed")
 
             def group_normalize():
-                return bare.generate_grouped_data(N, K=K, nsamples=B, seed=seed, gridsize=g)
+                # nsamples: upstream's own keyword for the group count
+                return bare.generate_grouped_data(N, K=K, nsamples=n_groups, seed=seed, gridsize=g)
 
             first, times = _timed(group_normalize, repeats)
             out["stages"]["group_normalize"] = {
@@ -110,7 +111,7 @@ def main(req_path: str) -> int:
                 "note": "loader.load on the port's groups and Y (|Y|, angle(Y), scale_nphotons)",
             }  # fmt: skip
 
-            k = max(1, min(int(req.get("patch_groups", 4)), B))
+            k = max(1, min(int(req.get("patch_groups", 4)), n_groups))
             offsets = np.asarray(dset["coords_offsets"])[:k]
             relative = np.asarray(dset["coords_relative"])[:k]
 
@@ -119,8 +120,8 @@ def main(req_path: str) -> int:
 
             first, times = _timed(patches, repeats)
             out["stages"]["patches"] = {
-                "first_s": first * B / k, "times_s": [t * B / k for t in times], "scale": B / k,
-                "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {B} groups, scaled per group",
+                "first_s": first * n_groups / k, "times_s": [t * n_groups / k for t in times], "scale": n_groups / k,
+                "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {n_groups} groups, scaled per group",
             }  # fmt: skip
             mine = np.asarray(patches())
             out["patches_check"] = {"groups": k, "max_abs_diff": float(np.abs(mine - a["Y"][:k]).max()), "max_abs": float(np.abs(a["Y"][:k]).max())}  # fmt: skip

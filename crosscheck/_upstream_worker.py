@@ -98,6 +98,7 @@ def upstream_log_scale(model_module: Any, params_module: Any, scale: float, trai
 
 def mean_energy_f64(x: np.ndarray) -> float:
     """Mean over the batch axis of the float64 sum of squares over all other axes (TF sum)."""
+    # its own Σx² on purpose: upstream's side computes with TF, independent of ptycho_jax's
     import tensorflow as tf
 
     x64 = tf.cast(tf.convert_to_tensor(np.asarray(x)), tf.float64)
@@ -186,7 +187,7 @@ def _require(owner: Any, attr: str, where: str, kwargs: tuple[str, ...] = ()) ->
 
 def _grouping_kwargs(p: Mapping[str, Any]) -> tuple[str, ...]:
     """The keyword arguments `generate_grouped_data` must take for these parameters."""
-    need = ["K", "nsamples", "gridsize"]
+    need = ["K", "nsamples", "gridsize"]  # upstream's own keyword names (its group count: nsamples)
     if p.get("seed") is not None and not p.get("sequential"):
         need.append("seed")
     if p.get("sequential"):
@@ -347,7 +348,7 @@ class _Chain:
             if self.nn is None:
                 given = {
                     "K": p["K"],
-                    "nsamples": p["n_groups"],
+                    "nsamples": p["n_groups"],  # upstream's name of the group count
                     "gridsize": p["gridsize"],
                     "seed": p.get("seed"),
                     "sequential_sampling": p.get("sequential"),

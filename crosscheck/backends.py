@@ -244,7 +244,7 @@ class TFBackend:
             pos,
             gridsize=params.gridsize,
             K=params.K,
-            nsamples=params.n_groups,
+            n_groups=params.n_groups,
             seed=params.seed,
             sequential=params.sequential,
             oversample=params.oversample,
@@ -383,6 +383,7 @@ class GoldenBackend:
         out = {
             "gridsize": first(cp.get("gridsize"), cfg.get("gridsize")),
             "K": first(cp.get("K"), cp.get("neighbor_count"), cfg.get("neighbor_count")),
+            # "nsamples": upstream's own name of the group count, as a recording may hold it
             "n_groups": first(cp.get("n_groups"), cp.get("nsamples"), cfg.get("n_groups")),
             "seed": first(cp.get("group_seed"), cp.get("seed")),
             "sequential": first(cp.get("sequential_sampling"), cp.get("sequential")),

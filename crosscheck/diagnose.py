@@ -26,6 +26,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ptycho_jax import mean_frame_energy as mean_frame_energy_of_rows
+
 KINDS = (
     "shape_mismatch",
     "layout",
@@ -110,8 +112,9 @@ QUANTITY_MEANING = {
 """What each symbol of `DiagnosisContext.quantities` stands for (quoted in messages)."""
 
 
-def mean_frame_energy(frames, *, frame_axes: tuple[int, ...], chunk: int = 256) -> float | None:
-    """Mean over frames of Σ x² over `frame_axes` (float64, in chunks of the leading axis), or None.
+def mean_frame_energy(frames, *, frame_axes: tuple[int, ...]) -> float | None:
+    """Mean over frames of Σ x² over `frame_axes` (float64, `ptycho_jax.mean_frame_energy`, the
+    core's one sum of squares), or None.
 
     Raw frames (M, N, N) use `frame_axes=(1, 2)`; grouped (B, N, N, C) use `(1, 2)` too (the mean
     then runs over groups and channels: the mean energy of one grouped frame).
@@ -120,13 +123,8 @@ def mean_frame_energy(frames, *, frame_axes: tuple[int, ...], chunk: int = 256) 
         a = np.asarray(frames)
         if a.ndim < 3 or a.size == 0 or not np.issubdtype(a.dtype, np.number):
             return None
-        total, count = 0.0, 0
-        for i in range(0, a.shape[0], chunk):
-            x = np.abs(a[i : i + chunk]).astype(np.float64)
-            e = np.sum(x * x, axis=frame_axes)
-            total += float(np.sum(e))
-            count += e.size
-        v = total / count
+        frames_per_row = a[0].size // math.prod(a.shape[i] for i in frame_axes)
+        v = mean_frame_energy_of_rows(np.abs(a)) / frames_per_row
         return v if math.isfinite(v) and v > 0 else None
     except Exception:  # noqa: BLE001 - a context quantity is optional
         return None
@@ -987,6 +985,14 @@ def _shape_mismatch_diagnosis(
     return Diagnosis("shape_mismatch", f"{base}{hint}{dtype_note}")
 
 
+def _only_in(a: np.ndarray, b: np.ndarray, test, a_inexact: bool, b_inexact: bool):
+    """Where `test` (np.isnan, np.isinf) holds in `a` and not in `b`, or None where nowhere."""
+    if not a_inexact:
+        return None
+    where = test(a) & (~test(b) if b_inexact else True)
+    return where if np.any(where) else None
+
+
 def _nonfinite_diagnosis(p: np.ndarray, r: np.ndarray) -> Diagnosis | None:
     """NaN / Inf introduced or removed, or Inf of the opposite sign (whole arrays: counts
     matter, so this runs before sampling)."""
@@ -995,22 +1001,20 @@ def _nonfinite_diagnosis(p: np.ndarray, r: np.ndarray) -> Diagnosis | None:
         ("nan_introduced", np.isnan, "NaN"),
         ("inf_introduced", np.isinf, "Inf"),
     ):
-        if p_inexact:
-            bad = test(p) & (~test(r) if r_inexact else True)
-            if np.any(bad):
-                return Diagnosis(
-                    kind,
-                    f"{label} introduction: {int(bad.sum())} {label} in the port where "
-                    f"the reference is finite (first at {_first_index(bad)})",
-                )
-        if r_inexact:
-            lost = test(r) & (~test(p) if p_inexact else True)
-            if np.any(lost):
-                return Diagnosis(
-                    kind,
-                    f"{label} removed: the reference has {int(lost.sum())} {label} where "
-                    f"the port is finite (first at {_first_index(lost)})",
-                )
+        bad = _only_in(p, r, test, p_inexact, r_inexact)
+        if bad is not None:
+            return Diagnosis(
+                kind,
+                f"{label} introduction: {int(bad.sum())} {label} in the port where "
+                f"the reference is finite (first at {_first_index(bad)})",
+            )
+        lost = _only_in(r, p, test, r_inexact, p_inexact)
+        if lost is not None:
+            return Diagnosis(
+                kind,
+                f"{label} removed: the reference has {int(lost.sum())} {label} where "
+                f"the port is finite (first at {_first_index(lost)})",
+            )
     if p_inexact and r_inexact:
         with np.errstate(invalid="ignore"):
             flipped = np.isinf(p) & np.isinf(r) & (np.real(p) != np.real(r))

@@ -28,7 +28,7 @@ def select_groups(
     *,
     gridsize: int,
     K: int = 4,
-    nsamples: int,
+    n_groups: int,
     seed: int | None = None,
     sequential: bool = False,
     oversample: bool = False,
@@ -40,11 +40,11 @@ def select_groups(
         positions: (n, 2) float64 `[x, y]` scan positions.
         gridsize: g; C = g².
         K: neighbours per seed on the standard path.
-        nsamples: requested number of groups.
+        n_groups: requested number of groups.
         seed: seed of the legacy RandomState (upstream: `np.random.seed(seed)`); None draws
             from fresh entropy (upstream: whatever the global state was).
         sequential: seeds 0..B−1 (the RNG is then reseeded with 0, §3.3).
-        oversample: allow the K-choose-C path when nsamples > n and C > 1 (§3.6).
+        oversample: allow the K-choose-C path when n_groups > n and C > 1 (§3.6).
         neighbor_pool_size: K of the oversampling path (defaults to K).
 
     Returns:
@@ -57,25 +57,25 @@ def select_groups(
     n = len(pos)
     C = gridsize * gridsize
     k_eff = neighbor_pool_size if neighbor_pool_size is not None else K
-    if nsamples > n and C > 1:
+    if n_groups > n and C > 1:
         if not oversample:
             raise ValueError(
-                f"select_groups: nsamples={nsamples} > n={n} needs K-choose-C oversampling; pass "
+                f"select_groups: n_groups={n_groups} > n={n} needs K-choose-C oversampling; pass "
                 f"oversample=True and neighbor_pool_size >= C={C}"
             )
         if k_eff < C:
             raise ValueError(f"select_groups: neighbor_pool_size={k_eff} must be >= C={C}")
-        return _oversampled(pos, C=C, K=k_eff, nsamples=nsamples, seed=seed, sequential=sequential)
+        return _oversampled(pos, C=C, K=k_eff, n_groups=n_groups, seed=seed, sequential=sequential)
     rng = np.random.RandomState(seed if (seed is not None and not sequential) else None)
     if n < C:
         raise ValueError(f"select_groups: dataset has only n={n} points but C={C} per group")
     if K < C:
         raise ValueError(f"select_groups: K={K} must be >= C={C}")
     if sequential:
-        seeds = np.arange(min(nsamples, n))
+        seeds = np.arange(min(n_groups, n))
         rng = np.random.RandomState(0)
     else:
-        n_actual = min(nsamples, n)
+        n_actual = min(n_groups, n)
         seeds = rng.choice(np.arange(n), n_actual, replace=False) if n_actual < n else np.arange(n)
     if C == 1:
         return seeds.reshape(-1, 1).astype(np.int64)
@@ -89,8 +89,8 @@ def select_groups(
     return groups
 
 
-def _oversampled(pos, *, C: int, K: int, nsamples: int, seed, sequential: bool) -> np.ndarray:
-    """§3.6: pool of C-combinations of each seed's K nearest, then a draw of `nsamples`."""
+def _oversampled(pos, *, C: int, K: int, n_groups: int, seed, sequential: bool) -> np.ndarray:
+    """§3.6: pool of C-combinations of each seed's K nearest, then a draw of `n_groups`."""
     n = len(pos)
     rng = np.random.RandomState(seed)
     if n < C:
@@ -98,9 +98,9 @@ def _oversampled(pos, *, C: int, K: int, nsamples: int, seed, sequential: bool) 
     if K < C:
         raise ValueError(f"select_groups: K={K} must be >= C={C}")
     combos = 1 if C == 1 else math.comb(K, C)
-    min_seeds = max(1, math.ceil(nsamples / combos))
+    min_seeds = max(1, math.ceil(n_groups / combos))
     n_seeds = min(2 * min_seeds, n)
-    seq = np.arange(min(nsamples, n)) if sequential else None
+    seq = np.arange(min(n_groups, n)) if sequential else None
     if seq is not None and len(seq) >= min_seeds:
         seeds = seq[:n_seeds]
     elif n_seeds < n:
@@ -118,23 +118,23 @@ def _oversampled(pos, *, C: int, K: int, nsamples: int, seed, sequential: bool) 
             else (list(row[1 : K + 1]) if len(row) > K else list(row[1:]))
         )
         available = [int(s)] + cand if len(cand) < C else cand[:K]
-        for combo in itertools.combinations(available, C):  # stop both loops at 2·nsamples
+        for combo in itertools.combinations(available, C):  # stop both loops at 2·n_groups
             pool.append(combo)
-            if len(pool) >= 2 * nsamples:
+            if len(pool) >= 2 * n_groups:
                 break
-        if len(pool) >= 2 * nsamples:
+        if len(pool) >= 2 * n_groups:
             break
     if not pool:
         raise ValueError("select_groups: the oversampling pool is empty")
     pool_arr = np.asarray(pool, dtype=np.int64)
-    replace = nsamples > len(pool_arr)
+    replace = n_groups > len(pool_arr)
     if replace:
         logger.warning(
-            "select_groups: pool of %d < nsamples=%d, drawing with replacement",
+            "select_groups: pool of %d < n_groups=%d, drawing with replacement",
             len(pool_arr),
-            nsamples,
+            n_groups,
         )
-    picked = rng.choice(len(pool_arr), nsamples, replace=replace)
+    picked = rng.choice(len(pool_arr), n_groups, replace=replace)
     return pool_arr[picked]
 
 

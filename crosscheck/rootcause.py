@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_jax import VariantName
+
 from .compare import ArrayDelta, StageResult, Tolerance, compare_arrays
 
 GAIN = "normalize.normalize_gain"
@@ -193,7 +195,7 @@ def analyse(
     reference: Mapping[str, Mapping[str, Any]],
     *,
     rule: Callable[[str, str, np.dtype], Tolerance],
-    variant: str,
+    variant: VariantName,
     variant_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> RootCause:
     """The fewest causes explaining every failing array of `stages` (see the module docstring).

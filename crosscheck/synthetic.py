@@ -16,7 +16,7 @@ def synthetic_raw(n: int = 64, *, N: int = 32, size: int = 96, seed: int = 0):
         size: object side in pixels.
         seed: seed of the local `RandomState`.
     """
-    import ptycho_jax as pj
+    from ptycho_jax.internal import scan_raw
 
     rng = np.random.RandomState(seed)
     margin = N // 2 + 4
@@ -28,13 +28,4 @@ def synthetic_raw(n: int = 64, *, N: int = 32, size: int = 96, seed: int = 0):
     r2 = (np.arange(N) - N / 2)[:, None] ** 2 + (np.arange(N) - N / 2)[None, :] ** 2
     frames = (rng.gamma(2.0, 1.0, (n, N, N)) * (1 + 20 * np.exp(-r2 / 20))[None]).astype(np.float32)
     probe = np.exp(-r2 / (N * 1.5)).astype(np.complex64)
-    return pj.RawData(
-        xcoords=x,
-        ycoords=y,
-        xcoords_start=x.copy(),
-        ycoords_start=y.copy(),
-        diff3d=frames,
-        probeGuess=probe,
-        scan_index=np.zeros(n, np.int64),
-        objectGuess=obj,
-    )
+    return scan_raw(x, y, frames, probe=probe, obj=obj)

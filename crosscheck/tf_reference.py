@@ -6,7 +6,8 @@ nothing else. Where upstream computes with NumPy (coordinates in float64, the lo
 `np.abs`/`np.angle` in the container) this module does too; where upstream uses TensorFlow
 (`tf.reduce_sum` in float32 or float64, `** 2` through TF's pow kernel, `tf.exp` of the float32
 `log_scale`, the bilinear translation) it uses the same TF op, so TF-CPU's own reduction order and
-rounding come out as upstream's.
+rounding come out as upstream's. Its formulas (Σx², `X = gain·D`, the scales) are therefore its
+own on purpose, written again rather than shared with `ptycho_jax`'s core.
 
 TensorFlow is imported lazily, on the first call that needs it.
 """
@@ -222,6 +223,7 @@ def normalize_data(
     Returns:
         `(X_full, gain)`: float32 (B, N, N, C) and the float32 factor.
     """
+    # its own Σx² and X = gain·D on purpose: the independent TF reference, not ptycho_jax's formulas
     tf = _tf()
     D = tf.convert_to_tensor(np.asarray(diffraction, dtype=np.float32))
     half_sq = (N / 2) ** 2
@@ -403,7 +405,11 @@ def make_container(
 
 
 def grouped_dict(
-    raw: Any, nn_indices: np.ndarray, *, N: int, patch_positions: str = "upstream"
+    raw: Any,
+    nn_indices: np.ndarray,
+    *,
+    N: int,
+    patch_positions: Literal["upstream", "member"] = "upstream",
 ) -> dict[str, Any]:
     """Upstream's grouped dict for injected `nn_indices` (§3.8), without `X_full`."""
     nn = np.asarray(nn_indices)

@@ -4,11 +4,11 @@ import os
 import pathlib
 
 import pytest
+from _golden import SHARED as GOLDEN
 
 from ptycho_jax.crosscheck import upstream as up
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 
 
 def require_upstream() -> None:

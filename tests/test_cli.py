@@ -153,7 +153,7 @@ def test_simulate_then_report_from_file(tmp_path):
 )
 def test_bad_input_exits_2_without_partial_output(tmp_path, capsys, argv, match):
     (tmp_path / "bad.npz").write_text("not an npz")
-    from test_rawdata import make_raw
+    from helpers import make_raw
 
     make_raw(m=20, n=8).to_npz(tmp_path / "good.npz")
     out = tmp_path / "out"
@@ -181,7 +181,7 @@ def test_old_or_bad_chain_flags_are_usage_errors(argv, capsys):
 
 
 def test_report_chain_flags_reach_chain_params(tmp_path):
-    from test_rawdata import make_raw
+    from helpers import make_raw
 
     make_raw(m=20, n=8).to_npz(tmp_path / "in.npz")
     argv = ["-q", "report", "--input", str(tmp_path / "in.npz"), "--gridsize", "1", "--K", "3", "--n-groups", "7",

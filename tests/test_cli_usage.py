@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from test_rawdata import make_raw
+from helpers import make_raw
 
 from ptycho_jax.app.cli import main
 

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from test_rawdata import make_raw
+from helpers import make_raw
 
 import ptycho_jax as pj
 from ptycho_jax._container import split_patches

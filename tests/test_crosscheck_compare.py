@@ -133,21 +133,21 @@ def _grid(n=6):
 def test_group_invariants_accept_valid_groups_including_grid_ties():
     pos = _grid()
     for seed in range(5):
-        nn = G.select_groups(pos, gridsize=2, K=4, nsamples=12, seed=seed)
+        nn = G.select_groups(pos, gridsize=2, K=4, n_groups=12, seed=seed)
         assert nn.dtype == np.int32 and nn.shape == (12, 4)
         assert G.group_violations(pos, nn, gridsize=2, K=4) == []
     nn = G.select_groups(
-        pos, gridsize=2, K=6, nsamples=100, oversample=True, neighbor_pool_size=6, seed=1
+        pos, gridsize=2, K=6, n_groups=100, oversample=True, neighbor_pool_size=6, seed=1
     )
     assert nn.shape == (100, 4) and nn.dtype == np.int64
     assert G.group_violations(pos, nn, gridsize=2, K=6) == []
-    nn1 = G.select_groups(pos, gridsize=1, nsamples=10, seed=2)
+    nn1 = G.select_groups(pos, gridsize=1, n_groups=10, seed=2)
     assert nn1.shape == (10, 1) and G.group_violations(pos, nn1, gridsize=1, K=4) == []
 
 
 def test_group_invariants_reject_bad_groups():
     pos = _grid()
-    nn = G.select_groups(pos, gridsize=2, K=4, nsamples=8, seed=0)
+    nn = G.select_groups(pos, gridsize=2, K=4, n_groups=8, seed=0)
     bad = nn.copy()
     bad[0, 1] = bad[0, 0]
     assert any("repeated" in v for v in G.group_violations(pos, bad, gridsize=2, K=4))
@@ -165,17 +165,17 @@ def test_group_invariants_reject_bad_groups():
 def test_select_groups_errors():
     pos = _grid(2)
     with pytest.raises(ValueError, match="only n=3"):
-        G.select_groups(pos[:3], gridsize=2, K=4, nsamples=1, seed=0)
+        G.select_groups(pos[:3], gridsize=2, K=4, n_groups=1, seed=0)
     with pytest.raises(ValueError, match="K=3 must be >= C=4"):
-        G.select_groups(pos, gridsize=2, K=3, nsamples=1, seed=0)
+        G.select_groups(pos, gridsize=2, K=3, n_groups=1, seed=0)
     with pytest.raises(ValueError, match="oversampling"):
-        G.select_groups(pos, gridsize=2, K=4, nsamples=10, seed=0)
+        G.select_groups(pos, gridsize=2, K=4, n_groups=10, seed=0)
 
 
 def test_sequential_groups_ignore_seed():
     pos = _grid()
-    a = G.select_groups(pos, gridsize=2, K=4, nsamples=5, seed=1, sequential=True)
-    b = G.select_groups(pos, gridsize=2, K=4, nsamples=5, seed=2, sequential=True)
+    a = G.select_groups(pos, gridsize=2, K=4, n_groups=5, seed=1, sequential=True)
+    b = G.select_groups(pos, gridsize=2, K=4, n_groups=5, seed=2, sequential=True)
     np.testing.assert_array_equal(a, b)
 
 

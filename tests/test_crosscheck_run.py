@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _golden import SHARED as GOLDEN
 
 pytest.importorskip("tensorflow")
 
@@ -24,7 +25,6 @@ from ptycho_jax.crosscheck.run import run_crosscheck
 from ptycho_jax.crosscheck.synthetic import synthetic_raw
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 N = 32
 PARAMS = pj.ChainParams(N=N, gridsize=2, K=4, n_groups=16, seed=3, nphotons=1e6)
 

@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from _golden import SHARED as GOLDEN
 
 pytest.importorskip("tensorflow")
 
@@ -24,7 +25,6 @@ from ptycho_jax.crosscheck import tf_reference as R
 from ptycho_jax.crosscheck._keys import COORD_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 DATA = ROOT / "tests" / "data" / "crosscheck"
 CASES = ("gs2_ideal", "gs1_ideal", "gs2_sequential")
 SOURCES = ("trimmed", "full")
@@ -304,7 +304,7 @@ def test_reference_grouping_reproduces_seeded_groups(source, case):
         g.all_positions,
         gridsize=p["gridsize"],
         K=p["K"],
-        nsamples=p["n_groups"],
+        n_groups=p["n_groups"],
         seed=p["group_seed"],
         sequential=p["sequential_sampling"],
     )

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 from _golden import DATA, max_ulp
-from test_sharding import HERE
+from helpers import TESTS
 
 import ptycho_jax as pj
 
@@ -70,7 +70,7 @@ def two_processes(raw, tmp_path_factory):
     port = _free_port()
     cmd = [
         sys.executable,
-        str(HERE / "distributed_worker.py"),
+        str(TESTS / "distributed_worker.py"),
         str(data),
         str(out),
         "--port",

@@ -1,5 +1,6 @@
 """Grouping: upstream selection rules, validation errors, warnings, and the JAX engine's invariants."""
 
+import typing
 import warnings
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from _compile_count import count_compiles
 from _invariants import invariant_violations
-from test_rawdata import make_raw
+from helpers import make_raw
 
 import ptycho_jax as pj
 
@@ -142,6 +143,24 @@ def test_group_errors(kwargs, match):
     args = dict(N=8, gridsize=2, K=4, n_groups=3, seed=0) | kwargs
     with pytest.raises(pj.PtychoInputError, match=match):
         pj.group(raw, **args)
+
+
+def test_closed_choices_come_from_their_literal_types():
+    from ptycho_jax import _params, _variants
+    from ptycho_jax.app.chain_flags import CLOSED_CHOICES
+
+    assert _variants.VARIANT_NAMES == ("main", "seed") == tuple(_variants.VARIANTS)
+    assert _params.ENGINES == ("scipy", "jax")
+    assert _params.NEIGHBOUR_SEARCHES == ("auto", "host", "device")
+    assert _params.PATCH_POSITIONS == ("upstream", "member")
+    assert CLOSED_CHOICES == {
+        "variant": ("main", "seed"),
+        "engine": ("scipy", "jax"),
+        "neighbour_search": ("auto", "host", "device"),
+        "patch_positions": ("upstream", "member"),
+    }
+    assert typing.get_args(pj.PatchPositions) == _params.PATCH_POSITIONS
+    assert typing.get_type_hints(pj.ChainParams)["engine"] is pj.Engine
 
 
 def test_all_zero_frames_fail_normalisation_clearly():

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-from test_rawdata import make_raw
+from helpers import make_raw
 
 import ptycho_jax as pj
 from ptycho_jax._grouping import gather_frames, gather_frames_host

@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 from _golden import CASES, SOURCES, load_case, shared_available
+from helpers import make_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rawdata import make_raw
 
 import ptycho_jax as pj
 from ptycho_jax import _neighbours

@@ -7,11 +7,11 @@ import jaxtyping
 import numpy as np
 import pytest
 from _compile_count import count_compiles
+from _golden import SHARED
 
 import ptycho_jax as pj
 
 DATA = pathlib.Path(__file__).parent / "data" / "sim"
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "golden"
 CASES = ("gs1_ideal", "gs2_ideal", "gs2_sequential")
 POSITIONS = {"upstream": "Y", "member": "Y_from_sim_patches"}
 # A value outside an argument's annotation is rejected at the call by the runtime type check

@@ -6,26 +6,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import make_raw
 
 import ptycho_jax as pj
-
-
-def make_raw(m=6, n=8, **overrides) -> pj.RawData:
-    rng = np.random.default_rng(0)
-    x = rng.uniform(10, 50, m)
-    y = rng.uniform(10, 50, m)
-    fields = dict(
-        xcoords=x,
-        ycoords=y,
-        xcoords_start=x.copy(),
-        ycoords_start=y.copy(),
-        diff3d=rng.random((m, n, n), dtype=np.float32),
-        probeGuess=np.ones((n, n), np.complex64),
-        scan_index=np.zeros(m, np.int64),
-        objectGuess=np.ones((64, 64), np.complex64),
-    )
-    fields.update(overrides)
-    return pj.RawData(**fields)
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -11,12 +11,12 @@ import jaxtyping
 import matplotlib.image
 import numpy as np
 import pytest
+from _golden import SHARED
 
 import ptycho_jax as pj
 from ptycho_jax import _report
 
 DATA = pathlib.Path(__file__).parent / "data" / "report"
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "golden"
 CASES = ("gs1_ideal", "gs2_ideal", "gs2_sequential")
 STAGE_FILES = {
     "raw_diffraction": ("input_rawdata.npz", "diff3d"),

@@ -18,34 +18,13 @@ import jax
 import numpy as np
 import pytest
 from _golden import DATA, load_case, max_ulp
+from helpers import BIT_EQUAL, TESTS, WITHIN_ULP, chain_deltas
 
 import ptycho_jax as pj
 from ptycho_jax._mesh import balanced_blocks, plan_exchange, tail_padded_blocks
 
-HERE = pathlib.Path(__file__).resolve().parent
 DEVICES = 8
 
-# Exact (gathers, indices, coordinates, and what is computed from them elementwise).
-BIT_EQUAL = (
-    "diffraction",
-    "Y",
-    "nn_indices",
-    "coords_nn",
-    "coords_offsets",
-    "coords_relative",
-    "coords_start_nn",
-    "coords_start_offsets",
-    "coords_start_relative",
-    "c.coords_nominal",
-    "c.coords_true",
-    "c.probe",
-    "c.global_offsets",
-    "c.local_offsets",
-    "c.Y_I",
-    "c.Y_phi",
-)
-# Downstream of a cross-device reduction: within 1 float32 ulp (observed: 0).
-WITHIN_ULP = ("X_full", "normalize_gain", "c.X", "c.norm_Y_I", "log_scale", "scaled_X")
 
 # name, golden case (or None), gridsize, groups, variant, patch positions, K, also streamed on 8 devices
 CASES = [
@@ -54,57 +33,6 @@ CASES = [
     ("gs1_61_seed", None, 1, 61, "seed", "member", 4, True),
     ("gs3_29_seed", None, 3, 29, "seed", "member", 10, False),
 ]
-
-
-# -- comparisons (shared by the subprocess and the tests) ----------------------------------------
-def _fields(result) -> dict:
-    g, c = result.grouped, result.container
-    out = {k: getattr(g, k) for k in ("diffraction", "X_full", "Y", "normalize_gain", "nn_indices")}
-    out |= {k: getattr(g, k) for k in BIT_EQUAL if k.startswith("coords")}
-    out |= {
-        "c." + k: getattr(c, k)
-        for k in (
-            "X",
-            "Y_I",
-            "Y_phi",
-            "coords_nominal",
-            "coords_true",
-            "probe",
-            "norm_Y_I",
-            "global_offsets",
-            "local_offsets",
-        )
-    }
-    out["log_scale"] = result.scaler.log_scale_f32
-    out["scaled_X"] = result.scaler(c.X)  # the scaler applied per shard when X is sharded
-    return out
-
-
-def chain_deltas(got, ref) -> dict:
-    """Per field: same shape and dtype, bytes equal, max ulp distance; per scale: float32 ulp and relative error."""
-    a, b = _fields(got), _fields(ref)
-    out = {}
-    for k in a:
-        x, y = a[k], b[k]
-        if x is None or y is None:
-            out[k] = {"both_none": x is None and y is None}
-            continue
-        x, y = np.asarray(x), np.asarray(y)
-        same = x.shape == y.shape and x.dtype == y.dtype
-        entry = {"same_shape_dtype": same, "bit_equal": same and x.tobytes() == y.tobytes()}
-        if same and np.issubdtype(x.dtype, np.inexact):
-            entry["max_ulp"] = max_ulp(x, y)
-        out[k] = entry
-    for k, v in ref.intensity_scales.items():
-        w = got.intensity_scales[k]
-        out["scale." + k] = {
-            "f32_ulp": max_ulp(np.float32(w), np.float32(v)),
-            "rel": abs(w - v) / abs(v),
-        }
-    out["training_scale"] = {
-        "f32_ulp": max_ulp(np.float32(got.training_scale), np.float32(ref.training_scale))
-    }
-    return out
 
 
 def golden_deltas(result, case: str) -> dict:
@@ -179,7 +107,7 @@ def eight(tmp_path_factory):
         JAX_PLATFORMS="cpu",
     )
     proc = subprocess.run(
-        [sys.executable, str(HERE / "test_sharding.py"), str(out)],
+        [sys.executable, str(TESTS / "test_sharding.py"), str(out)],
         env=env,
         capture_output=True,
         text=True,

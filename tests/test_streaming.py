@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _compile_count import count_compiles
 from _golden import DATA, max_ulp
-from test_sharding import BIT_EQUAL, WITHIN_ULP, chain_deltas
+from helpers import BIT_EQUAL, WITHIN_ULP, chain_deltas
 
 import ptycho_jax as pj
 

@@ -187,7 +187,7 @@ def test_chain_params_resolution_flag_then_defaults_then_chain_params():
 
 
 def _oversampling_input(tmp_path) -> pathlib.Path:
-    from test_rawdata import make_raw
+    from helpers import make_raw
 
     path = tmp_path / "small.npz"
     make_raw(m=20, n=8).to_npz(path)
@@ -485,3 +485,32 @@ def test_one_exit_code_enum_for_every_command():
         Verdict.INCOMPLETE: pj.ExitCode.INCOMPLETE,
     }
     assert all(type(v) is pj.ExitCode for v in EXIT_CODES.values())
+
+
+def _imported_modules(tree: ast.Module) -> set[str]:
+    """Top-level names of every module a file imports (at any level: functions included)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_test_module_imports_another_test_module():
+    # shared helpers live in tests/helpers.py (and `_golden`, `_invariants`, ...), not in test_* modules
+    tests = ROOT / "tests"
+    offenders = {
+        str(path.relative_to(tests)): sorted(m for m in _imported_modules(ast.parse(path.read_text())) if m.startswith("test_"))
+        for path in sorted(tests.rglob("*.py"))
+    }  # fmt: skip
+    assert {k: v for k, v in offenders.items() if v} == {}
+    tree = ast.parse(
+        "import test_rawdata\nfrom test_sharding import HERE\ndef f():\n    import helpers\n"
+    )
+    assert _imported_modules(tree) == {
+        "test_rawdata",
+        "test_sharding",
+        "helpers",
+    }  # the check sees both forms

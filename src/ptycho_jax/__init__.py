@@ -43,6 +43,10 @@ if typing.TYPE_CHECKING:  # what type checkers and editors see; at run time `__g
     from ._mesh import process_frame_range as process_frame_range
     from ._normalize import normalize_data as normalize_data
     from ._params import ChainParams as ChainParams
+    from ._params import Engine as Engine
+    from ._params import NeighbourSearch as NeighbourSearch
+    from ._params import PatchPositions as PatchPositions
+    from ._params import VariantName as VariantName
     from ._patches import extract_group_patches as extract_group_patches
     from ._patches import extract_patches as extract_patches
     from ._patches import group_patch_centres as group_patch_centres
@@ -120,6 +124,10 @@ _MODULE_OF: dict[str, str] = {
     "process_frame_range": "_mesh",
     "normalize_data": "_normalize",
     "ChainParams": "_params",
+    "Engine": "_params",
+    "NeighbourSearch": "_params",
+    "PatchPositions": "_params",
+    "VariantName": "_params",
     "extract_group_patches": "_patches",
     "extract_patches": "_patches",
     "group_patch_centres": "_patches",

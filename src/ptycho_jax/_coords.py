@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float64, Int
 
 from ._types import HostCoords, HostGroups, HostOffsets
-from ._variants import get_variant
+from ._variants import VariantName, get_variant
 
 
 def _numpy_order_sum(terms: list[Array]) -> Array:
@@ -58,7 +58,7 @@ def group_coordinates(
     y: Float64[np.ndarray, " n"],
     nn_indices: HostGroups,
     *,
-    variant: str = "main",
+    variant: VariantName = "main",
 ) -> tuple[HostCoords, HostOffsets, HostCoords]:
     """Member coordinates, group centre and relative offsets of each group, bit-equal to upstream.
 

@@ -22,8 +22,9 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float32, Int, Shaped
 
 from ._errors import GroupingError
+from ._gain import apply_gain
 from ._neighbours import jax_neighbours, upstream_neighbours
-from ._params import ChainParams
+from ._params import ChainParams, NeighbourSearch, PatchPositions, VariantName
 from ._rawdata import aligned_empty, host_map
 from ._types import Amplitudes, HostCoords, HostGroups, HostOffsets, Patches
 
@@ -68,7 +69,14 @@ def _draw_members(candidates: np.ndarray, C: int, rng: np.random.RandomState) ->
 
 
 def _standard_groups(
-    positions, seed_indices, *, C: int, K: int, rng, variant: str, search: str
+    positions,
+    seed_indices,
+    *,
+    C: int,
+    K: int,
+    rng,
+    variant: VariantName,
+    search: NeighbourSearch,
 ) -> np.ndarray:
     """pipeline.md §3.5: each group = C draws from the K nearest neighbours of its seed."""
     n = positions.shape[0]
@@ -94,7 +102,14 @@ def _standard_groups(
 
 
 def _oversampled_groups(
-    positions, *, C: int, K: int, n_groups: int, sequential: bool, rng, search: str
+    positions,
+    *,
+    C: int,
+    K: int,
+    n_groups: int,
+    sequential: bool,
+    rng,
+    search: NeighbourSearch,
 ) -> np.ndarray:
     """pipeline.md §3.6: K-choose-C combinations around seeds, then `n_groups` of them."""
     n = positions.shape[0]
@@ -303,7 +318,7 @@ def gather_and_scale(
     """`(D, gain · D)` with `D = gather_frames(diff3d, nn)`, one program: the frames are read once
     and both stacks written from them (off the CPU; there `gather_frames_host(..., gain=)`)."""
     D = gather_frames(diff3d, nn)
-    return D, gain * D
+    return D, apply_gain(D, gain)
 
 
 def gather_frames_host(
@@ -328,7 +343,7 @@ def gather_frames_host(
         for c in range(C):
             flat_out[block, :, c] = flat_rows[nn[block, c]]
         if scaled is not None:
-            np.multiply(out[block], gain, out=scaled[block])
+            apply_gain(out[block], gain, out=scaled[block])
 
     host_map(work, B)
     out[B:] = 0
@@ -353,7 +368,7 @@ def _check_nn_indices(nn_indices, n: int, C: int) -> np.ndarray:
     return nn
 
 
-def warn_if_mirrored(C: int, patch_positions: str, *, stacklevel: int) -> None:
+def warn_if_mirrored(C: int, patch_positions: PatchPositions, *, stacklevel: int) -> None:
     """Announce upstream's mirrored patch positions (pipeline.md §5.4) when they apply."""
     if patch_positions == "upstream" and C > 1:
         warnings.warn(

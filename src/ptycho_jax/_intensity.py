@@ -25,7 +25,7 @@ from jaxtyping import Array, Float32, Real
 from ._errors import NormalizationError
 from ._normalize import energy_partials
 from ._tf_order import frame_sums, mean_all
-from ._variants import MAIN, SEED, get_variant
+from ._variants import MAIN, SEED, VariantName, get_variant
 
 NORM_Y_I_KEY = "container_norm_Y_I_diffsim_scale_nphotons"
 
@@ -172,7 +172,7 @@ class EnergyTotals:
 
     N: int
     M: int  # raw frames
-    B: int  # groups
+    n_groups: int
     raw: float  # Σ_m Σ_hw diff3d[m]²
     diffraction: float  # Σ_b Σ_hwc D²
     X: float  # Σ_b Σ_hwc X²
@@ -182,8 +182,8 @@ class EnergyTotals:
 def intensity_scales(t: EnergyTotals, *, nphotons: float) -> dict[str, float]:
     """Every intensity-scale quantity of pipeline.md §8, named like the golden `stage4_intensity` keys."""
     raw_e = _positive_mean(t.raw, t.M)
-    grouped_e = _positive_mean(t.diffraction, t.B)
-    x_e = t.X / t.B
+    grouped_e = _positive_mean(t.diffraction, t.n_groups)
+    x_e = t.X / t.n_groups
     return {
         "fallback_scale_closed_form": closed_form_intensity_scale(t.N, nphotons),
         MAIN.training_scale_key: closed_form_intensity_scale_f32(t.N, nphotons),
@@ -213,7 +213,7 @@ def all_intensity_scales(
     totals = EnergyTotals(
         N=_check_N(N),
         M=np.shape(raw_diff3d)[0],
-        B=shape[0],
+        n_groups=shape[0],
         raw=_total_energy(raw_diff3d),
         diffraction=_total_energy(grouped_diffraction),
         X=_total_energy(x),
@@ -229,7 +229,7 @@ _TRAINING_SCALES = {
 
 
 def training_intensity_scale(
-    container: eqx.Module, *, nphotons: float, variant: str = "main"
+    container: eqx.Module, *, nphotons: float, variant: VariantName = "main"
 ) -> float:
     """The training intensity scale (`params.cfg['intensity_scale']`) upstream computes for `variant`.
 

@@ -11,6 +11,7 @@ from jaxtyping import Array, Bool, Float, Float32, Float64, Int, Int32, Int64
 from scipy.spatial import cKDTree
 
 from ._errors import GroupingError
+from ._params import NeighbourSearch
 
 
 def kdtree_neighbours(
@@ -331,7 +332,7 @@ def upstream_neighbours(
     query: Int[np.ndarray, " S"],
     *,
     k: int,
-    search: str = "auto",
+    search: NeighbourSearch = "auto",
 ) -> Int64[np.ndarray, "S k"]:
     """cKDTree's neighbours (`kdtree_neighbours`), searched on the host or on the JAX device.
 

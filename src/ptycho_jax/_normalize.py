@@ -18,12 +18,13 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float32
 
 from ._errors import NormalizationError
+from ._gain import apply_gain, gain_from_energy
 from ._mesh import AXIS, check_mesh, make_mesh, put, tail_padded_blocks, to_host, unpad
 from ._rawdata import aligned_empty, host_map
 from ._stats import float_sum
 from ._tf_order import frame_sums
 from ._types import Amplitudes
-from ._variants import Variant, get_variant
+from ._variants import Variant, VariantName, get_variant
 
 
 def check_diffraction(diffraction: ArrayLike, N: int, where: str) -> None:
@@ -75,7 +76,7 @@ def scale_on_mesh(D, gain, valid, first, *, mesh: Mesh, total_groups: int, with_
     """`X = gain · D` on the mesh; with `with_energy` also `energy_partials` of X in TF order; needs x64."""
 
     def local(D, gain, valid, first):
-        X = gain * D
+        X = apply_gain(D, gain)
         if not with_energy:
             return (X,)
         offset = first + jax.lax.axis_index(AXIS).astype(first.dtype) * D.shape[0]
@@ -123,7 +124,7 @@ def scale_on_host(
     X = aligned_empty(d.shape, np.float32)
 
     def work(block: slice) -> None:  # elementwise: the same bits in any blocking
-        np.multiply(d[block], gain, out=X[block])
+        apply_gain(d[block], gain, out=X[block])
 
     host_map(work, d.shape[0])
     return jax.device_put(X, D.sharding)
@@ -134,14 +135,14 @@ def host_mean_f32(a: np.ndarray) -> np.float32:
     return np.float32(float_sum(np.asarray(a, np.float32).reshape(-1)) / np.float32(a.size))
 
 
-def gain_from_energy(energy: np.floating, N: int) -> np.float32:
-    """`sqrt((N/2)² / E)` in the dtype of `E` (float64 main, float32 seed), rounded to float32: the one home of the gain."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.float32(np.sqrt(np.asarray((N / 2) ** 2, energy.dtype) / energy))
-
-
 def gain_of(
-    variant: Variant, *, total: float, count: int, frame_sums: np.ndarray | None, N: int, where: str
+    numerics: Variant,
+    *,
+    total: float,
+    count: int,
+    frame_sums: np.ndarray | None,
+    N: int,
+    where: str,
 ) -> np.float32:
     """The float32 gain from the combined partial sums of all groups (one rule for every path).
 
@@ -153,7 +154,7 @@ def gain_of(
     """
     energy = (
         host_mean_f32(frame_sums)
-        if variant.tf_order_energies
+        if numerics.tf_order_energies
         else np.float64(total) / np.float64(count)
     )
     gain = gain_from_energy(energy, N)
@@ -170,7 +171,7 @@ def gain_of(
 
 
 def normalize_data(
-    diffraction: ArrayLike, N: int, *, variant: str = "main", mesh: Any = None
+    diffraction: ArrayLike, N: int, *, variant: VariantName = "main", mesh: Any = None
 ) -> tuple[Amplitudes, Float32[Array, ""]]:
     """Normalise grouped amplitudes so the mean per-frame energy is (N/2)², as upstream `normalize_data`.
 

@@ -2,19 +2,50 @@
 
 import dataclasses
 import math
+import typing
+from typing import Literal
 
 import numpy as np
 
 from ._errors import GroupingError, PtychoInputError
-from ._variants import Variant, get_variant
+from ._variants import VARIANT_NAMES, Variant, VariantName, get_variant
 
-ENGINES = ("scipy", "jax")
+# The closed choices of `ChainParams`: each a `Literal` type, its values derived from it (one
+# definition gives the type the checkers and annotations use and the tuple the CLI offers).
+Engine = Literal["scipy", "jax"]
 """`ChainParams.engine`: exact upstream groups (cKDTree on the host) or the JAX search."""
-NEIGHBOUR_SEARCHES = ("auto", "host", "device")
+NeighbourSearch = Literal["auto", "host", "device"]
 """`ChainParams.neighbour_search` (engine "scipy"): the device search with cKDTree's answers off
 the CPU, SciPy's cKDTree on the host, or the device search."""
-PATCH_POSITIONS = ("upstream", "member")
+PatchPositions = Literal["upstream", "member"]
 """`ChainParams.patch_positions`: upstream's literal (mirrored for C > 1) centres, or the members'."""
+ENGINES: tuple[Engine, ...] = typing.get_args(Engine)
+NEIGHBOUR_SEARCHES: tuple[NeighbourSearch, ...] = typing.get_args(NeighbourSearch)
+PATCH_POSITIONS: tuple[PatchPositions, ...] = typing.get_args(PatchPositions)
+_CLOSED_FIELDS: dict[str, tuple[str, ...]] = {
+    "engine": ENGINES,
+    "neighbour_search": NEIGHBOUR_SEARCHES,
+    "patch_positions": PATCH_POSITIONS,
+}
+"""The `ChainParams` string fields with a closed set of values besides `variant` (whose names,
+`VARIANT_NAMES`, `get_variant` checks), checked in `__post_init__`."""
+__all__ = [
+    "ENGINES",
+    "NEIGHBOUR_SEARCHES",
+    "PATCH_POSITIONS",
+    "VARIANT_NAMES",
+    "ChainParams",
+    "Engine",
+    "NeighbourSearch",
+    "PatchPositions",
+    "VariantName",
+]
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    """`'a', 'b' or 'c'`: the choices as an error message lists them."""
+    quoted = [repr(c) for c in choices]
+    return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
 
 
 def _is_int(v) -> bool:
@@ -53,13 +84,17 @@ class ChainParams:
     oversample: bool = False
     neighbor_pool_size: int | None = None
     nphotons: float | int = 1e9
-    variant: str = (
-        "main"  # "main" | "seed" (checked in __post_init__ with an error naming the field)
-    )
-    engine: str = "scipy"  # "scipy" | "jax"
-    neighbour_search: str = "auto"  # "auto" | "host" | "device"
-    patch_positions: str = "upstream"  # "upstream" | "member"
+    variant: VariantName = "main"
+    engine: Engine = "scipy"
+    neighbour_search: NeighbourSearch = "auto"
+    patch_positions: PatchPositions = "upstream"
     trainable: bool = True
+
+    # `__post_init__` checks every field with an error naming it (PtychoInputError); a runtime
+    # type checker on `__init__` (the tests' jaxtyping import hook) would check the annotations
+    # first and raise its own TypeCheckError instead, so the class opts out of it at creation
+    # (the attribute is deleted after the class, so `typing.get_type_hints` still sees the fields).
+    __no_type_check__ = True
 
     def __post_init__(self):
         for name in ("gridsize", "K", "n_groups", "N", "neighbor_pool_size"):
@@ -85,16 +120,11 @@ class ChainParams:
         ):
             raise PtychoInputError(f"ChainParams.nphotons must be a finite number > 0, got {n!r}")
         get_variant(self.variant)
-        if self.engine not in ENGINES:
-            raise GroupingError(f"ChainParams.engine must be 'scipy' or 'jax', got {self.engine!r}")
-        if self.neighbour_search not in NEIGHBOUR_SEARCHES:
-            raise GroupingError(
-                f"ChainParams.neighbour_search must be 'auto', 'host' or 'device', got {self.neighbour_search!r}"
-            )
-        if self.patch_positions not in PATCH_POSITIONS:
-            raise GroupingError(
-                f"ChainParams.patch_positions must be 'upstream' or 'member', got {self.patch_positions!r}"
-            )
+        for name, choices in _CLOSED_FIELDS.items():
+            if getattr(self, name) not in choices:
+                raise GroupingError(
+                    f"ChainParams.{name} must be {_one_of(choices)}, got {getattr(self, name)!r}"
+                )
 
     @property
     def C(self) -> int:
@@ -120,3 +150,6 @@ class ChainParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+del ChainParams.__no_type_check__

@@ -2,7 +2,6 @@
 
 import functools as ft
 import logging
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32, Float64
 
 from ._errors import PtychoInputError
+from ._params import PatchPositions
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def group_patch_centres(
     coords_relative: Float64[np.ndarray, "B 1 2 C"] | None,
     coords_nn: Float64[np.ndarray, "B 1 2 C"] | None,
     *,
-    positions: Literal["upstream", "member"],
+    positions: PatchPositions,
 ) -> Float32[np.ndarray, "BC 2"]:
     """Flat (B·C, 2) float32 `[x, y]` patch centres of grouped positions, in flat order b·C + c.
 
@@ -217,7 +217,7 @@ def group_patch_centres(
     )
 
 
-def patch_centres(members, offsets, relative, *, positions: str):
+def patch_centres(members, offsets, relative, *, positions: PatchPositions):
     """The patch-centre rule on float64 NumPy or JAX coordinates: flat (B·C, 2) float32 `[x, y]`, order b·C + c.
 
     "upstream": `float32(offsets + relative)` (float64 sum, then one cast, pipeline.md §5.1 step 2);

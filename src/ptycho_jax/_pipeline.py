@@ -397,7 +397,7 @@ def _chain(
     totals = EnergyTotals(
         N=N,
         M=M,
-        B=B,
+        n_groups=B,
         raw=raw_total,
         diffraction=total_D,
         X=sum(f["total_X"] for _, f, _ in parts),

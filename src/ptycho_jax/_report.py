@@ -15,6 +15,7 @@ from jaxtyping import ArrayLike, Shaped
 
 from ._errors import PtychoInputError
 from ._stats import array_stats, check_stats
+from ._variants import VariantName
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -844,7 +845,7 @@ def make_provenance(
     *,
     input_path: str | os.PathLike | None = None,
     parameters: Mapping[str, Any] | None = None,
-    variant: str | None = None,
+    variant: VariantName | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The provenance block: package version, git SHA, input file and its SHA-256, parameters.

@@ -20,9 +20,11 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Complex64, Float32, Float64, Int32, PRNGKeyArray
 
 from ._errors import PtychoInputError
+from ._intensity import mean_frame_energy
 from ._patches import check_centres, check_object, patch_kernel
 from ._poisson import poisson_counts
 from ._rawdata import RawData
+from ._scan import scan_raw
 from ._scenarios import Scenario, get_scenario, input_error
 
 logger = logging.getLogger(__name__)
@@ -407,21 +409,16 @@ def _simulate_positions(
         ]
         diff3d = np.concatenate([np.asarray(d) for d in diff])[:n]
         patches = np.concatenate([np.asarray(p) for p, _ in parts])[:n]
-    sum_sq = np.sum(np.square(diff3d, dtype=np.float64), axis=(1, 2))
-    norm_Y_I = float(
-        np.float32(np.sqrt(nphotons / np.mean(sum_sq)))
-    )  # ≈ s up to Poisson noise (§6 step 9)
+    # ≈ s up to Poisson noise (§6 step 9); Σ diff3d² by the core's one float64 frame-energy sum
+    norm_Y_I = float(np.float32(np.sqrt(nphotons / np.float64(mean_frame_energy(diff3d)))))
     metadata = dict(metadata, sim_scale=float(scale), noise=bool(noise), n_positions=int(n),
                     noise_key_data=[int(v) for v in np.asarray(jr.key_data(key)).ravel()])  # fmt: skip
-    raw = RawData(
-        xcoords=x,
-        ycoords=y,
-        xcoords_start=x.copy(),
-        ycoords_start=y.copy(),
-        diff3d=diff3d,
-        probeGuess=probe,
-        scan_index=np.zeros(n, np.int64),
-        objectGuess=obj,
+    raw = scan_raw(
+        x,
+        y,
+        diff3d,
+        probe=probe,
+        obj=obj,
         Y=patches[..., None],
         norm_Y_I=norm_Y_I,
         metadata=metadata,

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from ._errors import ObjectExtentError
+from ._params import PatchPositions, VariantName
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,8 @@ def check_group_patches(
     nn: np.ndarray,
     *,
     N: int,
-    variant: str,
-    patch_positions: str,
+    variant: VariantName,
+    patch_positions: PatchPositions,
     where: str,
     positions: np.ndarray | None = None,
     stacklevel: int = 2,

@@ -1,8 +1,14 @@
 """The upstream variants as data: what differs between `main` and `seed`, one frozen object each (pipeline.md §2)."""
 
 import dataclasses
+import typing
+from typing import Literal
 
 from ._errors import PtychoInputError
+
+VariantName = Literal["main", "seed"]
+"""The name of an upstream variant: the type of `ChainParams.variant` (its values: `VARIANT_NAMES`)."""
+VARIANT_NAMES: tuple[VariantName, ...] = typing.get_args(VariantName)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +26,7 @@ class Variant:
             given as float32 reproduce it (specs/bad-input.md §2.1).
     """
 
-    name: str
+    name: VariantName
     tf_order_energies: bool
     training_scale_key: str
     local_offset_sign: float = -1.0
@@ -38,7 +44,8 @@ SEED = Variant(
     training_scale_key="seed_era_dataset_derived_scale_normalized_X",
     float32_frames_only=True,
 )
-VARIANTS = {v.name: v for v in (MAIN, SEED)}
+VARIANTS: dict[VariantName, Variant] = {v.name: v for v in (MAIN, SEED)}
+"""The variants by name, in `VARIANT_NAMES` order (tests/test_grouping.py checks the two agree)."""
 
 
 def get_variant(name: str) -> Variant:

@@ -8,11 +8,13 @@ kept stable for the harness and the benchmarks in this repository, not promised 
 from ._atomic import write_files_atomically
 from ._grouping import gather_frames
 from ._neighbours import device_neighbours, jax_neighbours, kdtree_neighbours
+from ._scan import scan_raw
 
 __all__ = [
     "device_neighbours",
     "gather_frames",
     "jax_neighbours",
     "kdtree_neighbours",
+    "scan_raw",
     "write_files_atomically",
 ]

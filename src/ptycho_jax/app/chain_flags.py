@@ -15,15 +15,14 @@ from typing import Any
 
 from .. import ChainParams
 from .._errors import PtychoInputError
-from .._params import ENGINES, NEIGHBOUR_SEARCHES, PATCH_POSITIONS
-from .._variants import VARIANTS
 
-CLOSED_CHOICES = {
-    "engine": ENGINES,
-    "neighbour_search": NEIGHBOUR_SEARCHES,
-    "patch_positions": PATCH_POSITIONS,
+CLOSED_CHOICES: dict[str, tuple[str, ...]] = {
+    name: typing.get_args(hint)
+    for name, hint in typing.get_type_hints(ChainParams).items()
+    if typing.get_origin(hint) is typing.Literal
 }
-"""The string fields with a closed set of values (listed in --help, checked by argparse)."""
+"""The `ChainParams` fields with a closed set of values, from their `Literal` types (`VariantName`,
+`Engine`, `NeighbourSearch`, `PatchPositions`): listed in --help, checked by argparse."""
 
 CHAIN_GROUP_TITLE = "chain parameters"
 
@@ -98,16 +97,6 @@ PATH_FIELDS = ("devices", "chunk_groups")
 """Flags that choose the path (one device, mesh, stream), not a `ChainParams` field."""
 
 
-def _choices(field: str) -> tuple[str, ...] | None:
-    """The values a string field takes: the variants' names, or the field's Literal values."""
-    if field == "variant":
-        return tuple(VARIANTS)
-    if field in CLOSED_CHOICES:
-        return CLOSED_CHOICES[field]
-    hint = typing.get_type_hints(ChainParams).get(field)
-    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-
-
 def _param_default(field: str) -> Any:
     (f,) = [f for f in dataclasses.fields(ChainParams) if f.name == field]
     return f.default
@@ -127,7 +116,7 @@ def add_chain_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         if cf.switch:
             kw["action"] = argparse.BooleanOptionalAction
         else:
-            kw.update(type=cf.type, choices=None if cf.dest in PATH_FIELDS else _choices(cf.dest))
+            kw.update(type=cf.type, choices=CLOSED_CHOICES.get(cf.dest))
         group.add_argument(cf.flag, **kw)
     return group
 
