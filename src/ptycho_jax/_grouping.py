@@ -197,50 +197,10 @@ def select_groups(
     n, C = positions.shape[0], p.C
     if nn_indices is not None:
         return _check_nn_indices(nn_indices, n, C)
-    B = p.n_groups
-    k_eff = p.neighbor_pool_size if p.neighbor_pool_size is not None else p.K
-    if B > n and C > 1:
-        if not p.oversample:
-            raise GroupingError(
-                f"group: n_groups={B} > n={n} positions needs K-choose-C oversampling; pass "
-                f"oversample=True and neighbor_pool_size >= C={C}"
-            )
-        if k_eff < C:
-            raise GroupingError(
-                f"group: neighbor_pool_size={k_eff} must be >= C={C} for oversampling"
-            )
-        _validate_counts(n, C, k_eff)
-        if p.engine != "scipy":
-            raise GroupingError("group: oversampling is implemented for engine='scipy' only")
-        return _oversampled_groups(
-            positions,
-            C=C,
-            K=k_eff,
-            n_groups=B,
-            sequential=p.sequential,
-            rng=_legacy_rng(p.seed),
-            search=p.neighbour_search,
-        )
-
+    if p.n_groups > n and C > 1:
+        return _oversampled_selection(positions, p)
     _validate_counts(n, C, p.K)
-    if p.sequential:
-        seed_indices = np.arange(min(B, n))
-        rng = _legacy_rng(0)
-    else:
-        rng = _legacy_rng(p.seed)
-        n_actual = min(B, n)
-        if n_actual < B:
-            logger.warning("group: n_groups=%d capped at the n=%d available positions", B, n)
-        if p.engine == "jax":
-            key = _key_for(key, p.seed)
-            seed_key, key = jr.split(key)
-            seed_indices = (
-                np.asarray(jr.permutation(seed_key, n)[:n_actual]) if n_actual < n else np.arange(n)
-            )
-        else:
-            seed_indices = (
-                rng.choice(np.arange(n), n_actual, replace=False) if n_actual < n else np.arange(n)
-            )
+    seed_indices, rng, key = _seed_positions(n, p, key)
     if C == 1:
         return np.asarray(seed_indices, np.int64).reshape(-1, 1)
     if p.engine == "jax":
@@ -260,6 +220,48 @@ def select_groups(
         variant=p.variant,
         search=p.neighbour_search,
     )
+
+
+def _oversampled_selection(positions: np.ndarray, p: ChainParams) -> HostGroups:
+    """More groups than positions: upstream's K-choose-C oversampling, or the error saying so."""
+    n, C, n_groups = positions.shape[0], p.C, p.n_groups
+    k_eff = p.neighbor_pool_size if p.neighbor_pool_size is not None else p.K
+    if not p.oversample:
+        raise GroupingError(
+            f"group: n_groups={n_groups} > n={n} positions needs K-choose-C oversampling; pass "
+            f"oversample=True and neighbor_pool_size >= C={C}"
+        )
+    if k_eff < C:
+        raise GroupingError(f"group: neighbor_pool_size={k_eff} must be >= C={C} for oversampling")
+    _validate_counts(n, C, k_eff)
+    if p.engine != "scipy":
+        raise GroupingError("group: oversampling is implemented for engine='scipy' only")
+    return _oversampled_groups(
+        positions,
+        C=C,
+        K=k_eff,
+        n_groups=n_groups,
+        sequential=p.sequential,
+        rng=_legacy_rng(p.seed),
+        search=p.neighbour_search,
+    )
+
+
+def _seed_positions(n: int, p: ChainParams, key: jax.Array | None):
+    """The seed position of each group, the RandomState that drew them (upstream's stream goes on
+    drawing the neighbours from it) and what is left of `key` for engine "jax"."""
+    if p.sequential:  # upstream reseeds with 0 and takes the first positions in order
+        return np.arange(min(p.n_groups, n)), _legacy_rng(0), key
+    rng = _legacy_rng(p.seed)
+    n_actual = min(p.n_groups, n)
+    if n_actual < p.n_groups:
+        logger.warning("group: n_groups=%d capped at the n=%d available positions", p.n_groups, n)
+    if p.engine == "jax":
+        seed_key, key = jr.split(_key_for(key, p.seed))
+        seeds = np.asarray(jr.permutation(seed_key, n)[:n_actual]) if n_actual < n else np.arange(n)
+    else:
+        seeds = rng.choice(np.arange(n), n_actual, replace=False) if n_actual < n else np.arange(n)
+    return seeds, rng, key
 
 
 def _key_for(key, seed):

@@ -148,6 +148,114 @@ def frames_as_given(raw: "RawData") -> np.ndarray:
     return raw.diff3d.astype(raw.diff3d_source_dtype)
 
 
+def _checked_coordinate(name: str, a: Any) -> np.ndarray:
+    """One coordinate field as float64 (M,): finite, within the float32-exact pixel range."""
+    if a is None:
+        raise RawDataError(f"RawData.{name}: expected a 1-D float array, got None")
+    a = np.asarray(a)
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.floating):
+        raise RawDataError(f"RawData.{name}: expected a 1-D float array (M,), got {_describe(a)}")
+    a = a.astype(np.float64, copy=False)  # float32 -> float64 is exact
+    _check_finite(name, a)
+    if a.size and np.abs(a).max() > COORD_LIMIT:
+        i = int(np.argmax(np.abs(a)))
+        raise RawDataError(
+            f"RawData.{name}: expected object-pixel coordinates within +-2**24 = {COORD_LIMIT:.0f}, "
+            f"got {a[i]:.6g} at index {i} (coordinates in metres or a corrupt file?)"
+        )
+    return a
+
+
+def _scan_length(raw: "RawData") -> int:
+    """M, the one length of the four coordinate fields (at least one position)."""
+    lengths = {name: getattr(raw, name).shape[0] for name in COORD_FIELDS}
+    if len(set(lengths.values())) != 1:
+        raise RawDataError(
+            f"RawData coordinates: expected xcoords, ycoords, xcoords_start, ycoords_start of one "
+            f"length, got lengths {lengths}"
+        )
+    m = lengths["xcoords"]
+    if m == 0:
+        raise RawDataError("RawData.xcoords: expected at least one scan position, got 0")
+    return m
+
+
+def _checked_frames(d: Any, m: int, source_dtype: str) -> tuple[np.ndarray, str]:
+    """diff3d as float32 (M, N, N) amplitudes, finite and >= 0, with the dtype it was given in."""
+    if d is None:
+        raise RawDataError("RawData.diff3d: expected a (M, N, N) float32 array, got None")
+    d = np.asarray(d)
+    if d.ndim != 3 or d.shape[1] != d.shape[2]:
+        raise RawDataError(
+            f"RawData.diff3d: expected a 3-D array of square frames (M, N, N), got {_describe(d)}"
+        )
+    if d.shape[0] != m:
+        raise RawDataError(
+            f"RawData.diff3d: expected {m} frames (one per coordinate), got {d.shape[0]}"
+        )
+    d, source = _frames_as_float32(d, source_dtype)
+    _check_finite("diff3d", d)
+    if (d < 0).any():
+        raise RawDataError(
+            f"RawData.diff3d: expected amplitudes >= 0, got minimum {float(d.min())}"
+        )
+    return d, source
+
+
+def _checked_probe(p: Any, n: int) -> np.ndarray:
+    """probeGuess: a finite, non-zero (N, N) complex64 array."""
+    if p is None:
+        raise RawDataError(f"RawData.probeGuess: expected a ({n}, {n}) complex64 array, got None")
+    p = np.asarray(p)
+    if p.ndim != 2 or p.shape != (n, n):
+        raise RawDataError(
+            f"RawData.probeGuess: expected shape ({n}, {n}) matching the frames, got {_describe(p)}"
+        )
+    if p.dtype != np.complex64:
+        raise RawDataError(f"RawData.probeGuess: expected dtype complex64, got {p.dtype}")
+    _check_finite("probeGuess", p)
+    if not p.any():
+        raise RawDataError(
+            f"RawData.probeGuess: expected a probe with non-zero values, got all {n}x{n} entries zero "
+            "(nothing would be illuminated)"
+        )
+    return p
+
+
+def _checked_scan_index(s: Any, m: int) -> np.ndarray:
+    """scan_index: 1-D integers of length M (zeros when absent)."""
+    s = np.zeros(m, np.int64) if s is None else np.asarray(s)
+    if s.ndim != 1 or s.shape[0] != m or not np.issubdtype(s.dtype, np.integer):
+        raise RawDataError(
+            f"RawData.scan_index: expected a 1-D integer array of length {m}, got {_describe(s)}"
+        )
+    return s
+
+
+def _checked_object(o: Any) -> np.ndarray:
+    """objectGuess: a finite 2-D complex64 array."""
+    o = np.asarray(o)
+    if o.ndim != 2:
+        raise RawDataError(
+            f"RawData.objectGuess: expected a 2-D complex64 array (H, W), got {_describe(o)}"
+        )
+    if o.dtype != np.complex64:
+        raise RawDataError(f"RawData.objectGuess: expected dtype complex64, got {o.dtype}")
+    _check_finite("objectGuess", o)
+    return o
+
+
+def _checked_truth(y: Any, m: int, n: int) -> np.ndarray:
+    """Y: the (M, N, N, 1) complex64 ground-truth patches ((M, N, N) gains its channel)."""
+    y = np.asarray(y)
+    if y.ndim == 3:
+        y = y[..., None]
+    if y.shape != (m, n, n, 1) or y.dtype != np.complex64:
+        raise RawDataError(f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}")
+    _check_finite("Y", y)
+    return y
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class RawData:
     """One scan: positions, diffraction amplitudes, probe and (optionally) object, as host NumPy arrays.
@@ -180,108 +288,21 @@ class RawData:
     diff3d_source_dtype: str = "float32"
 
     def __post_init__(self):
+        # each field in turn, in the order its errors are documented (specs/bad-input.md §2)
         set_ = lambda k, v: object.__setattr__(self, k, v)
         for name in COORD_FIELDS:
-            a = getattr(self, name)
-            if a is None:
-                raise RawDataError(f"RawData.{name}: expected a 1-D float array, got None")
-            a = np.asarray(a)
-            if a.ndim != 1 or not np.issubdtype(a.dtype, np.floating):
-                raise RawDataError(
-                    f"RawData.{name}: expected a 1-D float array (M,), got {_describe(a)}"
-                )
-            a = a.astype(np.float64, copy=False)  # float32 -> float64 is exact
-            _check_finite(name, a)
-            if a.size and np.abs(a).max() > COORD_LIMIT:
-                i = int(np.argmax(np.abs(a)))
-                raise RawDataError(
-                    f"RawData.{name}: expected object-pixel coordinates within +-2**24 = {COORD_LIMIT:.0f}, "
-                    f"got {a[i]:.6g} at index {i} (coordinates in metres or a corrupt file?)"
-                )
-            set_(name, a)
-        lengths = {name: getattr(self, name).shape[0] for name in COORD_FIELDS}
-        if len(set(lengths.values())) != 1:
-            raise RawDataError(
-                f"RawData coordinates: expected xcoords, ycoords, xcoords_start, ycoords_start of one "
-                f"length, got lengths {lengths}"
-            )
-        m = lengths["xcoords"]
-        if m == 0:
-            raise RawDataError("RawData.xcoords: expected at least one scan position, got 0")
-
-        d = self.diff3d
-        if d is None:
-            raise RawDataError("RawData.diff3d: expected a (M, N, N) float32 array, got None")
-        d = np.asarray(d)
-        if d.ndim != 3 or d.shape[1] != d.shape[2]:
-            raise RawDataError(
-                f"RawData.diff3d: expected a 3-D array of square frames (M, N, N), got {_describe(d)}"
-            )
-        if d.shape[0] != m:
-            raise RawDataError(
-                f"RawData.diff3d: expected {m} frames (one per coordinate), got {d.shape[0]}"
-            )
-        d, source = _frames_as_float32(d, self.diff3d_source_dtype)
+            set_(name, _checked_coordinate(name, getattr(self, name)))
+        m = _scan_length(self)
+        d, source = _checked_frames(self.diff3d, m, self.diff3d_source_dtype)
         set_("diff3d_source_dtype", source)
-        _check_finite("diff3d", d)
-        if (d < 0).any():
-            raise RawDataError(
-                f"RawData.diff3d: expected amplitudes >= 0, got minimum {float(d.min())}"
-            )
         set_("diff3d", aligned(d))
         n = d.shape[1]
-
-        p = self.probeGuess
-        if p is None:
-            raise RawDataError(
-                f"RawData.probeGuess: expected a ({n}, {n}) complex64 array, got None"
-            )
-        p = np.asarray(p)
-        if p.ndim != 2 or p.shape != (n, n):
-            raise RawDataError(
-                f"RawData.probeGuess: expected shape ({n}, {n}) matching the frames, got {_describe(p)}"
-            )
-        if p.dtype != np.complex64:
-            raise RawDataError(f"RawData.probeGuess: expected dtype complex64, got {p.dtype}")
-        _check_finite("probeGuess", p)
-        if not p.any():
-            raise RawDataError(
-                f"RawData.probeGuess: expected a probe with non-zero values, got all {n}x{n} entries zero "
-                "(nothing would be illuminated)"
-            )
-        set_("probeGuess", p)
-
-        s = self.scan_index
-        s = np.zeros(m, np.int64) if s is None else np.asarray(s)
-        if s.ndim != 1 or s.shape[0] != m or not np.issubdtype(s.dtype, np.integer):
-            raise RawDataError(
-                f"RawData.scan_index: expected a 1-D integer array of length {m}, got {_describe(s)}"
-            )
-        set_("scan_index", s)
-
-        o = self.objectGuess
-        if o is not None:
-            o = np.asarray(o)
-            if o.ndim != 2:
-                raise RawDataError(
-                    f"RawData.objectGuess: expected a 2-D complex64 array (H, W), got {_describe(o)}"
-                )
-            if o.dtype != np.complex64:
-                raise RawDataError(f"RawData.objectGuess: expected dtype complex64, got {o.dtype}")
-            _check_finite("objectGuess", o)
-            set_("objectGuess", o)
-
-        y = self.Y
-        if y is not None:
-            y = np.asarray(y)
-            if y.ndim == 3:
-                y = y[..., None]
-            if y.shape != (m, n, n, 1) or y.dtype != np.complex64:
-                raise RawDataError(
-                    f"RawData.Y: expected ({m}, {n}, {n}, 1) complex64, got {_describe(y)}"
-                )
-            _check_finite("Y", y)
-            set_("Y", aligned(y))
+        set_("probeGuess", _checked_probe(self.probeGuess, n))
+        set_("scan_index", _checked_scan_index(self.scan_index, m))
+        if self.objectGuess is not None:
+            set_("objectGuess", _checked_object(self.objectGuess))
+        if self.Y is not None:
+            set_("Y", aligned(_checked_truth(self.Y, m, n)))
 
     # -- derived sizes -------------------------------------------------------------------------
     @functools.cached_property
