@@ -142,10 +142,27 @@ def norm_from_frame_sums(frame_sums: np.ndarray, nphotons: float) -> np.float32:
     return s
 
 
+_SQUARES_BYTES = 4 << 20
+"""Bytes of squares `_energy_sums` forms at a time."""
+
+
 @jax.jit
 def _energy_sums(x):
-    # One program: the squares are never materialised as a full-size array of their own.
-    return frame_sums(x * x)
+    # Group blocks of a few MiB, squared then summed as one array each (the program form of
+    # `frame_sums(x * x)`, same bits), so no full-size array of squares is allocated per call.
+    b = x.shape[0]
+    per = max(1, min(b, _SQUARES_BYTES // max(1, x[0].size * 4)))
+    n = b // per
+
+    def block(i):
+        xs = jax.lax.dynamic_slice_in_dim(x, i * per, per)
+        return frame_sums(xs * xs, i * per, b)
+
+    head = jax.lax.map(block, jnp.arange(n)).reshape(n * per, x.shape[-1])
+    if n * per == b:
+        return head
+    rest = x[n * per :]
+    return jnp.concatenate([head, frame_sums(rest * rest, n * per, b)])
 
 
 def diffsim_norm_Y_I(X: Real[ArrayLike, "..."], nphotons: float) -> float:

@@ -140,15 +140,22 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
         PtychoInputError: wrong rank or dtype, non-positive N, NaN/Inf centres.
     """
     where = "extract_patches"
+    N, centres, traced = _checked_inputs(obj, centres, N, where)
+    if traced:
+        return patch_kernel(jnp.asarray(obj), centres, N=N, fma=False)
+    with jax.enable_x64(True):
+        out = patch_kernel(jnp.asarray(obj), jnp.asarray(centres), N=N, fma=True)
+    return out
+
+
+def _checked_inputs(obj, centres, N, where: str):
+    """`(N, float32 centres, traced)` after the checks of `extract_patches`."""
     if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 1:
         raise PtychoInputError(f"{where}: N: expected a positive int, got {N!r}")
     check_object(obj, where)
     check_centres(centres, where)
-    N = int(N)
     if _is_traced(obj, centres):
-        return patch_kernel(
-            jnp.asarray(obj), jnp.asarray(centres).astype(jnp.float32), N=N, fma=False
-        )
+        return int(N), jnp.asarray(centres).astype(jnp.float32), True
     centres32 = np.asarray(centres).astype(np.float32)
     finite = np.isfinite(centres32)
     if not finite.all():
@@ -157,9 +164,17 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
             f"{where}: centres: expected finite float32 values, got {int((~finite).sum())} NaN/Inf "
             f"(first at index {tuple(int(i) for i in bad)}); values beyond float32 range overflow on the cast"
         )
-    with jax.enable_x64(True):
-        out = patch_kernel(jnp.asarray(obj), jnp.asarray(centres32), N=N, fma=True)
-    return out
+    return int(N), centres32, False
+
+
+@ft.partial(jax.jit, static_argnames=("N", "C", "fma"))
+def group_patch_kernel(
+    obj: Complex64[Array, "H W"], centres: Float32[Array, "P 2"], *, N: int, C: int, fma: bool
+) -> Complex64[Array, "B N N C"]:
+    """`patch_kernel` with the channel-last layout in the same program: one (B, N, N, C) output, no
+    (P, N, N) intermediate of its own (its bits are those of `patch_kernel`)."""
+    patches = patch_kernel(obj, centres, N=N, fma=fma)
+    return jnp.transpose(patches.reshape(centres.shape[0] // C, C, N, N), (0, 2, 3, 1))
 
 
 def group_patch_centres(
@@ -249,5 +264,8 @@ def extract_group_patches(
         raise PtychoInputError(
             f"extract_group_patches: centres_flat: expected a multiple of C = {C} rows (B·C), got {P}"
         )
-    patches = extract_patches(obj, centres_flat, N=N)
-    return jnp.transpose(patches.reshape(P // int(C), int(C), N, N), (0, 2, 3, 1))
+    N, centres, traced = _checked_inputs(obj, centres_flat, N, "extract_patches")
+    if traced:
+        return group_patch_kernel(jnp.asarray(obj), centres, N=N, C=int(C), fma=False)
+    with jax.enable_x64(True):
+        return group_patch_kernel(jnp.asarray(obj), jnp.asarray(centres), N=N, C=int(C), fma=True)
