@@ -38,6 +38,9 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     for f in doc["figures"]:
         assert 0 < f["min_s"] <= f["median_s"] <= f["max_s"]
         assert f["bytes"] > 0 and f["n"] >= 1
+        # Minor page faults per warm call (getrusage): a non-negative int for every figure.
+        faults = f["minor_faults_per_call"]
+        assert isinstance(faults, int) and not isinstance(faults, bool) and faults >= 0, f
     # The byte model of a figure is the one specs/benchmarks.md states (normalize: read + write one stack).
     norm = figures[("normalize", "jax")]
     assert norm["bytes"] == 2 * norm["P"] * norm["N"] ** 2 * 4
@@ -50,6 +53,7 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     md = (tmp_path / "cpu-tiny.md").read_text()
     assert md.startswith("# ptycho-jax benchmarks: cpu (tiny)")
     assert "| tiny (M=96, B=16, C=4, N=16) | end_to_end |" in md
+    assert "minor faults / warm call" in md
     assert (tmp_path / "cpu-tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert capsys.readouterr().out.startswith("# ptycho-jax benchmarks")
     # --render re-renders Markdown and plot from the JSON alone (how a GPU run's JSON is rendered here).
@@ -179,3 +183,13 @@ def test_the_installed_command_has_no_bench(capsys):
         main(["bench", "--tiny"])
     assert e.value.code == 2
     assert "unrecognized arguments: bench --tiny" in capsys.readouterr().err
+
+
+def test_minor_faults_per_call_counts_a_fresh_allocation():
+    from benchmarks.timing import minor_faults, minor_faults_per_call
+
+    assert minor_faults_per_call(None) is None and minor_faults_per_call([]) is None
+    assert minor_faults_per_call([3, 1, 2]) == 2
+    f0 = minor_faults()
+    a = np.ones(64 * 2**20 // 8)  # 64 MiB written: thousands of fresh pages (4 KiB, or 2 MiB huge)
+    assert minor_faults() - f0 >= 16 and a[-1] == 1.0
