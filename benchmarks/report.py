@@ -393,6 +393,8 @@ def render_plot(result: BenchResult) -> bytes | None:
         "upstream-np": ("C3", "^"),
         "ckdtree": ("C2", "D"),
         "upstream": ("C5", "P"),
+        "jax-resident": ("C6", "*"),
+        "port": ("C7", "X"),
     }
     for k, (stage, xkey, kind) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)

@@ -193,3 +193,27 @@ def test_minor_faults_per_call_counts_a_fresh_allocation():
     f0 = minor_faults()
     a = np.ones(64 * 2**20 // 8)  # 64 MiB written: thousands of fresh pages (4 KiB, or 2 MiB huge)
     assert minor_faults() - f0 >= 16 and a[-1] == 1.0
+
+
+def test_foreign_port_and_resident_frames_are_timed_beside_ours(tmp_path):
+    port = "ptycho_jax.crosscheck.examples.numpy_port:NumpyPort"
+    argv = ("--tiny", "--repeats", "1", "--out", str(tmp_path), "--no-plot", "--port", port)
+    assert cli.run(_args(*argv, "--impls", "jax,jax-resident,port")) == 0
+    doc = json.loads((tmp_path / "cpu-tiny.json").read_text())
+    figs = {(f["stage"], f["impl"]): f for f in doc["figures"] if f["case"] == "tiny"}
+    for stage in ("gather_normalize", "scaler", "intensity_scale"):
+        assert port in figs[(stage, "port")]["note"], stage
+        assert any(
+            r["stage"] == stage and r["numerator"] == "port" and r["denominator"] == "jax"
+            for r in doc["ratios"]
+        ), stage
+    # What the example port does not compute is cut, with the reason.
+    cuts = {(c["stage"], c["impl"]): c["reason"] for c in doc["cuts"] if c["case"] == "tiny"}
+    assert "container" in cuts[("container", "port")]
+    assert "grouping" in cuts[("selection", "port")]
+    # Frames on the device: the one transfer apart, the chain from resident frames, the bandwidth.
+    assert ("h2d", "jax-resident") in figs and ("end_to_end", "jax-resident") in figs
+    assert doc["copy_bandwidth"]["h2d"]["gbps"] > 0
+    assert any("RawData.on_device, the one transfer" in n for n in doc["notes"])
+    md = (tmp_path / "cpu-tiny.md").read_text()
+    assert "port / jax" in md and "jax-resident / jax" in md
