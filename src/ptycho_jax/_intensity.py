@@ -24,7 +24,7 @@ from jaxtyping import Array, Float32, Real
 
 from ._errors import NormalizationError
 from ._normalize import energy_partials
-from ._tf_order import frame_sums, mean_all
+from ._tf_order import mean_all, square_frame_sums
 from ._variants import MAIN, SEED, get_variant
 
 NORM_Y_I_KEY = "container_norm_Y_I_diffsim_scale_nphotons"
@@ -142,27 +142,10 @@ def norm_from_frame_sums(frame_sums: np.ndarray, nphotons: float) -> np.float32:
     return s
 
 
-_SQUARES_BYTES = 4 << 20
-"""Bytes of squares `_energy_sums` forms at a time."""
-
-
 @jax.jit
 def _energy_sums(x):
-    # Group blocks of a few MiB, squared then summed as one array each (the program form of
-    # `frame_sums(x * x)`, same bits), so no full-size array of squares is allocated per call.
-    b = x.shape[0]
-    per = max(1, min(b, _SQUARES_BYTES // max(1, x[0].size * 4)))
-    n = b // per
-
-    def block(i):
-        xs = jax.lax.dynamic_slice_in_dim(x, i * per, per)
-        return frame_sums(xs * xs, i * per, b)
-
-    head = jax.lax.map(block, jnp.arange(n)).reshape(n * per, x.shape[-1])
-    if n * per == b:
-        return head
-    rest = x[n * per :]
-    return jnp.concatenate([head, frame_sums(rest * rest, n * per, b)])
+    # Blocked: no full-size array of squares is allocated per call (same bits as frame_sums(x * x)).
+    return square_frame_sums(x)
 
 
 def diffsim_norm_Y_I(X: Real[ArrayLike, "..."], nphotons: float) -> float:
