@@ -96,11 +96,11 @@ def _layout_on_mesh(
         if patches is None:
             return (*coords, *start)
         b, c = nn.shape
-        Y = patch_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True)
-        return (*coords, *start, Y.reshape(b, c, N, N).transpose(0, 2, 3, 1))
+        Y = patch_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True, C=c)
+        return (*coords, *start, Y)
 
-    spec = P(AXIS)
     args = (nn, x, y, xs, ys) + (() if patches is None else (obj,))
+    spec = P(AXIS)
     in_specs = (spec, P(), P(), P(), P()) + (() if patches is None else (P(),))
     out_specs = (spec,) * (6 if patches is None else 7)
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*args)
