@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated implementations (default {','.join(IMPLS)})",
     )
     parser.add_argument(
+        "--port",
+        help="also time this crosscheck backend (package.module:Attribute, or tf for the TF reference) beside ours",
+    )
+    parser.add_argument(
         "--budget-gib",
         type=float,
         help="host memory budget for the size cuts (default 24, capped at 80%% of available)",
@@ -150,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         plan, device=device, preset=preset, command=command.strip(), impls=impls, repeats=args.repeats,
         budget_gib=args.budget_gib, time_budget_s=args.time_budget_s, progress=progress, checkpoint=checkpoint,
         figure_budget_s=args.figure_budget_s or (120.0 if preset == "full" else 60.0),
-        compile_time=not getattr(args, "no_compile_time", False),
+        compile_time=not getattr(args, "no_compile_time", False), port=getattr(args, "port", None),
     )  # fmt: skip
     files = write_outputs(result, args.out, stem=stem, plot=not args.no_plot)
     print(
@@ -189,7 +193,7 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         if getattr(args, flag, False):
             out.append("--" + flag.replace("_", "-"))
     out += ["--device", args.device, "--out", str(args.out)]
-    for key in ("stem", "repeats", "budget_gib", "time_budget_s", "cases"):
+    for key in ("stem", "repeats", "budget_gib", "time_budget_s", "cases", "port"):
         val = getattr(args, key, None)
         if val is not None:
             out += ["--" + key.replace("_", "-"), str(val)]

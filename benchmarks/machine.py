@@ -204,6 +204,34 @@ def measure_copy_bandwidth(device, *, nbytes: int, repeats: int = 10) -> dict[st
     }
 
 
+def measure_h2d_bandwidth(device, *, nbytes: int, repeats: int = 5) -> dict[str, Any]:
+    """Host -> device bandwidth: `jax.device_put` of a host float32 array, bytes moved once.
+
+    The host array starts 4 bytes past an aligned address, so JAX's CPU client copies it instead
+    of aliasing it: on a CPU device this is a host memcpy into a fresh buffer; on an accelerator
+    the transfer over the link.
+    """
+    import jax
+
+    n = nbytes // 4
+    host = np.empty(n + 1, np.float32)[1:]
+    host[:] = 1.0
+    ts = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        jax.device_put(host, device).block_until_ready()
+        ts.append(time.perf_counter() - t0)
+    warm = ts[1:]
+    med = statistics.median(warm)
+    return {
+        "bytes": n * 4,
+        "median_s": med,
+        "min_s": min(warm),
+        "max_s": max(warm),
+        "gbps": n * 4 / med / 1e9,
+    }
+
+
 @ft.cache
 def tf_module():
     import tensorflow as tf

@@ -24,10 +24,21 @@ STAGES = (
 )
 """Stages in report order (specs/benchmarks.md §2 says what each one times)."""
 CHAIN_STAGES = tuple(s for s in STAGES if s not in ("selection", "neighbours"))
-IMPLS = ("jax", "jax-engine", "tf-ref", "upstream-np", "ckdtree", "upstream")
+IMPLS = (
+    "jax",
+    "jax-resident",
+    "jax-engine",
+    "tf-ref",
+    "port",
+    "upstream-np",
+    "ckdtree",
+    "upstream",
+)
 """jax: the port (jitted, warm); jax-engine: selection with the JAX neighbour engine (cell list); tf-ref:
 ptycho_jax.crosscheck.tf_reference (+ ptycho_jax.crosscheck.grouping); upstream-np: upstream's algorithm in NumPy/SciPy;
-ckdtree: SciPy's cKDTree (upstream's neighbour search); upstream: the real upstream PtychoPINN in its own
+ckdtree: SciPy's cKDTree (upstream's neighbour search); jax-resident: the port from a RawData whose
+frames are on the device (`RawData.on_device`: h2d is that one transfer, end_to_end pays none); port:
+a crosscheck backend given by `--port` (benchmarks/port.py); upstream: the real upstream PtychoPINN in its own
 environment (a subprocess; group_normalize, container and patches of the main case, benchmarks/upstream.py)."""
 BASELINE_OF = {
     "tf-ref": "jax",
@@ -35,6 +46,8 @@ BASELINE_OF = {
     "ckdtree": "jax",
     "jax-engine": "jax",
     "upstream": "jax",
+    "jax-resident": "jax",
+    "port": "jax",
 }
 
 SAME_MALLOC = "upstream-same-malloc"
@@ -368,12 +381,12 @@ _PEAK_FACTOR = {  # rough upper estimates of a call's output + temporaries, in u
     ("jax", "container"): 3, ("tf-ref", "container"): 6,
     ("jax", "patches"): 4, ("tf-ref", "patches"): 14, ("upstream-np", "patches"): 0,
     ("jax", "end_to_end"): 10, ("tf-ref", "end_to_end"): 20,
-    ("jax", "h2d"): 0,
+    ("jax", "h2d"): 0, ("jax-resident", "h2d"): 0, ("jax-resident", "end_to_end"): 10,
 }  # fmt: skip
 
 _INPUT_SIZE = {  # per-case inputs (`Inputs`), in units of (S, R): S one grouped stack, R the raw frames
     "diff3d_dev": (0, 1), "nn_dev": (0, 0), "D_dev": (1, 0), "X_dev": (1, 0), "D_np": (1, 0), "X_np": (1, 0),
-    "centres": (0, 0), "grouped": (4, 0), "container": (2, 0), "tf_grouped": (3, 0),
+    "centres": (0, 0), "grouped": (4, 0), "container": (2, 0), "tf_grouped": (3, 0), "raw_resident": (0, 1),
 }  # fmt: skip
 
 STAGE_INPUTS = {  # the inputs each implementation of a stage reads (built before the stage is timed)
@@ -387,6 +400,8 @@ STAGE_INPUTS = {  # the inputs each implementation of a stage reads (built befor
     ("jax", "container"): ("grouped",), ("tf-ref", "container"): ("tf_grouped", "X_np"),
     ("jax", "patches"): ("centres",), ("tf-ref", "patches"): ("centres",), ("upstream-np", "patches"): ("centres",),
     ("jax", "end_to_end"): (), ("tf-ref", "end_to_end"): (),
+    ("jax-resident", "h2d"): (), ("jax-resident", "end_to_end"): ("raw_resident",),
+    ("port", "gather_normalize"): (), ("port", "scaler"): ("X_np",), ("port", "intensity_scale"): (),
 }  # fmt: skip
 
 

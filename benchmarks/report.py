@@ -297,6 +297,7 @@ def _figures_table(result: BenchResult, cases: Sequence[dict]) -> list[str]:
         "jax / copy floor",
         "jax compile",
         "jax peak RSS +",
+        "minor faults / warm call",
     ]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for case in cases:
@@ -341,8 +342,19 @@ def _figures_table(result: BenchResult, cases: Sequence[dict]) -> list[str]:
                 else ""
             )
             row.append(fmt_bytes(j["peak_rss_growth_bytes"]) if j else "")
+            row.append(_faults_cell(figs, impls_present))
             lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def _faults_cell(figs: dict[str, dict], impls: Sequence[str]) -> str:
+    """`impl count` for each implementation with a measured median of minor faults per warm call."""
+    cells = [
+        f"{i} {figs[i]['minor_faults_per_call']:,}"
+        for i in impls
+        if i in figs and figs[i].get("minor_faults_per_call") is not None
+    ]
+    return ", ".join(cells)
 
 
 def render_plot(result: BenchResult) -> bytes | None:
@@ -381,6 +393,8 @@ def render_plot(result: BenchResult) -> bytes | None:
         "upstream-np": ("C3", "^"),
         "ckdtree": ("C2", "D"),
         "upstream": ("C5", "P"),
+        "jax-resident": ("C6", "*"),
+        "port": ("C7", "X"),
     }
     for k, (stage, xkey, kind) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)

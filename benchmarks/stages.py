@@ -164,8 +164,8 @@ def _jitted_scaler_roundtrip():
 class Inputs:
     """Per-case inputs, built lazily (only what a stage reads, `STAGE_INPUTS`) and kept for the case."""
 
-    def __init__(self, case: Case, device):
-        self.case, self.device = case, device
+    def __init__(self, case: Case, device, *, port: str | None = None):
+        self.case, self.device, self.port = case, device, port
         self._cache: dict[str, Any] = {}
 
     def built(self) -> list[str]:
@@ -184,6 +184,9 @@ class Inputs:
             return raw
         self._cache["origin"] = "synthetic" + (" positions only" if c.source == "positions" else "")
         return synthetic_raw(c.M, c.N, seed=SEED, frames=c.source != "positions")
+
+    def _make_raw_resident(self):
+        return self.get("raw").on_device(self.device)
 
     def _make_positions(self):
         return self.get("raw").positions()
@@ -270,6 +273,19 @@ class Impl(NamedTuple):
 
 def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, Impl]:
     """`{impl: Impl}` for `stage` on the case's inputs (built here, before any timing)."""
+    out = _own_callables(stage, inp, impls)
+    if "port" in impls and inp.port is not None:
+        from .port import PORT_STAGES, port_call
+
+        out["port"] = Impl(
+            port_call(inp.port, stage, inp.case, inp),
+            1.0,
+            f"--port {inp.port}: {PORT_STAGES[stage]} (a fresh instance per call)",
+        )
+    return out
+
+
+def _own_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, Impl]:
     import jax
 
     from ptycho_jax import (
@@ -331,6 +347,12 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
             1.0,
             "raw frames host -> device (jax.device_put)",
         )
+        if "jax-resident" in want:
+            out["jax-resident"] = Impl(
+                lambda: raw.on_device(inp.device).device_frames,
+                1.0,
+                "RawData.on_device: the one transfer of the frames (then resident for every call)",
+            )
         return out
     if stage == "end_to_end":
         params = c.params()
@@ -351,6 +373,19 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
             f"{where} from host RawData (selection, transfers, patches from objectGuess)",
             (raw.objectGuess,),
         )
+        if "jax-resident" in want:
+            resident = inp.get("raw_resident")
+
+            def jax_resident_chain():
+                r = run_chain(resident, params, **path)
+                return r.grouped, r.container, r.scaler
+
+            out["jax-resident"] = Impl(
+                jax_resident_chain,
+                1.0,
+                f"{where} from RawData.on_device (frames resident: no transfer per call)",
+                (raw.objectGuess, resident.device_frames),
+            )
         if ref is not None:
             note = "crosscheck selection + tf_reference stages"
             out["tf-ref"] = Impl(

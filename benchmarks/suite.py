@@ -20,6 +20,7 @@ from .machine import (
     git_description,
     machine_description,
     measure_copy_bandwidth,
+    measure_h2d_bandwidth,
     read_proc,
     versions,
 )
@@ -65,6 +66,7 @@ def run_suite(
     progress: Callable[[str], None] = lambda msg: None,
     checkpoint: Callable[[BenchResult], None] | None = None,
     compile_time: bool = True,
+    port: str | None = None,
 ) -> BenchResult:
     """Run every case of `plan` on `device`; cut (and record why) what does not fit memory or time."""
     t_start = time.perf_counter()
@@ -169,6 +171,9 @@ def run_suite(
                     )
                 continue
             case_impls = [i for i in case.impls if i in impls and (i != "tf-ref" or use_tf)]
+            case_impls += [i for i in ("jax-resident", "port") if i in impls]
+            if port is None and "port" in case_impls:
+                case_impls.remove("port")
             for stage, reason in case.skip:
                 cut(case, stage, "*", reason)
             if mem.rss() + raw_bytes(case) > host_budget:
@@ -181,7 +186,7 @@ def run_suite(
                     )
                 continue
             t0 = time.perf_counter()
-            inp = Inputs(case, device)
+            inp = Inputs(case, device, port=port)
             inp.get("raw")
             result.cases.append(
                 {
@@ -205,16 +210,30 @@ def run_suite(
                 release_freed_host_memory()
                 allowed = []
                 for impl in case_impls:
-                    if stage in ("selection",) and impl not in ("jax", "jax-engine", "tf-ref"):
+                    if stage in ("selection",) and impl not in (
+                        "jax",
+                        "jax-engine",
+                        "tf-ref",
+                        "port",
+                    ):
                         continue
                     if stage == "neighbours" and impl not in ("jax", "ckdtree"):
                         continue
                     if stage not in ("selection", "neighbours") and impl not in (
                         "jax",
+                        "jax-resident",
                         "tf-ref",
                         "upstream-np",
+                        "port",
                     ):
                         continue
+                    if impl == "jax-resident" and stage not in ("h2d", "end_to_end"):
+                        continue
+                    if impl == "port":
+                        why = _port_reason(port, case, stage, device)
+                        if why:
+                            cut(case, stage, impl, why)
+                            continue
                     if impl == "upstream-np" and stage != "patches":
                         continue
                     if impl == "tf-ref" and stage == "h2d":
@@ -270,10 +289,53 @@ def run_suite(
                 checkpoint(result)
         clear_jax_caches()
         result.copy_bandwidth["end"] = measure_copy_bandwidth(device, nbytes=copy_bytes)
+        result.copy_bandwidth["h2d"] = measure_h2d_bandwidth(device, nbytes=copy_bytes)
+        result.notes.extend(_transfer_notes(result))
         result.notes.append(f"load average at the end: {read_proc('/proc/loadavg').split()[:3]}")
     result.targets = evaluate_targets(result)
     result.wall_s = time.perf_counter() - t_start
     return result
+
+
+def _port_reason(port: str | None, case: Case, stage: str, device) -> str | None:
+    """Why the `--port` backend is not timed on this stage here (None: it is)."""
+    from .port import PORT_STAGES, not_computed_reason, where_it_runs
+
+    if port is None:
+        return "no --port given"
+    if stage not in PORT_STAGES:
+        return f"no backend method matches the stage {stage!r}"
+    try:
+        runs, words = where_it_runs(port, device)
+        if not runs:
+            return words
+        return not_computed_reason(port, stage, case.params())
+    except Exception as e:  # noqa: BLE001 - a port that cannot be resolved or inspected
+        return f"the port cannot be used: {type(e).__name__}: {e}"
+
+
+def _transfer_notes(result: BenchResult) -> list[str]:
+    """The one transfer of the frames (`RawData.on_device`) against the same-run host -> device bandwidth."""
+    h2d = result.copy_bandwidth.get("h2d")
+    out = []
+    if h2d:
+        out.append(
+            f"host -> device bandwidth (device_put of a {fmt_bytes(h2d['bytes'])} host array, copied): {h2d['gbps']:.1f} GB/s (median of 5)"
+        )
+    for f in result.figures:
+        if f["stage"] == "h2d" and f["impl"] == "jax-resident" and h2d:
+            moved = f["M"] * f["N"] ** 2 * 4
+            gbps = moved / f["median_s"] / 1e9
+            out.append(
+                f"{f['case']}: RawData.on_device, the one transfer of {fmt_bytes(moved)} of frames: {fmt_s(f['median_s'])} = {gbps:.1f} GB/s, "
+                f"{100 * gbps / h2d['gbps']:.0f}% of the measured host -> device bandwidth"
+                + (
+                    " (a CPU device aliases the aligned frames: no copy made)"
+                    if "cpu" in str(result.machine.get("device", ""))
+                    else ""
+                )
+            )
+    return out
 
 
 def _add_upstream(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import gc
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ class Figure:
     floor_s: float | None = None
     floor_scale: float = 1.0
     note: str = ""
+    minor_faults: list[int] | None = None  # getrusage ru_minflt delta of each warm call
 
     @property
     def median_s(self) -> float:
@@ -56,8 +58,19 @@ class Figure:
             "device_peak_bytes": self.device_peak_bytes,
             "floor_s": self.floor_s, "floor_scale": self.floor_scale,
             "floor_multiple": (med / self.floor_s) if (self.floor_s and med > 0) else None,
+            "minor_faults_per_call": minor_faults_per_call(self.minor_faults),
             "note": self.note,
         }  # fmt: skip
+
+
+def minor_faults_per_call(faults: list[int] | None) -> int | None:
+    """Median minor page faults of the warm calls (an int), None when not measured."""
+    return int(statistics.median(faults)) if faults else None
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (all its threads: XLA's and the host pool's)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _block(x):
@@ -122,6 +135,7 @@ def measure_stage(
     order = [i for i in IMPLS if i in calls]
     firsts: dict[str, float] = {}
     times: dict[str, list[float]] = {i: [] for i in order}
+    faults: dict[str, list[int]] = {i: [] for i in order}
     growth: dict[str, int | None] = {i: None for i in order}
     dev_peak: dict[str, int | None] = {i: None for i in order}
     produced: dict[str, int | None] = {i: None for i in order}
@@ -130,10 +144,13 @@ def measure_stage(
     def one(impl: str, *, warm: bool, memory: bool = False) -> float:
         fn, scale, _, exclude = calls[impl]
         base = mem.reset()
+        f0 = minor_faults()
         t0 = time.perf_counter()
         r = fn()
         _block(r)
         dt = (time.perf_counter() - t0) * scale
+        if warm and not memory:
+            faults[impl].append(minor_faults() - f0)
         peak = mem.peak()
         if memory and peak is not None:
             growth[impl] = peak - base
@@ -185,7 +202,7 @@ def measure_stage(
     figs = [
         Figure(case=case.name, stage=stage, impl=i, dims=d, times_s=times[i], first_s=firsts[i], scale=calls[i].scale,
                bytes=nbytes, peak_rss_growth_bytes=growth[i], device_peak_bytes=dev_peak[i], produced_bytes=produced[i],
-               floor_s=floor_s, floor_scale=floor_scale, note=calls[i].note)
+               floor_s=floor_s, floor_scale=floor_scale, note=calls[i].note, minor_faults=faults[i])
         for i in order
     ]  # fmt: skip
     ratios = []

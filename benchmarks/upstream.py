@@ -116,7 +116,7 @@ def upstream_figures(
         if stage is None or not st.get("times_s"):
             continue
         fig = Figure(case=case.name, stage=stage, impl="upstream", dims=d, times_s=list(st["times_s"]), first_s=st["first_s"],
-                     scale=st.get("scale", 1.0), bytes=stage_bytes(stage, d), note=st.get("note", ""))  # fmt: skip
+                     scale=st.get("scale", 1.0), bytes=stage_bytes(stage, d), note=st.get("note", ""), minor_faults=st.get("minor_faults"))  # fmt: skip
         figs.append(fig.to_json(None))
         j = next(
             (

@@ -3,7 +3,7 @@
 Started by `benchmarks.upstream.time_upstream` as `<upstream python> upstream_timer.py REQUEST.json`
 with the upstream checkout on `sys.path`. Imports only the standard library, NumPy and upstream
 (never JAX or ptycho_jax). Everything upstream prints goes to stderr; the last stdout line is the
-JSON reply: `{"ok": true, "stages": {stage: {"first_s", "times_s", "scale", "note"}}, ...}`.
+JSON reply: `{"ok": true, "stages": {stage: {"first_s", "times_s", "scale", "minor_faults", "note"}}, ...}`.
 
 Stages, on the request's RawData (an NPZ) and the port's groups `nn` (same groups, same object):
 - `group_normalize`: `RawData.generate_grouped_data(N, K, nsamples=n_groups, seed, gridsize)` on a
@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import resource
 import sys
 import time
 
@@ -40,16 +41,19 @@ def _quiet():
         os.close(saved)
 
 
-def _timed(fn, repeats: int) -> tuple[float, list[float]]:
+def _timed(fn, repeats: int) -> tuple[float, list[float], list[int]]:
+    """First call, then `repeats` warm calls: their times and minor page faults (getrusage)."""
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
-    times = []
+    times, faults = [], []
     for _ in range(repeats):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return first, times
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return first, times, faults
 
 
 def _cfg_helper(crosscheck_dir: str):
@@ -92,9 +96,9 @@ def main(req_path: str) -> int:
                 # nsamples: upstream's own keyword for the group count
                 return bare.generate_grouped_data(N, K=K, nsamples=n_groups, seed=seed, gridsize=g)
 
-            first, times = _timed(group_normalize, repeats)
+            first, times, faults = _timed(group_normalize, repeats)
             out["stages"]["group_normalize"] = {
-                "first_s": first, "times_s": times, "scale": 1.0,
+                "first_s": first, "times_s": times, "scale": 1.0, "minor_faults": faults,
                 "note": "RawData.generate_grouped_data without objectGuess (selection, gather, coordinates, normalize_data)",
             }  # fmt: skip
 
@@ -105,9 +109,9 @@ def main(req_path: str) -> int:
             def container():
                 return loader.load(lambda: dset, probe, which=None, create_split=False)
 
-            first, times = _timed(container, repeats)
+            first, times, faults = _timed(container, repeats)
             out["stages"]["container"] = {
-                "first_s": first, "times_s": times, "scale": 1.0,
+                "first_s": first, "times_s": times, "scale": 1.0, "minor_faults": faults,
                 "note": "loader.load on the port's groups and Y (|Y|, angle(Y), scale_nphotons)",
             }  # fmt: skip
 
@@ -118,10 +122,16 @@ def main(req_path: str) -> int:
             def patches():  # as upstream builds Y in _generate_dataset_from_groups
                 return raw_data.get_image_patches(a["objectGuess"], offsets, relative, N=N, gridsize=g)  # fmt: skip
 
-            first, times = _timed(patches, repeats)
+            first, times, faults = _timed(patches, repeats)
             out["stages"]["patches"] = {
+<<<<<<< HEAD
                 "first_s": first * n_groups / k, "times_s": [t * n_groups / k for t in times], "scale": n_groups / k,
                 "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {n_groups} groups, scaled per group",
+=======
+                "first_s": first * B / k, "times_s": [t * B / k for t in times], "scale": B / k,
+                "minor_faults": faults,  # of the subset call, not scaled
+                "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {B} groups, scaled per group",
+>>>>>>> helper-c
             }  # fmt: skip
             mine = np.asarray(patches())
             out["patches_check"] = {"groups": k, "max_abs_diff": float(np.abs(mine - a["Y"][:k]).max()), "max_abs": float(np.abs(a["Y"][:k]).max())}  # fmt: skip

@@ -38,6 +38,9 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     for f in doc["figures"]:
         assert 0 < f["min_s"] <= f["median_s"] <= f["max_s"]
         assert f["bytes"] > 0 and f["n"] >= 1
+        # Minor page faults per warm call (getrusage): a non-negative int for every figure.
+        faults = f["minor_faults_per_call"]
+        assert isinstance(faults, int) and not isinstance(faults, bool) and faults >= 0, f
     # The byte model of a figure is the one specs/benchmarks.md states (normalize: read + write one stack).
     norm = figures[("normalize", "jax")]
     assert norm["bytes"] == 2 * norm["P"] * norm["N"] ** 2 * 4
@@ -50,6 +53,7 @@ def test_tiny_suite_writes_json_markdown_and_plot(tmp_path, capsys):
     md = (tmp_path / "cpu-tiny.md").read_text()
     assert md.startswith("# ptycho-jax benchmarks: cpu (tiny)")
     assert "| tiny (M=96, B=16, C=4, N=16) | end_to_end |" in md
+    assert "minor faults / warm call" in md
     assert (tmp_path / "cpu-tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert capsys.readouterr().out.startswith("# ptycho-jax benchmarks")
     # --render re-renders Markdown and plot from the JSON alone (how a GPU run's JSON is rendered here).
@@ -184,3 +188,37 @@ def test_the_installed_command_has_no_bench(capsys):
             "ptycho-jax: error: bench: the benchmark suite is not part of the installed command; "
             "run it from a source checkout (the repository root) with `python -m benchmarks`"
         ], (argv, err)
+
+
+def test_minor_faults_per_call_counts_a_fresh_allocation():
+    from benchmarks.timing import minor_faults, minor_faults_per_call
+
+    assert minor_faults_per_call(None) is None and minor_faults_per_call([]) is None
+    assert minor_faults_per_call([3, 1, 2]) == 2
+    f0 = minor_faults()
+    a = np.ones(64 * 2**20 // 8)  # 64 MiB written: thousands of fresh pages (4 KiB, or 2 MiB huge)
+    assert minor_faults() - f0 >= 16 and a[-1] == 1.0
+
+
+def test_foreign_port_and_resident_frames_are_timed_beside_ours(tmp_path):
+    port = "ptycho_jax.crosscheck.examples.numpy_port:NumpyPort"
+    argv = ("--tiny", "--repeats", "1", "--out", str(tmp_path), "--no-plot", "--port", port)
+    assert cli.run(_args(*argv, "--impls", "jax,jax-resident,port")) == 0
+    doc = json.loads((tmp_path / "cpu-tiny.json").read_text())
+    figs = {(f["stage"], f["impl"]): f for f in doc["figures"] if f["case"] == "tiny"}
+    for stage in ("gather_normalize", "scaler", "intensity_scale"):
+        assert port in figs[(stage, "port")]["note"], stage
+        assert any(
+            r["stage"] == stage and r["numerator"] == "port" and r["denominator"] == "jax"
+            for r in doc["ratios"]
+        ), stage
+    # What the example port does not compute is cut, with the reason.
+    cuts = {(c["stage"], c["impl"]): c["reason"] for c in doc["cuts"] if c["case"] == "tiny"}
+    assert "container" in cuts[("container", "port")]
+    assert "grouping" in cuts[("selection", "port")]
+    # Frames on the device: the one transfer apart, the chain from resident frames, the bandwidth.
+    assert ("h2d", "jax-resident") in figs and ("end_to_end", "jax-resident") in figs
+    assert doc["copy_bandwidth"]["h2d"]["gbps"] > 0
+    assert any("RawData.on_device, the one transfer" in n for n in doc["notes"])
+    md = (tmp_path / "cpu-tiny.md").read_text()
+    assert "port / jax" in md and "jax-resident / jax" in md

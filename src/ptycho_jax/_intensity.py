@@ -24,8 +24,13 @@ from jaxtyping import Array, Float32, Real
 
 from ._errors import NormalizationError
 from ._normalize import energy_partials
+<<<<<<< HEAD
 from ._tf_order import frame_sums, mean_all
 from ._variants import MAIN, SEED, VariantName, get_variant
+=======
+from ._tf_order import mean_all, square_frame_sums
+from ._variants import MAIN, SEED, get_variant
+>>>>>>> helper-c
 
 NORM_Y_I_KEY = "container_norm_Y_I_diffsim_scale_nphotons"
 
@@ -144,8 +149,8 @@ def norm_from_frame_sums(frame_sums: np.ndarray, nphotons: float) -> np.float32:
 
 @jax.jit
 def _energy_sums(x):
-    # One program: the squares are never materialised as a full-size array of their own.
-    return frame_sums(x * x)
+    # Blocked: no full-size array of squares is allocated per call (same bits as frame_sums(x * x)).
+    return square_frame_sums(x)
 
 
 def diffsim_norm_Y_I(X: Real[ArrayLike, "..."], nphotons: float) -> float:

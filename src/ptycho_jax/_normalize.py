@@ -22,7 +22,7 @@ from ._gain import apply_gain, gain_from_energy
 from ._mesh import AXIS, check_mesh, make_mesh, put, tail_padded_blocks, to_host, unpad
 from ._rawdata import aligned_empty, host_map
 from ._stats import float_sum
-from ._tf_order import frame_sums
+from ._tf_order import square_frame_sums
 from ._types import Amplitudes
 from ._variants import Variant, VariantName, get_variant
 
@@ -50,7 +50,7 @@ def energy_partials(x, valid, offset, total_groups: int, *, tf_order: bool):
     x64 = x.astype(jnp.float64)
     e = jnp.sum(x64 * x64, axis=tuple(range(1, x.ndim)))
     total = jnp.sum(jnp.where(valid, e, 0.0))
-    return total, (frame_sums(x * x, offset, total_groups) if tf_order else None)
+    return total, (square_frame_sums(x, offset, total_groups) if tf_order else None)
 
 
 @ft.partial(jax.jit, static_argnames=("mesh", "total_groups", "tf_order"))

@@ -32,11 +32,19 @@ def _fma_f64(
     )
 
 
-@ft.partial(jax.jit, static_argnames=("N", "fma"))
+@ft.partial(jax.jit, static_argnames=("N", "fma", "C"))
 def patch_kernel(
-    obj: Complex64[Array, "H W"], centres: Float32[Array, "P 2"], *, N: int, fma: bool
-) -> Complex64[Array, "P N N"]:
+    obj: Complex64[Array, "H W"],
+    centres: Float32[Array, "P 2"],
+    *,
+    N: int,
+    fma: bool,
+    C: int | None = None,
+) -> Complex64[Array, "P N N"] | Complex64[Array, "B N N C"]:
     """Gather the four bilinear corners of every patch pixel from `obj` (zero outside) and blend them.
+
+    With `C`, patches b·C + c are computed directly in the channel-last (B, N, N, C) layout, the
+    same operations per element (same bits), so no (P, N, N) array is written and then transposed.
 
     Padded-canvas coordinates: canvas pixel (i, j) is `obj[i - N//2, j - N//2]` or 0. Patch pixel
     (r, q) samples the canvas at `(sx, sy) = (float32(q + cx), float32(r + cy))`. With `fma=True`
@@ -48,21 +56,27 @@ def patch_kernel(
     ramp = jnp.arange(N, dtype=jnp.float32)
     sx = ramp[None, :] + centres[:, 0:1]  # (P, N): column source coordinate per patch column
     sy = ramp[None, :] + centres[:, 1:2]  # (P, N): row source coordinate per patch row
+    if C is None:
+        row_axis, col_axis = (lambda a: a[:, :, None]), (lambda a: a[:, None, :])
+    else:  # (P, N) -> (B, N, C), then rows (B, N, 1, C) and columns (B, 1, N, C)
+        channel_last = lambda a: a.reshape(-1, C, N).transpose(0, 2, 1)
+        sx, sy = channel_last(sx), channel_last(sy)
+        row_axis, col_axis = (lambda a: a[:, :, None, :]), (lambda a: a[:, None, :, :])
     x0 = jnp.floor(sx)
     y0 = jnp.floor(sy)
-    wx = (sx - x0)[:, None, :]  # exact in float32
-    wy = (sy - y0)[:, :, None]
+    wx = col_axis(sx - x0)  # exact in float32
+    wy = row_axis(sy - y0)
     # Clip before the integer cast so far-away centres cannot overflow int32; a clipped corner is
     # outside the object either way and so contributes 0.
     hi = float(max(H, W) + N + 2)
     ix = jnp.clip(x0, -2.0, hi).astype(jnp.int32) - pad  # object column of the left corners
     iy = jnp.clip(y0, -2.0, hi).astype(jnp.int32) - pad  # object row of the top corners
 
-    def corner(dy: int, dx: int) -> Complex64[Array, "P N N"]:
+    def corner(dy: int, dx: int) -> Complex64[Array, "P N N"] | Complex64[Array, "B N N C"]:
         rows = iy + dy
         cols = ix + dx
-        inside = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]
-        value = obj[jnp.clip(rows, 0, H - 1)[:, :, None], jnp.clip(cols, 0, W - 1)[:, None, :]]
+        inside = row_axis((rows >= 0) & (rows < H)) & col_axis((cols >= 0) & (cols < W))
+        value = obj[row_axis(jnp.clip(rows, 0, H - 1)), col_axis(jnp.clip(cols, 0, W - 1))]
         return jnp.where(inside, value, jnp.zeros((), obj.dtype))
 
     ia, ib, ic, id_ = corner(0, 0), corner(0, 1), corner(1, 0), corner(1, 1)
@@ -140,15 +154,22 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
         PtychoInputError: wrong rank or dtype, non-positive N, NaN/Inf centres.
     """
     where = "extract_patches"
+    N, centres, traced = _checked_inputs(obj, centres, N, where)
+    if traced:
+        return patch_kernel(jnp.asarray(obj), centres, N=N, fma=False)
+    with jax.enable_x64(True):
+        out = patch_kernel(jnp.asarray(obj), jnp.asarray(centres), N=N, fma=True)
+    return out
+
+
+def _checked_inputs(obj, centres, N, where: str):
+    """`(N, float32 centres, traced)` after the checks of `extract_patches`."""
     if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 1:
         raise PtychoInputError(f"{where}: N: expected a positive int, got {N!r}")
     check_object(obj, where)
     check_centres(centres, where)
-    N = int(N)
     if _is_traced(obj, centres):
-        return patch_kernel(
-            jnp.asarray(obj), jnp.asarray(centres).astype(jnp.float32), N=N, fma=False
-        )
+        return int(N), jnp.asarray(centres).astype(jnp.float32), True
     centres32 = np.asarray(centres).astype(np.float32)
     finite = np.isfinite(centres32)
     if not finite.all():
@@ -157,9 +178,16 @@ def extract_patches(obj: ArrayLike, centres: ArrayLike, *, N: int) -> Complex64[
             f"{where}: centres: expected finite float32 values, got {int((~finite).sum())} NaN/Inf "
             f"(first at index {tuple(int(i) for i in bad)}); values beyond float32 range overflow on the cast"
         )
-    with jax.enable_x64(True):
-        out = patch_kernel(jnp.asarray(obj), jnp.asarray(centres32), N=N, fma=True)
-    return out
+    return int(N), centres32, False
+
+
+@ft.partial(jax.jit, static_argnames=("N", "C", "fma"))
+def group_patch_kernel(
+    obj: Complex64[Array, "H W"], centres: Float32[Array, "P 2"], *, N: int, C: int, fma: bool
+) -> Complex64[Array, "B N N C"]:
+    """`patch_kernel` with the channel-last layout in the same program: one (B, N, N, C) output, no
+    (P, N, N) intermediate of its own (its bits are those of `patch_kernel`)."""
+    return patch_kernel(obj, centres, N=N, fma=fma, C=C)
 
 
 def group_patch_centres(
@@ -249,5 +277,8 @@ def extract_group_patches(
         raise PtychoInputError(
             f"extract_group_patches: centres_flat: expected a multiple of C = {C} rows (B·C), got {P}"
         )
-    patches = extract_patches(obj, centres_flat, N=N)
-    return jnp.transpose(patches.reshape(P // int(C), int(C), N, N), (0, 2, 3, 1))
+    N, centres, traced = _checked_inputs(obj, centres_flat, N, "extract_patches")
+    if traced:
+        return group_patch_kernel(jnp.asarray(obj), centres, N=N, C=int(C), fma=False)
+    with jax.enable_x64(True):
+        return group_patch_kernel(jnp.asarray(obj), jnp.asarray(centres), N=N, C=int(C), fma=True)

@@ -96,11 +96,11 @@ def _layout_on_mesh(
         if patches is None:
             return (*coords, *start)
         b, c = nn.shape
-        Y = patch_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True)
-        return (*coords, *start, Y.reshape(b, c, N, N).transpose(0, 2, 3, 1))
+        Y = patch_kernel(obj[0], patch_centres(*coords, positions=patches), N=N, fma=True, C=c)
+        return (*coords, *start, Y)
 
-    spec = P(AXIS)
     args = (nn, x, y, xs, ys) + (() if patches is None else (obj,))
+    spec = P(AXIS)
     in_specs = (spec, P(), P(), P(), P()) + (() if patches is None else (P(),))
     out_specs = (spec,) * (6 if patches is None else 7)
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*args)
@@ -134,10 +134,16 @@ class _Frames:
     """Where a chunk's grouped frames come from: per-frame rows (`diff3d`, or `Y` patches) placed on the
     mesh once and gathered there (resident, one chunk), or gathered on the host per chunk (streamed)."""
 
-    def __init__(self, rows: np.ndarray, *, lo: int, M: int, mesh: Mesh, layout, streamed: bool):
+    def __init__(
+        self, rows: np.ndarray, *, lo: int, M: int, mesh: Mesh, layout, streamed: bool, placed=None
+    ):
         self.rows, self.mesh, self.layout, self.streamed = rows, mesh, layout, streamed
         self.frames = balanced_blocks(M, mesh.size)
-        self.placed = None if streamed else place_frames(rows, lo, self.frames, mesh)
+        if streamed:
+            placed = None
+        elif placed is None:
+            placed = place_frames(rows, lo, self.frames, mesh)
+        self.placed = placed
         self._cache = None
 
     def grouped(self, nn: np.ndarray) -> jax.Array:
@@ -193,6 +199,16 @@ class _Frames:
                 )[0]
             )
         return total
+
+
+def _resident_frames(raw: RawData, mesh: Mesh, lo: int) -> jax.Array | None:
+    """`raw.device_frames` (`RawData.on_device`) when they lie on the mesh's one device, else None."""
+    placed = raw.device_frames
+    if placed is None or mesh.size != 1 or lo != 0:
+        return None
+    if placed.sharding.device_set != {mesh_devices(mesh)[0]} or placed.shape != raw.diff3d.shape:
+        return None
+    return placed
 
 
 def _chain(
@@ -280,7 +296,15 @@ def _chain(
         return a, b, nn_chunk, valid, first
 
     with jax.enable_x64(True):
-        frames = _Frames(raw.diff3d, lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
+        frames = _Frames(
+            raw.diff3d,
+            lo=lo,
+            M=M,
+            mesh=mesh,
+            layout=layout,
+            streamed=streamed,
+            placed=_resident_frames(raw, mesh, lo),
+        )
         truth = (
             None
             if raw.Y is None

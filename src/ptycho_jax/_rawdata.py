@@ -383,6 +383,38 @@ class RawData:
             diff3d_source_dtype=self.diff3d_source_dtype,
         )
 
+    # -- frames on a device --------------------------------------------------------------------
+    def on_device(self, device: Any = None) -> "RawData":
+        """This RawData with its frames also placed once on `device` (default: JAX's first device).
+
+        The returned RawData shares every host array (validated once, here not again) and holds
+        `device_frames`, a committed (M, N, N) float32 `jax.Array` equal to `diff3d`: the one-device
+        chain (`group`, `run_chain`) gathers from it instead of transferring `diff3d` on every call;
+        outputs are bit-identical. Several devices, a mesh over other devices or streaming
+        (`chunk_groups`) place the host frames as before. `dataclasses.replace` and `subset` return
+        host-only RawData (their frames are new arrays). The host copy stays (the gain checks and
+        NPZ output read it).
+        """
+        import copy
+
+        import jax
+
+        target = jax.devices()[0] if device is None else device
+        if not isinstance(target, jax.Device):
+            raise RawDataError(
+                f"RawData.on_device: device: expected a jax.Device or None, got {type(target).__name__}"
+            )
+        placed = jax.device_put(self.diff3d, target)
+        placed.block_until_ready()
+        out = copy.copy(self)  # the cached energies and smallest amplitude hold for the same frames
+        object.__setattr__(out, "_device_frames", placed)
+        return out
+
+    @property
+    def device_frames(self) -> Any:
+        """The frames placed by `on_device` (a committed `jax.Array`), or None for a host RawData."""
+        return self.__dict__.get("_device_frames")
+
     # -- I/O -----------------------------------------------------------------------------------
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> "RawData":

@@ -105,6 +105,34 @@ def frame_sums(
     return jnp.where(vector_mask, _vector_rows(rows), sequential)
 
 
+SQUARES_BYTES = 4 << 20
+"""Bytes of squares `square_frame_sums` forms at a time."""
+
+
+def square_frame_sums(
+    x: Float32[Array, "B N N C"], first=0, total_groups: int | None = None
+) -> Float32[Array, "B C"]:
+    """`frame_sums(x * x, first, total_groups)`, same bits, in group blocks of a few MiB.
+
+    Each block is squared then summed as one array, the program form of `frame_sums(x * x)` (the
+    products stay apart from the adds), so no full-size array of squares is allocated per call.
+    """
+    b = x.shape[0]
+    total = b if total_groups is None else total_groups
+    per = max(1, min(b, SQUARES_BYTES // max(1, x[0].size * 4)))
+    n = b // per
+
+    def block(i):
+        xs = jax.lax.dynamic_slice_in_dim(x, i * per, per)
+        return frame_sums(xs * xs, first + i * per, total)
+
+    head = jax.lax.map(block, jnp.arange(n)).reshape(n * per, x.shape[-1])
+    if n * per == b:
+        return head
+    rest = x[n * per :]
+    return jnp.concatenate([head, frame_sums(rest * rest, first + n * per, total)])
+
+
 sum_over_frame = jax.jit(frame_sums)
 
 
