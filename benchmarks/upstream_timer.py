@@ -124,14 +124,9 @@ def main(req_path: str) -> int:
 
             first, times, faults = _timed(patches, repeats)
             out["stages"]["patches"] = {
-<<<<<<< HEAD
                 "first_s": first * n_groups / k, "times_s": [t * n_groups / k for t in times], "scale": n_groups / k,
-                "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {n_groups} groups, scaled per group",
-=======
-                "first_s": first * B / k, "times_s": [t * B / k for t in times], "scale": B / k,
                 "minor_faults": faults,  # of the subset call, not scaled
-                "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {B} groups, scaled per group",
->>>>>>> helper-c
+                "note": f"raw_data.get_image_patches (whole-canvas translation per patch) on {k} of {n_groups} groups, scaled per group",
             }  # fmt: skip
             mine = np.asarray(patches())
             out["patches_check"] = {"groups": k, "max_abs_diff": float(np.abs(mine - a["Y"][:k]).max()), "max_abs": float(np.abs(a["Y"][:k]).max())}  # fmt: skip

@@ -24,13 +24,8 @@ from jaxtyping import Array, Float32, Real
 
 from ._errors import NormalizationError
 from ._normalize import energy_partials
-<<<<<<< HEAD
-from ._tf_order import frame_sums, mean_all
-from ._variants import MAIN, SEED, VariantName, get_variant
-=======
 from ._tf_order import mean_all, square_frame_sums
-from ._variants import MAIN, SEED, get_variant
->>>>>>> helper-c
+from ._variants import MAIN, SEED, VariantName, get_variant
 
 NORM_Y_I_KEY = "container_norm_Y_I_diffsim_scale_nphotons"
 

@@ -211,6 +211,210 @@ def _resident_frames(raw: RawData, mesh: Mesh, lo: int) -> jax.Array | None:
     return placed
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _ChainPlan:
+    """What every pass of one chain call shares: the scan on the mesh, the groups and the chunking."""
+
+    mesh: Mesh
+    positions: np.ndarray  # (M, 4) float64 x, y, x_start, y_start of the whole scan
+    M: int
+    lo: int  # first frame of this process's part
+    nn: np.ndarray  # (n_groups, C) the groups
+    N: int
+    chunk_rows: int  # groups per chunk (all of them unless streamed)
+    n_chunks: int
+    rows: int  # padded rows of every chunk over the mesh
+    streamed: bool
+    patches: str | None  # patch positions when the object's patches are cut here, else None
+
+    @property
+    def n_groups(self) -> int:
+        return self.nn.shape[0]
+
+    @property
+    def C(self) -> int:
+        return self.nn.shape[1]
+
+    def chunk(self, i: int):
+        """Chunk `i`: its group range [a, b), its padded int32 groups, its valid-row mask and start."""
+        a, b = i * self.chunk_rows, min((i + 1) * self.chunk_rows, self.n_groups)
+        nn_chunk = np.zeros((self.rows, self.C), np.int32)
+        nn_chunk[: b - a] = self.nn[a:b]
+        valid = put(np.arange(self.rows) < b - a, self.mesh, P(AXIS))
+        first = put(np.asarray(a, np.int32), self.mesh, P())
+        return a, b, nn_chunk, valid, first
+
+
+def _check_variant_input(raw: RawData, params: ChainParams, where: str) -> None:
+    if not isinstance(params, ChainParams):
+        raise PtychoInputError(
+            f"{where}: params: expected a ChainParams, got {type(params).__name__}"
+        )
+    numerics = params.numerics
+    if numerics.float32_frames_only and raw.diff3d_source_dtype != "float32":
+        raise NormalizationError(
+            f"{where}: variant {numerics.name!r} squares the frames in the dtype they arrive in "
+            f"(upstream's loader.normalize_data), expected diff3d given as float32, got "
+            f"{raw.diff3d_source_dtype} (uint16 squares wrap, float64 sums in float64): use "
+            f"variant 'main', or build RawData from diff3d.astype(np.float32)"
+        )
+
+
+def _plan_chain(raw, params, *, mesh, nn_indices, key, chunk_groups, container, where, tick):
+    """The groups (one source of truth on every process), their checks, the probe when the
+    container is made (checked in that order), and the chunking: (plan, layout, probe)."""
+    mesh = make_mesh(1) if mesh is None else check_mesh(mesh, where)
+    _check_chunk_groups(chunk_groups, mesh, where)
+    with jax.enable_x64(True):  # float64 positions must not be truncated by the gathers
+        positions, M, lo = global_scan(raw, mesh, where)
+    tick("grouping")
+    N = params.frame_size(raw.N)
+    nn = select_groups(positions[:, :2], params, nn_indices=nn_indices, key=key)
+    if not is_local(mesh):  # a seedless draw differs per process: process 0's groups for all
+        with jax.enable_x64(True):
+            nn = np.asarray(multihost_utils.broadcast_one_to_all(nn)).astype(nn.dtype)
+    n_groups, C = nn.shape
+    probe = check_probe(raw.probeGuess, N, where) if container else None
+    patches = None
+    if raw.Y is None and raw.objectGuess is not None:
+        patches = params.patch_positions
+        warn_if_mirrored(C, patches, stacklevel=4)
+    check_group_patches(
+        raw,
+        nn,
+        N=N,
+        variant=params.variant,
+        patch_positions=params.patch_positions,
+        where=where,
+        positions=positions,
+        stacklevel=4,
+    )
+    streamed = chunk_groups is not None
+    cg = n_groups if not streamed else min(int(chunk_groups), n_groups)
+    layout = tail_padded_blocks(cg, mesh.size)  # one chunk's rows over the mesh, every chunk alike
+    plan = _ChainPlan(
+        mesh=mesh, positions=positions, M=M, lo=lo, nn=nn, N=N, chunk_rows=cg,
+        n_chunks=-(-n_groups // cg), rows=layout.padded, streamed=streamed, patches=patches,
+    )  # fmt: skip
+    logger.info(
+        "%s: %d groups of %d in %d chunk(s) of %d (%d rows each) on %d device(s)%s",
+        where, n_groups, C, plan.n_chunks, cg, plan.rows, mesh.size,
+        ", streamed" if streamed else "",
+    )  # fmt: skip
+    return plan, layout, probe
+
+
+def _chain_frames(raw: RawData, plan: _ChainPlan, layout):
+    """The diffraction frames and (when given) the ground-truth patches, ready to be gathered."""
+    kw = dict(lo=plan.lo, M=plan.M, mesh=plan.mesh, layout=layout, streamed=plan.streamed)
+    frames = _Frames(raw.diff3d, **kw, placed=_resident_frames(raw, plan.mesh, plan.lo))
+    truth = None if raw.Y is None else _Frames(raw.Y[..., 0], **kw)
+    return frames, truth
+
+
+def _grouped_energy(plan: _ChainPlan, raw: RawData, frames: _Frames, numerics, *, one_pass, tick):
+    """Pass 1: the total energy of the grouped frames and, for the seed branch, each frame's."""
+    if one_pass:  # the grouped energy is a sum of the frames' own energies: no gather needed
+        return float(np.sum(raw.frame_energies[plan.nn])), None
+    total_D, seed_sums = 0.0, []
+    for i in range(plan.n_chunks):
+        a, b, _, valid, first = plan.chunk(i)
+        if plan.streamed:
+            tick(f"energy pass {i + 1}/{plan.n_chunks}")
+        total, sums = energy_on_mesh(
+            frames.grouped(plan.nn[a:b]),
+            valid,
+            first,
+            mesh=plan.mesh,
+            total_groups=plan.n_groups,
+            tf_order=numerics.tf_order_energies,
+        )
+        total_D += float(to_host(total))
+        if sums is not None:
+            seed_sums.append(to_host(sums)[: b - a])
+    return total_D, (np.concatenate(seed_sums) if seed_sums else None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _ScalePass:
+    """Pass 2's inputs that every chunk shares: the gain (host and device), how X is made."""
+
+    gain: Any  # np.float32, from gain_of
+    gain_dev: jax.Array
+    one_pass: bool  # gather and scale in one program (the gain known before the gather)
+    on_cpu: bool
+    smallest: Any  # float or None: the smallest positive amplitude where X is made by NumPy (CPU)
+    xyz: list  # the four coordinate columns on the mesh
+    obj: jax.Array | None
+    sign: float  # the variant's local_offset_sign
+    container: bool
+
+
+def _scaled_chunk(plan: _ChainPlan, i: int, frames, truth, sp: _ScalePass):
+    """Pass 2 for chunk `i`: D, X and its energies, the coordinates, the patches, |Y| and phase."""
+    a, b, nn_chunk, valid, first = plan.chunk(i)
+    mesh, nn = plan.mesh, plan.nn[a:b]
+    if sp.one_pass and (not sp.on_cpu or host_scale_is_exact(sp.gain, sp.smallest)):
+        D, X = frames.grouped_and_scaled(nn, sp.gain)
+    else:
+        D = frames.grouped(nn)
+        X = scale_on_host(D, sp.gain, sp.smallest) if sp.smallest is not None else None
+    if X is None:
+        X, total_X, x_sums = scale_on_mesh(
+            D, sp.gain_dev, valid, first, mesh=mesh, total_groups=plan.n_groups,
+            with_energy=sp.container,
+        )  # fmt: skip
+    elif sp.container:  # the energies scale_on_mesh would give, from the same X
+        total_X, x_sums = energy_on_mesh(
+            X, valid, first, mesh=mesh, total_groups=plan.n_groups, tf_order=True
+        )
+    out = _layout_on_mesh(
+        put(nn_chunk, mesh, P(AXIS)), *sp.xyz, sp.obj, mesh=mesh, sign=sp.sign,
+        patches=plan.patches, N=plan.N,
+    )  # fmt: skip
+    Y = truth.grouped(nn) if truth is not None else (out[6] if plan.patches else None)
+    fields = {"diffraction": D, "X_full": X, "Y": Y}
+    if sp.container:
+        fields["Y_I"], fields["Y_phi"] = no_patches(X) if Y is None else split_patches(Y)
+        fields["total_X"], fields["x_sums"] = float(to_host(total_X)), to_host(x_sums)[: b - a]
+    return b - a, fields, [to_host(c)[: b - a] for c in out[:6]]
+
+
+def _collected(plan: _ChainPlan, parts, sp: _ScalePass):
+    """How to read one output over the chunks, and the gain as returned."""
+    if plan.streamed:  # gathered in host memory, returned on the host CPU device
+        host = _host_device()
+
+        def collect(name):
+            if parts[0][1][name] is None:
+                return None
+            return jax.device_put(
+                np.concatenate([np.asarray(f[name])[:n] for n, f, _ in parts]), host
+            )
+
+        return collect, jax.device_put(np.asarray(sp.gain), host)
+    ((_, only, _),) = parts
+    return (lambda name: unpad(only[name], plan.n_groups, plan.mesh)), sp.gain_dev
+
+
+def _grouped_data(raw: RawData, plan: _ChainPlan, parts, collect, gain_out) -> GroupedData:
+    coords = [np.concatenate([c[k] for _, _, c in parts]) for k in range(6)]
+    return GroupedData(
+        diffraction=collect("diffraction"),
+        X_full=collect("X_full"),
+        normalize_gain=gain_out,
+        coords_nn=coords[0],
+        coords_offsets=coords[1],
+        coords_relative=coords[2],
+        coords_start_nn=coords[3],
+        coords_start_offsets=coords[4],
+        coords_start_relative=coords[5],
+        nn_indices=plan.nn,
+        Y=collect("Y"),
+        objectGuess=raw.objectGuess,
+    )
+
+
 def _chain(
     raw: RawData,
     params: ChainParams,
@@ -225,208 +429,62 @@ def _chain(
 ):
     """The one chain: grouping and normalisation, and with `container` the container, scales and scaler."""
     tick = progress or (lambda stage: None)
-    if not isinstance(params, ChainParams):
-        raise PtychoInputError(
-            f"{where}: params: expected a ChainParams, got {type(params).__name__}"
-        )
+    _check_variant_input(raw, params, where)
     numerics = params.numerics
-    if numerics.float32_frames_only and raw.diff3d_source_dtype != "float32":
-        raise NormalizationError(
-            f"{where}: variant {numerics.name!r} squares the frames in the dtype they arrive in "
-            f"(upstream's loader.normalize_data), expected diff3d given as float32, got "
-            f"{raw.diff3d_source_dtype} (uint16 squares wrap, float64 sums in float64): use "
-            f"variant 'main', or build RawData from diff3d.astype(np.float32)"
-        )
-    mesh = make_mesh(1) if mesh is None else check_mesh(mesh, where)
-    _check_chunk_groups(chunk_groups, mesh, where)
-    streamed = chunk_groups is not None
-    with jax.enable_x64(True):  # float64 positions must not be truncated by the gathers
-        positions, M, lo = global_scan(raw, mesh, where)
-    tick("grouping")
-    N = params.frame_size(raw.N)
-    nn = select_groups(positions[:, :2], params, nn_indices=nn_indices, key=key)
-    if not is_local(
-        mesh
-    ):  # one source of truth for the groups (a seedless draw differs per process)
-        with jax.enable_x64(True):
-            nn = np.asarray(multihost_utils.broadcast_one_to_all(nn)).astype(nn.dtype)
-    B, C = nn.shape
-    probe = check_probe(raw.probeGuess, N, where) if container else None
-    patches = None
-    if raw.Y is None and raw.objectGuess is not None:
-        patches = params.patch_positions
-        warn_if_mirrored(C, patches, stacklevel=3)
-    check_group_patches(
-        raw,
-        nn,
-        N=N,
-        variant=params.variant,
-        patch_positions=params.patch_positions,
-        where=where,
-        positions=positions,
-        stacklevel=3,
-    )
-    cg = B if not streamed else min(int(chunk_groups), B)
-    n_chunks = -(-B // cg)
-    layout = tail_padded_blocks(
-        cg, mesh.size
-    )  # one chunk's rows over the mesh; every chunk has layout.padded rows
-    rows = layout.padded
-    logger.info(
-        "%s: %d groups of %d in %d chunk(s) of %d (%d rows each) on %d device(s)%s",
-        where,
-        B,
-        C,
-        n_chunks,
-        cg,
-        rows,
-        mesh.size,
-        ", streamed" if streamed else "",
-    )
-    spec = P(AXIS)
-
-    def chunk(i: int):
-        a, b = i * cg, min((i + 1) * cg, B)
-        nn_chunk = np.zeros((rows, C), np.int32)
-        nn_chunk[: b - a] = nn[a:b]
-        valid, first = (
-            put(np.arange(rows) < b - a, mesh, spec),
-            put(np.asarray(a, np.int32), mesh, P()),
-        )
-        return a, b, nn_chunk, valid, first
-
+    plan, layout, probe = _plan_chain(
+        raw, params, mesh=mesh, nn_indices=nn_indices, key=key, chunk_groups=chunk_groups,
+        container=container, where=where, tick=tick,
+    )  # fmt: skip
+    mesh, C = plan.mesh, plan.C
     with jax.enable_x64(True):
-        frames = _Frames(
-            raw.diff3d,
-            lo=lo,
-            M=M,
-            mesh=mesh,
-            layout=layout,
-            streamed=streamed,
-            placed=_resident_frames(raw, mesh, lo),
-        )
-        truth = (
-            None
-            if raw.Y is None
-            else _Frames(raw.Y[..., 0], lo=lo, M=M, mesh=mesh, layout=layout, streamed=streamed)
-        )
-
-        # One device, main numerics: the grouped energy is a sum of the frames' own energies, so the
-        # gain is known before the gather and pass 2 gathers and scales in one pass (no pass 1).
-        one_pass = not streamed and mesh.size == 1 and not numerics.tf_order_energies
+        frames, truth = _chain_frames(raw, plan, layout)
+        # One device, main numerics: the gain is known before the gather, and pass 2 gathers and
+        # scales in one pass (no pass 1).
+        one_pass = not plan.streamed and mesh.size == 1 and not numerics.tf_order_energies
         on_cpu = mesh.size == 1 and mesh_devices(mesh)[0].platform == "cpu"
-        # Pass 1: energies of the grouped frames, combined into the gain.
-        total_D, seed_sums = 0.0, []
-        if one_pass:
-            total_D = float(np.sum(raw.frame_energies[nn]))
-        for i in range(0 if one_pass else n_chunks):
-            a, b, nn_chunk, valid, first = chunk(i)
-            if streamed:
-                tick(f"energy pass {i + 1}/{n_chunks}")
-            total, sums = energy_on_mesh(
-                frames.grouped(nn[a:b]),
-                valid,
-                first,
-                mesh=mesh,
-                total_groups=B,
-                tf_order=numerics.tf_order_energies,
-            )
-            total_D += float(to_host(total))
-            if sums is not None:
-                seed_sums.append(to_host(sums)[: b - a])
-        frame_sums = np.concatenate(seed_sums) if seed_sums else None
-        gain = gain_of(
-            numerics, total=total_D, count=B * C, frame_sums=frame_sums, N=N, where=where
+        total_D, frame_sums = _grouped_energy(
+            plan, raw, frames, numerics, one_pass=one_pass, tick=tick
         )
-        gain_dev = put(np.asarray(gain), mesh, P())
-        smallest = raw.smallest_positive_amplitude if on_cpu else None  # X by NumPy where bit-equal
-
-        # Pass 2: X, its energies, coordinates, patches and the container's |Y| and phase.
-        xyz = [put(positions[:, k].copy(), mesh, P()) for k in range(4)]
-        obj = None if patches is None else put(raw.objectGuess, mesh, P())
+        gain = gain_of(
+            numerics, total=total_D, count=plan.n_groups * C, frame_sums=frame_sums, N=plan.N,
+            where=where,
+        )  # fmt: skip
+        sp = _ScalePass(
+            gain=gain,
+            gain_dev=put(np.asarray(gain), mesh, P()),
+            one_pass=one_pass,
+            on_cpu=on_cpu,
+            smallest=raw.smallest_positive_amplitude if on_cpu else None,  # X by NumPy: bit-equal
+            xyz=[put(plan.positions[:, k].copy(), mesh, P()) for k in range(4)],
+            obj=None if plan.patches is None else put(raw.objectGuess, mesh, P()),
+            sign=numerics.local_offset_sign,
+            container=container,
+        )
         parts = []
-        for i in range(n_chunks):
-            a, b, nn_chunk, valid, first = chunk(i)
-            tick(f"scale pass {i + 1}/{n_chunks}" if streamed else "container")
-            if one_pass and (not on_cpu or host_scale_is_exact(gain, smallest)):
-                D, X = frames.grouped_and_scaled(nn[a:b], gain)
-            else:
-                D = frames.grouped(nn[a:b])
-                X = scale_on_host(D, gain, smallest) if smallest is not None else None
-            if X is None:
-                X, total_X, x_sums = scale_on_mesh(
-                    D, gain_dev, valid, first, mesh=mesh, total_groups=B, with_energy=container
-                )
-            elif container:  # the energies scale_on_mesh would give, from the same X
-                total_X, x_sums = energy_on_mesh(
-                    X, valid, first, mesh=mesh, total_groups=B, tf_order=True
-                )
-            out = _layout_on_mesh(
-                put(nn_chunk, mesh, spec),
-                *xyz,
-                obj,
-                mesh=mesh,
-                sign=numerics.local_offset_sign,
-                patches=patches,
-                N=N,
-            )
-            Y = truth.grouped(nn[a:b]) if truth is not None else (out[6] if patches else None)
-            fields = {"diffraction": D, "X_full": X, "Y": Y}
-            if container:
-                fields["Y_I"], fields["Y_phi"] = no_patches(X) if Y is None else split_patches(Y)
-                fields["total_X"], fields["x_sums"] = (
-                    float(to_host(total_X)),
-                    to_host(x_sums)[: b - a],
-                )
-            coords = [to_host(c)[: b - a] for c in out[:6]]
-            parts.append((b - a, fields, coords))
+        for i in range(plan.n_chunks):
+            tick(f"scale pass {i + 1}/{plan.n_chunks}" if plan.streamed else "container")
+            parts.append(_scaled_chunk(plan, i, frames, truth, sp))
         raw_total = frames.energy_total() if container else None
-
-    if streamed:  # gathered in host memory, returned on the host CPU device
-        host = _host_device()
-
-        def collect(name):
-            if parts[0][1][name] is None:
-                return None
-            return jax.device_put(
-                np.concatenate([np.asarray(f[name])[:n] for n, f, _ in parts]), host
-            )
-
-        gain_out = jax.device_put(np.asarray(gain), host)
-    else:
-        ((_, only, _),) = parts
-
-        def collect(name):
-            return unpad(only[name], B, mesh)
-
-        gain_out = gain_dev
-    coords = [np.concatenate([c[k] for _, _, c in parts]) for k in range(6)]
-    grouped = GroupedData(
-        diffraction=collect("diffraction"),
-        X_full=collect("X_full"),
-        normalize_gain=gain_out,
-        coords_nn=coords[0],
-        coords_offsets=coords[1],
-        coords_relative=coords[2],
-        coords_start_nn=coords[3],
-        coords_start_offsets=coords[4],
-        coords_start_relative=coords[5],
-        nn_indices=nn,
-        Y=collect("Y"),
-        objectGuess=raw.objectGuess,
-    )
+    collect, gain_out = _collected(plan, parts, sp)
+    grouped = _grouped_data(raw, plan, parts, collect, gain_out)
     if not container:
         return grouped
-    tick("intensity_scale")
     totals = EnergyTotals(
-        N=N,
-        M=M,
-        n_groups=B,
+        N=plan.N,
+        M=plan.M,
+        n_groups=plan.n_groups,
         raw=raw_total,
         diffraction=total_D,
         X=sum(f["total_X"] for _, f, _ in parts),
         X_frame_sums=np.concatenate([f["x_sums"] for _, f, _ in parts]),
     )
+    return _scaled_result(params, grouped, totals, probe, collect, gain, where=where, tick=tick)
+
+
+def _scaled_result(params, grouped, totals, probe, collect, gain, *, where, tick) -> ChainResult:
+    """The intensity scales, the container and the scaler from the grouped data's energies."""
+    tick("intensity_scale")
+    numerics = params.numerics
     scales = intensity_scales(totals, nphotons=params.nphotons)
     training = scales[numerics.training_scale_key]
     result_container = assemble_container(
@@ -440,8 +498,9 @@ def _chain(
     tick("scaler")
     scaler = IntensityScaler.from_scale(training, trainable=params.trainable)
     logger.info(
-        "%s: %d groups of %d, gain %.6g, training scale %.9g", where, B, C, float(gain), training
-    )
+        "%s: %d groups of %d, gain %.6g, training scale %.9g",
+        where, *grouped.nn_indices.shape, float(gain), training,
+    )  # fmt: skip
     return ChainResult(
         params=params,
         grouped=grouped,
