@@ -107,3 +107,19 @@ def chain_deltas(got, ref) -> dict:
         "f32_ulp": max_ulp(np.float32(got.training_scale), np.float32(ref.training_scale))
     }
     return out
+
+
+def assert_equal_chain(d):
+    """Two chains' `chain_deltas`: the exact fields bit-equal, the rest within 1 ULP."""
+    for k in BIT_EQUAL:
+        if "both_none" in d[k]:
+            assert d[k]["both_none"], k
+        else:
+            assert d[k]["same_shape_dtype"] and d[k]["bit_equal"], (k, d[k])
+    for k in WITHIN_ULP:
+        assert d[k]["same_shape_dtype"] and d[k]["max_ulp"] <= 1, (k, d[k])
+    for k, v in d.items():
+        if k.startswith("scale.") or k == "training_scale":
+            assert v["f32_ulp"] <= 1, (k, v)
+        if k.startswith("scale."):
+            assert v["rel"] <= 1e-14, (k, v)

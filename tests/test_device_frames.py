@@ -6,8 +6,7 @@ import jax
 import numpy as np
 import pytest
 from _golden import DATA
-from test_sharding import chain_deltas
-from test_streaming import _assert_equal_chain
+from helpers import assert_equal_chain, chain_deltas
 
 import ptycho_jax as pj
 from ptycho_jax import _pipeline
@@ -60,7 +59,7 @@ def test_chain_from_resident_frames_is_bit_identical_and_transfers_nothing(
         grouped = pj.group(resident, params)
         with pytest.raises(AssertionError, match="placed again"):
             pj.run_chain(raw, params)  # the host RawData does place them: the check can fail
-    _assert_equal_chain(chain_deltas(got, ref))
+    assert_equal_chain(chain_deltas(got, ref))
     assert np.asarray(grouped.X_full).tobytes() == np.asarray(ref.grouped.X_full).tobytes()
     assert resident.device_frames.unsafe_buffer_pointer() == before  # same buffer, not replaced
 
@@ -73,6 +72,6 @@ def test_streaming_and_replace_fall_back_to_the_host_frames(raw, resident):
         warnings.simplefilter("ignore", pj.MirroredPatchWarning)
         ref = pj.run_chain(raw, params)
         streamed = pj.run_chain(resident, params, chunk_groups=7)
-    _assert_equal_chain(chain_deltas(streamed, ref))
+    assert_equal_chain(chain_deltas(streamed, ref))
     assert dataclasses.replace(resident, objectGuess=None).device_frames is None
     assert resident.subset(np.arange(10)).device_frames is None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _compile_count import count_compiles
 from _golden import DATA, max_ulp
-from helpers import BIT_EQUAL, WITHIN_ULP, chain_deltas
+from helpers import assert_equal_chain, chain_deltas
 
 import ptycho_jax as pj
 
@@ -18,21 +18,6 @@ import ptycho_jax as pj
 @pytest.fixture(scope="module")
 def raw():
     return pj.RawData.from_npz(DATA / "input_rawdata.npz")
-
-
-def _assert_equal_chain(d):
-    for k in BIT_EQUAL:
-        if "both_none" in d[k]:
-            assert d[k]["both_none"], k
-        else:
-            assert d[k]["same_shape_dtype"] and d[k]["bit_equal"], (k, d[k])
-    for k in WITHIN_ULP:
-        assert d[k]["same_shape_dtype"] and d[k]["max_ulp"] <= 1, (k, d[k])
-    for k, v in d.items():
-        if k.startswith("scale.") or k == "training_scale":
-            assert v["f32_ulp"] <= 1, (k, v)
-        if k.startswith("scale."):
-            assert v["rel"] <= 1e-14, (k, v)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +35,7 @@ def test_streamed_in_sevenths_equals_one_shot(raw, gridsize, groups, variant, po
         ref = pj.run_chain(raw, params)  # the one-shot chain compiles its own (one chunk of B)
         with count_compiles() as compiles:
             got = pj.run_chain(raw, params, chunk_groups=chunk, progress=stages.append)
-    _assert_equal_chain(chain_deltas(got, ref))
+    assert_equal_chain(chain_deltas(got, ref))
     n = -(-groups // chunk)
     assert n == 7
     assert stages == [
@@ -86,7 +71,7 @@ def test_chunk_larger_than_dataset_and_raw_Y(raw):
     params = pj.ChainParams(gridsize=2, n_groups=16, seed=3)
     ref = pj.run_chain(sim, params)
     got = pj.run_chain(sim, params, chunk_groups=1000)
-    _assert_equal_chain(chain_deltas(got, ref))
+    assert_equal_chain(chain_deltas(got, ref))
     assert np.asarray(got.grouped.Y).tobytes() == np.asarray(ref.grouped.Y).tobytes()
 
 
