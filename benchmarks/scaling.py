@@ -28,7 +28,7 @@ RESULTS = HERE / "results"
 def _synthetic(positions: int, N: int, seed: int):
     import numpy as np
 
-    import ptycho_jax as pj
+    from ptycho_jax.internal import scan_raw
 
     rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(positions)))
@@ -38,16 +38,7 @@ def _synthetic(positions: int, N: int, seed: int):
     frames = (rng.random((positions, N, N), dtype=np.float32) ** 3 * np.float32(20)).astype(
         np.float32
     )
-    probe = np.ones((N, N), np.complex64)
-    return pj.RawData(
-        xcoords=x,
-        ycoords=y,
-        xcoords_start=x.copy(),
-        ycoords_start=y.copy(),
-        diff3d=frames,
-        probeGuess=probe,
-        scan_index=np.zeros(positions, np.int64),
-    )
+    return scan_raw(x, y, frames)
 
 
 def _digest(result) -> str:

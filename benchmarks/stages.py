@@ -21,7 +21,7 @@ def synthetic_raw(
     M: int, N: int, *, seed: int, object_side: int | None = None, frames: bool = True
 ):
     """Random RawData: positions uniform over the object interior (gs2_ideal's density), float32 amplitudes in [0, 1)."""
-    from ptycho_jax import RawData
+    from ptycho_jax.internal import scan_raw
 
     rng = np.random.default_rng(seed)
     side = object_side or N + math.ceil(math.sqrt(M / DENSITY))
@@ -29,7 +29,6 @@ def synthetic_raw(
     x = rng.uniform(lo, hi, M)
     y = rng.uniform(lo, hi, M)
     diff3d = rng.random((M, N, N), dtype=np.float32) if frames else np.zeros((M, 1, 1), np.float32)
-    n = N if frames else 1
     obj = (
         (
             rng.random((side, side), dtype=np.float32)
@@ -38,10 +37,7 @@ def synthetic_raw(
         if frames
         else None
     )
-    return RawData(
-        xcoords=x, ycoords=y, xcoords_start=x, ycoords_start=y, diff3d=diff3d,
-        probeGuess=np.ones((n, n), np.complex64), scan_index=np.arange(M, dtype=np.int64), objectGuess=obj,
-    )  # fmt: skip
+    return scan_raw(x, y, diff3d, obj=obj, scan_index=np.arange(M, dtype=np.int64))
 
 
 def gs2_ideal_raw():
@@ -363,25 +359,23 @@ def _own_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, I
             else "run_chain"
         )
 
-        def jax_chain():
-            r = run_chain(raw, params, **path)
-            return r.grouped, r.container, r.scaler
+        def chain_of(scan):
+            def jax_chain():
+                r = run_chain(scan, params, **path)
+                return r.grouped, r.container, r.scaler
+
+            return jax_chain
 
         out["jax"] = Impl(
-            jax_chain,
+            chain_of(raw),
             1.0,
             f"{where} from host RawData (selection, transfers, patches from objectGuess)",
             (raw.objectGuess,),
         )
         if "jax-resident" in want:
             resident = inp.get("raw_resident")
-
-            def jax_resident_chain():
-                r = run_chain(resident, params, **path)
-                return r.grouped, r.container, r.scaler
-
             out["jax-resident"] = Impl(
-                jax_resident_chain,
+                chain_of(resident),
                 1.0,
                 f"{where} from RawData.on_device (frames resident: no transfer per call)",
                 (raw.objectGuess, resident.device_frames),

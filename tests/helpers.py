@@ -3,7 +3,11 @@ tests/test_structure.py checks it): a small RawData, the tests folder, and the c
 of the sharded, streamed and distributed tests. Upstream's goldens: `_golden` (`SHARED`, the one
 definition of the ../shared/golden path)."""
 
+import os
 import pathlib
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 from _golden import max_ulp
@@ -123,3 +127,36 @@ def assert_equal_chain(d):
             assert v["f32_ulp"] <= 1, (k, v)
         if k.startswith("scale."):
             assert v["rel"] <= 1e-14, (k, v)
+
+
+def console(*args: str, cwd) -> subprocess.CompletedProcess:
+    """`python -m ptycho_jax ARGS` in a fresh process in `cwd`, as a user runs the console script
+    (this checkout's package first on the path, whatever the folder it runs in)."""
+    src = str(TESTS.parent / "src")
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "ptycho_jax", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+
+
+def golden_group(g, **kw) -> pj.GroupedData:
+    """`pj.group` with a golden case's own parameters (N = 64, K = 4, seed 42; the mirrored-patch
+    note silenced); `kw` adds or replaces ChainParams fields."""
+    p = g.params
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pj.MirroredPatchWarning)
+        return pj.group(
+            g.raw,
+            N=64,
+            gridsize=p["gridsize"],
+            K=4,
+            n_groups=p["n_groups"],
+            seed=42,
+            sequential=p["sequential"],
+            **kw,
+        )

@@ -2,12 +2,10 @@
 stdout for report and crosscheck", items 7 and 12 for crosscheck)."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+from helpers import console
 
 from ptycho_jax.app.cli import main
 from ptycho_jax.crosscheck.synthetic import synthetic_raw
@@ -25,26 +23,12 @@ def scan(tmp_path_factory) -> pathlib.Path:
     return path
 
 
-def _console(*args: str, cwd) -> subprocess.CompletedProcess:
-    """`python -m ptycho_jax ARGS` in a fresh process, as a user runs the console script (this
-    checkout's package first on the path, whatever the folder it runs in)."""
-    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "ptycho_jax", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": path},
-    )
-
-
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_report_json_on_stdout_is_the_json_file(tmp_path, scan, where):
     out = tmp_path / "rep"
     flags = ["report", "--input", str(scan), *CHAIN, "--no-figure", "--out", str(out)]
     argv = ["--json", *flags] if where == "before" else [*flags, "--json"]
-    proc = _console(*argv, cwd=tmp_path)
+    proc = console(*argv, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads(proc.stdout)  # one JSON document and nothing else
     assert payload == json.loads((out / "intensity_stats.json").read_text())
@@ -60,7 +44,7 @@ def test_report_json_on_stdout_is_the_json_file(tmp_path, scan, where):
 def test_crosscheck_json_on_stdout_and_the_mirrored_note_in_provenance(tmp_path, scan):
     pytest.importorskip("tensorflow")
     out = tmp_path / "cc"
-    proc = _console(
+    proc = console(
         "crosscheck", "--input", str(scan), "--reference", "tf", *CHAIN, "--nphotons", "1e6",
         "--out", str(out), "--json", cwd=tmp_path,
     )  # fmt: skip
@@ -85,7 +69,7 @@ def test_crosscheck_json_on_stdout_and_the_mirrored_note_in_provenance(tmp_path,
 def test_default_crosscheck_against_tf_prints_only_progress(tmp_path):
     pytest.importorskip("tensorflow")
     out = tmp_path / "cc"
-    proc = _console("crosscheck", "--reference", "tf", "--out", str(out), cwd=ROOT)
+    proc = console("crosscheck", "--reference", "tf", "--out", str(out), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("crosscheck jax vs tf: PASS\n")
     err = proc.stderr.splitlines()

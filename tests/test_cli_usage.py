@@ -1,11 +1,9 @@
 """The command line's argument model (issue 21): flags anywhere, flag names in errors, early checks."""
 
 import pathlib
-import subprocess
-import sys
 
 import pytest
-from helpers import make_raw
+from helpers import console, make_raw
 
 from ptycho_jax.app.cli import main
 
@@ -20,17 +18,6 @@ def data(tmp_path):
 
 
 REPORT = ["--n-groups", "8", "--gridsize", "1", "--no-figure"]
-
-
-def _console(*args: str, cwd) -> subprocess.CompletedProcess:
-    """`python -m ptycho_jax ARGS` in a fresh process, as a user runs the console script."""
-    return subprocess.run(
-        [sys.executable, "-m", "ptycho_jax", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
 
 
 @pytest.mark.parametrize(
@@ -175,7 +162,7 @@ def test_python_dash_m_and_py_typed(tmp_path):  # item 14
     import ptycho_jax
 
     assert (pathlib.Path(ptycho_jax.__file__).parent / "py.typed").is_file()
-    proc = _console("scenarios", cwd=tmp_path)
+    proc = console("scenarios", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("gs1_ideal:"), proc.stderr
 
 
@@ -196,7 +183,7 @@ def test_report_provenance_says_whose_specs_it_cites():  # item 16
 
 
 def test_crosscheck_shows_progress_and_no_tensorflow_log(tmp_path):  # item 12
-    proc = _console(
+    proc = console(
         "crosscheck", "--scenario", "gs1_ideal", "--reference", "tf", "--out", str(tmp_path / "o"),
         cwd=ROOT,
     )  # fmt: skip
@@ -210,7 +197,7 @@ def test_crosscheck_shows_progress_and_no_tensorflow_log(tmp_path):  # item 12
 
 
 def test_report_paths_on_stderr_and_one_level_spelling(tmp_path, data):  # item 8
-    proc = _console(
+    proc = console(
         "-v", "report", "--input", str(data), *REPORT, "--out", str(tmp_path / "rep"), cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 from _golden import CASES, SOURCES, load_case, max_ulp, shared_available
+from helpers import golden_group
 
 import ptycho_jax as pj
 
@@ -27,22 +28,6 @@ def _case(name, source):
     return load_case(name, source)
 
 
-def _group(g, **kw):
-    p = g.params
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pj.MirroredPatchWarning)
-        return pj.group(
-            g.raw,
-            N=64,
-            gridsize=p["gridsize"],
-            K=4,
-            n_groups=p["n_groups"],
-            seed=42,
-            sequential=p["sequential"],
-            **kw,
-        )
-
-
 @pytest.fixture(
     scope="module",
     params=[(c, s) for c in CASES for s in SOURCES],
@@ -50,7 +35,7 @@ def _group(g, **kw):
 )
 def golden(request):
     g = _case(*request.param)
-    return g, _group(g)
+    return g, golden_group(g)
 
 
 def test_seeded_groups_identical(golden):

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from _golden import CASES, SOURCES, load_case, shared_available
-from helpers import make_raw
+from helpers import golden_group, make_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -135,26 +135,13 @@ def test_fallback_on_ties_and_not_on_random_positions():
 
 
 # -- (4) seeded groups: device == host == upstream -----------------------------------------------
-def _group(g, search):
-    p = g.params
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pj.MirroredPatchWarning)
-        return pj.group(
-            g.raw,
-            N=64,
-            gridsize=p["gridsize"],
-            K=4,
-            n_groups=p["n_groups"],
-            seed=42,
-            sequential=p["sequential"],
-            neighbour_search=search,
-        )
-
-
 @pytest.mark.parametrize(("case", "source"), GOLDEN, ids=[f"{c}-{s}" for c, s in GOLDEN])
 def test_golden_groups_device_equal_host_and_upstream(case, source):
     g = _golden(case, source)
-    device, host = _group(g, "device"), _group(g, "host")
+    device, host = (
+        golden_group(g, neighbour_search="device"),
+        golden_group(g, neighbour_search="host"),
+    )
     ref = g.stage("stage1/nn_indices")
     assert device.nn_indices.dtype == host.nn_indices.dtype == ref.dtype
     np.testing.assert_array_equal(device.nn_indices, ref)
