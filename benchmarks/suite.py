@@ -1,5 +1,6 @@
 """A whole run: every case of the plan, cut (with the reason) where it does not fit memory or time."""
 
+import dataclasses
 import datetime
 import gc
 import logging
@@ -52,25 +53,30 @@ def _check_patches(inp: Inputs, k: int) -> dict[str, Any]:
     }
 
 
-def run_suite(
-    plan: Sequence[Case],
-    *,
-    device,
-    preset: str,
-    command: str = "",
-    impls: Sequence[str] = IMPLS,
-    repeats: int | None = None,
-    budget_gib: float | None = None,
-    time_budget_s: float | None = None,
-    figure_budget_s: float = 60.0,
-    progress: Callable[[str], None] = lambda msg: None,
-    checkpoint: Callable[[BenchResult], None] | None = None,
-    compile_time: bool = True,
-    port: str | None = None,
-) -> BenchResult:
-    """Run every case of `plan` on `device`; cut (and record why) what does not fit memory or time."""
-    t_start = time.perf_counter()
-    mem = HostMemory()
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every case and stage of one run shares."""
+
+    result: BenchResult
+    device: Any
+    mem: HostMemory
+    impls: Sequence[str]
+    use_tf: bool
+    port: str | None
+    repeats: int | None
+    figure_budget_s: float
+    host_budget: int
+    dev_budget: int | None
+    copy_gbps: float
+    upstream_case: str | None
+    progress: Callable[[str], None]
+
+    def cut(self, case: Case, stage: str, impl: str, reason: str) -> None:
+        self.result.cuts.append({"case": case.name, "stage": stage, "impl": impl, "reason": reason})
+        self.progress(f"{case.name}: {stage}: {impl} cut: {reason}")
+
+
+def _import_tf(impls: Sequence[str], progress: Callable[[str], None]) -> bool:
     t0 = time.perf_counter()
     use_tf = "tf-ref" in impls and tf_available()
     if "tf-ref" in impls and not use_tf:
@@ -79,6 +85,11 @@ def run_suite(
         )
     if use_tf:
         progress(f"tensorflow imported in {time.perf_counter() - t0:.1f} s")
+    return use_tf
+
+
+def _memory_budgets(budget_gib: float | None, mem: HostMemory, device) -> tuple[int, int | None]:
+    """The host budget (bytes) and the device budget (bytes, None where the device has no limit)."""
     meminfo = read_proc("/proc/meminfo")
     avail = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
     avail_b = int(avail.group(1)) * 1024 if avail else 8 * GIB
@@ -87,19 +98,17 @@ def run_suite(
     dev_budget = (
         int(0.8 * dev_stats["bytes_limit"]) if dev_stats and dev_stats.get("bytes_limit") else None
     )
+    return host_budget, dev_budget
 
-    copy_bytes = (1 * GIB) if device.platform == "gpu" else (256 * 2**20)
-    if preset == "tiny":
-        copy_bytes = 16 * 2**20
-    with _device_scope(device):
-        bw = measure_copy_bandwidth(device, nbytes=copy_bytes)
-    progress(
-        f"copy bandwidth {bw['gbps']:.1f} GB/s (read + write, {copy_bytes / 2**20:.0f} MiB; fresh output {bw['fresh']['gbps']:.1f}, in place {bw['in_place']['gbps']:.1f})"
-    )
-    result = BenchResult(
-        preset=preset, command=command, machine=machine_description(device), versions=versions(with_tf=use_tf),
-        git=git_description(), copy_bandwidth={"start": bw}, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (Python 3.10)
-    )  # fmt: skip
+
+def _start_notes(
+    result: BenchResult,
+    *,
+    impls: Sequence[str],
+    use_tf: bool,
+    host_budget: int,
+    dev_budget: int | None,
+) -> None:
     result.notes.append(
         f"load average at the start: {read_proc('/proc/loadavg').split()[:3]} on {len(os.sched_getaffinity(0))} usable CPUs (other processes' load inflates every figure)"
     )
@@ -124,6 +133,10 @@ def run_suite(
             "memory cuts see includes the pool"
         )
 
+
+def _compile_time(
+    result: BenchResult, *, preset: str, compile_time: bool, progress: Callable[[str], None]
+) -> None:
     if preset != "tiny" and compile_time:
         from .compile_time import measure_default_report
 
@@ -143,16 +156,189 @@ def run_suite(
         result.notes.append(
             "compile time of the default report: not measured (tiny preset or --no-compile-time)"
         )
+
+
+def _stage_impls(
+    run: _Run, case: Case, stage: str, case_impls: list[str], inp: Inputs
+) -> list[str]:
+    """The implementations of `case_impls` timed on `stage` (the others skipped or cut)."""
+    allowed = []
+    for impl in case_impls:
+        if stage in ("selection",) and impl not in (
+            "jax",
+            "jax-engine",
+            "tf-ref",
+            "port",
+        ):
+            continue
+        if stage == "neighbours" and impl not in ("jax", "ckdtree"):
+            continue
+        if stage not in ("selection", "neighbours") and impl not in (
+            "jax",
+            "jax-resident",
+            "tf-ref",
+            "upstream-np",
+            "port",
+        ):
+            continue
+        if impl == "jax-resident" and stage not in ("h2d", "end_to_end"):
+            continue
+        if impl == "port":
+            why = _port_reason(run.port, case, stage, run.device)
+            if why:
+                run.cut(case, stage, impl, why)
+                continue
+        if impl == "upstream-np" and stage != "patches":
+            continue
+        if impl == "tf-ref" and stage == "h2d":
+            continue
+        reason = _cut_reason(
+            case,
+            stage,
+            impl,
+            device=run.device,
+            built=inp.built(),
+            rss=run.mem.rss(),
+            host_budget=run.host_budget,
+            dev_budget=run.dev_budget,
+        )
+        if reason:
+            run.cut(case, stage, impl, reason)
+            continue
+        allowed.append(impl)
+    return allowed
+
+
+def _run_stage(run: _Run, case: Case, stage: str, case_impls: list[str], inp: Inputs) -> None:
+    result = run.result
+    # XLA:CPU can keep a call's buffers resident until its executable is dropped; drop them
+    # before reading the RSS the memory cuts start from (each stage recompiles anyway).
+    clear_jax_caches()
+    # The bench reuses freed memory like the CLI (`_host_memory`); between stages the pool
+    # goes back to the system, so the memory cuts see the live arrays, not a warm heap.
+    release_freed_host_memory()
+    allowed = _stage_impls(run, case, stage, case_impls, inp)
+    if "jax" not in allowed:
+        return
+    try:
+        calls = stage_callables(stage, inp, allowed)
+        figs, ratios, notes = measure_stage(
+            case,
+            stage,
+            calls,
+            repeats=run.repeats or case.repeats,
+            budget_s=run.figure_budget_s,
+            mem=run.mem,
+            device=run.device,
+            progress=run.progress,
+        )
+    except Exception as e:  # one failing stage must not lose the rest of the run
+        logger.debug("bench: %s/%s failed", case.name, stage, exc_info=True)
+        result.errors.append(
+            {"case": case.name, "stage": stage, "error": f"{type(e).__name__}: {e}"}
+        )
+        run.progress(f"{case.name}: {stage}: failed: {type(e).__name__}: {e}")
+        gc.collect()
+        return
+    result.figures.extend(f.to_json(run.copy_gbps) for f in figs)
+    result.ratios.extend(ratios)
+    result.notes.extend(notes)
+    if stage == "patches" and "upstream-np" in allowed:
+        result.checks.append(_check_patches(inp, min(2, case.upstream_subset)))
+
+
+def _run_case(run: _Run, case: Case) -> bool:
+    """Every stage of `case` (False: the case is cut whole, for memory)."""
+    impls, mem = run.impls, run.mem
+    case_impls = [i for i in case.impls if i in impls and (i != "tf-ref" or run.use_tf)]
+    case_impls += [i for i in ("jax-resident", "port") if i in impls]
+    if run.port is None and "port" in case_impls:
+        case_impls.remove("port")
+    for stage, reason in case.skip:
+        run.cut(case, stage, "*", reason)
+    if mem.rss() + raw_bytes(case) > run.host_budget:
+        for stage in case.stages:
+            run.cut(
+                case,
+                stage,
+                "*",
+                f"the input data need ~{raw_bytes(case) / GIB:.1f} GiB > host budget {run.host_budget / GIB:.1f} GiB",
+            )
+        return False
+    t0 = time.perf_counter()
+    inp = Inputs(case, run.device, port=run.port)
+    inp.get("raw")
+    run.result.cases.append(
+        {
+            "name": case.name,
+            **case.dims(),
+            "gridsize": case.gridsize,
+            "source": inp.get("origin"),
+            "family": case.family,
+            "stages": list(case.stages),
+        }
+    )
+    run.progress(
+        f"{case.name}: inputs ready in {time.perf_counter() - t0:.1f} s (M={case.M}, B={case.B}, C={case.C}, N={case.N}, object {case.object_side}²; RSS {fmt_bytes(mem.rss())})"
+    )
+    for stage in case.stages:
+        _run_stage(run, case, stage, case_impls, inp)
+    if "upstream" in impls and case.name == run.upstream_case:
+        _add_upstream(
+            run.result, case, inp, repeats=run.repeats or case.repeats, progress=run.progress
+        )
+    del inp
+    gc.collect()
+    return True
+
+
+def run_suite(
+    plan: Sequence[Case],
+    *,
+    device,
+    preset: str,
+    command: str = "",
+    impls: Sequence[str] = IMPLS,
+    repeats: int | None = None,
+    budget_gib: float | None = None,
+    time_budget_s: float | None = None,
+    figure_budget_s: float = 60.0,
+    progress: Callable[[str], None] = lambda msg: None,
+    checkpoint: Callable[[BenchResult], None] | None = None,
+    compile_time: bool = True,
+    port: str | None = None,
+) -> BenchResult:
+    """Run every case of `plan` on `device`; cut (and record why) what does not fit memory or time."""
+    t_start = time.perf_counter()
+    mem = HostMemory()
+    use_tf = _import_tf(impls, progress)
+    host_budget, dev_budget = _memory_budgets(budget_gib, mem, device)
+
+    copy_bytes = (1 * GIB) if device.platform == "gpu" else (256 * 2**20)
+    if preset == "tiny":
+        copy_bytes = 16 * 2**20
+    with _device_scope(device):
+        bw = measure_copy_bandwidth(device, nbytes=copy_bytes)
+    progress(
+        f"copy bandwidth {bw['gbps']:.1f} GB/s (read + write, {copy_bytes / 2**20:.0f} MiB; fresh output {bw['fresh']['gbps']:.1f}, in place {bw['in_place']['gbps']:.1f})"
+    )
+    result = BenchResult(
+        preset=preset, command=command, machine=machine_description(device), versions=versions(with_tf=use_tf),
+        git=git_description(), copy_bandwidth={"start": bw}, started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (Python 3.10)
+    )  # fmt: skip
+    _start_notes(result, impls=impls, use_tf=use_tf, host_budget=host_budget, dev_budget=dev_budget)
+    _compile_time(result, preset=preset, compile_time=compile_time, progress=progress)
     names = [c.name for c in plan]
     upstream_case = next((n for n in ("large", "medium") if n in names), None)
     if "upstream" in impls and upstream_case is None:
         result.notes.append(
             "upstream: the real upstream runs on the large (full) or medium (quick) case only; none in this plan"
         )
-
-    def cut(case, stage, impl, reason):
-        result.cuts.append({"case": case.name, "stage": stage, "impl": impl, "reason": reason})
-        progress(f"{case.name}: {stage}: {impl} cut: {reason}")
+    run = _Run(
+        result=result, device=device, mem=mem, impls=impls, use_tf=use_tf, port=port, repeats=repeats,
+        figure_budget_s=figure_budget_s, host_budget=host_budget, dev_budget=dev_budget,
+        copy_gbps=bw["gbps"], upstream_case=upstream_case, progress=progress,
+    )  # fmt: skip
 
     with warnings.catch_warnings(), _device_scope(device):
         from ptycho_jax import DuplicatePositionWarning, MirroredPatchWarning
@@ -163,126 +349,15 @@ def run_suite(
             elapsed = time.perf_counter() - t_start
             if time_budget_s is not None and elapsed > time_budget_s:
                 for stage in case.stages:
-                    cut(
+                    run.cut(
                         case,
                         stage,
                         "*",
                         f"run time budget of {time_budget_s:.0f} s spent ({elapsed:.0f} s elapsed)",
                     )
                 continue
-            case_impls = [i for i in case.impls if i in impls and (i != "tf-ref" or use_tf)]
-            case_impls += [i for i in ("jax-resident", "port") if i in impls]
-            if port is None and "port" in case_impls:
-                case_impls.remove("port")
-            for stage, reason in case.skip:
-                cut(case, stage, "*", reason)
-            if mem.rss() + raw_bytes(case) > host_budget:
-                for stage in case.stages:
-                    cut(
-                        case,
-                        stage,
-                        "*",
-                        f"the input data need ~{raw_bytes(case) / GIB:.1f} GiB > host budget {host_budget / GIB:.1f} GiB",
-                    )
+            if not _run_case(run, case):
                 continue
-            t0 = time.perf_counter()
-            inp = Inputs(case, device, port=port)
-            inp.get("raw")
-            result.cases.append(
-                {
-                    "name": case.name,
-                    **case.dims(),
-                    "gridsize": case.gridsize,
-                    "source": inp.get("origin"),
-                    "family": case.family,
-                    "stages": list(case.stages),
-                }
-            )
-            progress(
-                f"{case.name}: inputs ready in {time.perf_counter() - t0:.1f} s (M={case.M}, B={case.B}, C={case.C}, N={case.N}, object {case.object_side}²; RSS {fmt_bytes(mem.rss())})"
-            )
-            for stage in case.stages:
-                # XLA:CPU can keep a call's buffers resident until its executable is dropped; drop them
-                # before reading the RSS the memory cuts start from (each stage recompiles anyway).
-                clear_jax_caches()
-                # The bench reuses freed memory like the CLI (`_host_memory`); between stages the pool
-                # goes back to the system, so the memory cuts see the live arrays, not a warm heap.
-                release_freed_host_memory()
-                allowed = []
-                for impl in case_impls:
-                    if stage in ("selection",) and impl not in (
-                        "jax",
-                        "jax-engine",
-                        "tf-ref",
-                        "port",
-                    ):
-                        continue
-                    if stage == "neighbours" and impl not in ("jax", "ckdtree"):
-                        continue
-                    if stage not in ("selection", "neighbours") and impl not in (
-                        "jax",
-                        "jax-resident",
-                        "tf-ref",
-                        "upstream-np",
-                        "port",
-                    ):
-                        continue
-                    if impl == "jax-resident" and stage not in ("h2d", "end_to_end"):
-                        continue
-                    if impl == "port":
-                        why = _port_reason(port, case, stage, device)
-                        if why:
-                            cut(case, stage, impl, why)
-                            continue
-                    if impl == "upstream-np" and stage != "patches":
-                        continue
-                    if impl == "tf-ref" and stage == "h2d":
-                        continue
-                    reason = _cut_reason(
-                        case,
-                        stage,
-                        impl,
-                        device=device,
-                        built=inp.built(),
-                        rss=mem.rss(),
-                        host_budget=host_budget,
-                        dev_budget=dev_budget,
-                    )
-                    if reason:
-                        cut(case, stage, impl, reason)
-                        continue
-                    allowed.append(impl)
-                if "jax" not in allowed:
-                    continue
-                try:
-                    calls = stage_callables(stage, inp, allowed)
-                    figs, ratios, notes = measure_stage(
-                        case,
-                        stage,
-                        calls,
-                        repeats=repeats or case.repeats,
-                        budget_s=figure_budget_s,
-                        mem=mem,
-                        device=device,
-                        progress=progress,
-                    )
-                except Exception as e:  # one failing stage must not lose the rest of the run
-                    logger.debug("bench: %s/%s failed", case.name, stage, exc_info=True)
-                    result.errors.append(
-                        {"case": case.name, "stage": stage, "error": f"{type(e).__name__}: {e}"}
-                    )
-                    progress(f"{case.name}: {stage}: failed: {type(e).__name__}: {e}")
-                    gc.collect()
-                    continue
-                result.figures.extend(f.to_json(bw["gbps"]) for f in figs)
-                result.ratios.extend(ratios)
-                result.notes.extend(notes)
-                if stage == "patches" and "upstream-np" in allowed:
-                    result.checks.append(_check_patches(inp, min(2, case.upstream_subset)))
-            if "upstream" in impls and case.name == upstream_case:
-                _add_upstream(result, case, inp, repeats=repeats or case.repeats, progress=progress)
-            del inp
-            gc.collect()
             if checkpoint is not None:
                 result.targets = evaluate_targets(result)
                 result.wall_s = time.perf_counter() - t_start

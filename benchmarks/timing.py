@@ -113,6 +113,145 @@ def clear_jax_caches():
     gc.collect()
 
 
+@dataclasses.dataclass(frozen=True)
+class _StageRun:
+    """What the calls of one stage share: the implementations and what each call records."""
+
+    calls: dict[str, Impl]
+    mem: HostMemory
+    device: Any
+    order: list[str]
+    times: dict[str, list[float]]
+    faults: dict[str, list[int]]
+    growth: dict[str, int | None]
+    dev_peak: dict[str, int | None]
+    produced: dict[str, int | None]
+
+
+def _new_stage_run(calls: dict[str, Impl], mem: HostMemory, device) -> _StageRun:
+    order = [i for i in IMPLS if i in calls]
+    return _StageRun(
+        calls=calls,
+        mem=mem,
+        device=device,
+        order=order,
+        times={i: [] for i in order},
+        faults={i: [] for i in order},
+        growth={i: None for i in order},
+        dev_peak={i: None for i in order},
+        produced={i: None for i in order},
+    )
+
+
+def _one_call(run: _StageRun, impl: str, *, warm: bool, memory: bool = False) -> float:
+    """One call of `impl`: its (scaled) time; records faults, peak memory, produced bytes."""
+    fn, scale, _, exclude = run.calls[impl]
+    base = run.mem.reset()
+    f0 = minor_faults()
+    t0 = time.perf_counter()
+    r = fn()
+    _block(r)
+    dt = (time.perf_counter() - t0) * scale
+    if warm and not memory:
+        run.faults[impl].append(minor_faults() - f0)
+    peak = run.mem.peak()
+    if memory and peak is not None:
+        run.growth[impl] = peak - base
+    if impl.startswith("jax"):
+        st = device_memory(run.device)
+        if st and "peak_bytes_in_use" in st:
+            run.dev_peak[impl] = st["peak_bytes_in_use"]
+    if warm and scale == 1.0:
+        run.produced[impl] = _produced_bytes(r, exclude=exclude)
+    del r
+    return dt
+
+
+def _first_calls(
+    run: _StageRun, case: Case, stage: str, progress: Callable[[str], None]
+) -> dict[str, float]:
+    """The first call of each implementation (compile included)."""
+    firsts: dict[str, float] = {}
+    for impl in run.order:
+        if impl.startswith("jax"):
+            clear_jax_caches()
+        firsts[impl] = _one_call(run, impl, warm=False)
+        scaled = (
+            f" (scaled x{run.calls[impl].scale:.0f} from a subset)"
+            if run.calls[impl].scale != 1.0
+            else ""
+        )
+        progress(f"{case.name}: {stage}: {impl} first call {fmt_s(firsts[impl])}{scaled}")
+    return firsts
+
+
+def _warm_rounds(
+    run: _StageRun,
+    case: Case,
+    stage: str,
+    floor: tuple[Callable[[], Any], float],
+    *,
+    repeats: int,
+    budget_s: float,
+    notes: list[str],
+) -> list[float]:
+    """Interleaved warm rounds (as many as fit `budget_s` after the first); the floor's times."""
+    floor_fn, floor_scale = floor
+    floor_times: list[float] = []
+    rounds = 0
+    t_round = time.perf_counter()
+    while rounds < repeats:
+        for impl in run.order:
+            run.times[impl].append(_one_call(run, impl, warm=True))
+        t0 = time.perf_counter()
+        _block(floor_fn())
+        floor_times.append((time.perf_counter() - t0) * floor_scale)
+        rounds += 1
+        if rounds == 1:
+            per_round = time.perf_counter() - t_round
+            fit = max(1, int(budget_s // max(per_round, 1e-9)))
+            if fit < repeats:
+                notes.append(
+                    f"{case.name}/{stage}: {fit} warm round(s) instead of {repeats} ({fmt_s(per_round)} per round, budget {budget_s:.0f} s per figure)"
+                )
+                repeats = fit
+    return floor_times
+
+
+def _memory_calls(run: _StageRun) -> None:
+    for impl in (
+        i for i in run.order if run.calls[i].scale == 1.0
+    ):  # subset calls report no memory
+        # Memory: one more call, untimed, after the heap's free pages went back to the system, so a
+        # heap kept warm by the reuse setting (`_host_memory`) does not hide a call's temporaries.
+        release_freed_host_memory()
+        _one_call(run, impl, warm=False, memory=True)
+
+
+def _stage_ratios(run: _StageRun, case: Case, stage: str) -> list[dict]:
+    """Each implementation's time over its baseline's, round by round."""
+    times = run.times
+    ratios = []
+    for impl in run.order:
+        base = BASELINE_OF.get(impl)
+        if base in times and impl != base:
+            r = [b / a for a, b in zip(times[base], times[impl], strict=False) if a > 0]
+            if r:
+                ratios.append(
+                    {
+                        "case": case.name,
+                        "stage": stage,
+                        "numerator": impl,
+                        "denominator": base,
+                        "median": statistics.median(r),
+                        "min": min(r),
+                        "max": max(r),
+                        "n": len(r),
+                    }
+                )
+    return ratios
+
+
 def measure_stage(
     case: Case,
     stage: str,
@@ -132,97 +271,27 @@ def measure_stage(
     The floor: every round also times a plain copy of the stage's byte model (`stage_bytes`), so
     each figure is stated as a multiple of the memory-traffic floor measured in the same run.
     """
-    order = [i for i in IMPLS if i in calls]
-    firsts: dict[str, float] = {}
-    times: dict[str, list[float]] = {i: [] for i in order}
-    faults: dict[str, list[int]] = {i: [] for i in order}
-    growth: dict[str, int | None] = {i: None for i in order}
-    dev_peak: dict[str, int | None] = {i: None for i in order}
-    produced: dict[str, int | None] = {i: None for i in order}
+    run = _new_stage_run(calls, mem, device)
+    order, times = run.order, run.times
     notes: list[str] = []
-
-    def one(impl: str, *, warm: bool, memory: bool = False) -> float:
-        fn, scale, _, exclude = calls[impl]
-        base = mem.reset()
-        f0 = minor_faults()
-        t0 = time.perf_counter()
-        r = fn()
-        _block(r)
-        dt = (time.perf_counter() - t0) * scale
-        if warm and not memory:
-            faults[impl].append(minor_faults() - f0)
-        peak = mem.peak()
-        if memory and peak is not None:
-            growth[impl] = peak - base
-        if impl.startswith("jax"):
-            st = device_memory(device)
-            if st and "peak_bytes_in_use" in st:
-                dev_peak[impl] = st["peak_bytes_in_use"]
-        if warm and scale == 1.0:
-            produced[impl] = _produced_bytes(r, exclude=exclude)
-        del r
-        return dt
-
-    for impl in order:
-        if impl.startswith("jax"):
-            clear_jax_caches()
-        firsts[impl] = one(impl, warm=False)
-        scaled = (
-            f" (scaled x{calls[impl].scale:.0f} from a subset)" if calls[impl].scale != 1.0 else ""
-        )
-        progress(f"{case.name}: {stage}: {impl} first call {fmt_s(firsts[impl])}{scaled}")
+    firsts = _first_calls(run, case, stage, progress)
     d = case.dims()
     nbytes = stage_bytes(stage, d)
     floor_fn, floor_scale = make_floor(nbytes, device)
-    floor_times: list[float] = []
-    rounds = 0
-    t_round = time.perf_counter()
-    while rounds < repeats:
-        for impl in order:
-            times[impl].append(one(impl, warm=True))
-        t0 = time.perf_counter()
-        _block(floor_fn())
-        floor_times.append((time.perf_counter() - t0) * floor_scale)
-        rounds += 1
-        if rounds == 1:
-            per_round = time.perf_counter() - t_round
-            fit = max(1, int(budget_s // max(per_round, 1e-9)))
-            if fit < repeats:
-                notes.append(
-                    f"{case.name}/{stage}: {fit} warm round(s) instead of {repeats} ({fmt_s(per_round)} per round, budget {budget_s:.0f} s per figure)"
-                )
-                repeats = fit
+    floor_times = _warm_rounds(
+        run, case, stage, (floor_fn, floor_scale), repeats=repeats, budget_s=budget_s, notes=notes
+    )
     del floor_fn
-    for impl in (i for i in order if calls[i].scale == 1.0):  # subset calls report no memory
-        # Memory: one more call, untimed, after the heap's free pages went back to the system, so a
-        # heap kept warm by the reuse setting (`_host_memory`) does not hide a call's temporaries.
-        release_freed_host_memory()
-        one(impl, warm=False, memory=True)
+    _memory_calls(run)
     floor_s = statistics.median(floor_times)
+    growth, dev_peak, produced, faults = run.growth, run.dev_peak, run.produced, run.faults
     figs = [
         Figure(case=case.name, stage=stage, impl=i, dims=d, times_s=times[i], first_s=firsts[i], scale=calls[i].scale,
                bytes=nbytes, peak_rss_growth_bytes=growth[i], device_peak_bytes=dev_peak[i], produced_bytes=produced[i],
                floor_s=floor_s, floor_scale=floor_scale, note=calls[i].note, minor_faults=faults[i])
         for i in order
     ]  # fmt: skip
-    ratios = []
-    for impl in order:
-        base = BASELINE_OF.get(impl)
-        if base in times and impl != base:
-            r = [b / a for a, b in zip(times[base], times[impl], strict=False) if a > 0]
-            if r:
-                ratios.append(
-                    {
-                        "case": case.name,
-                        "stage": stage,
-                        "numerator": impl,
-                        "denominator": base,
-                        "median": statistics.median(r),
-                        "min": min(r),
-                        "max": max(r),
-                        "n": len(r),
-                    }
-                )
+    ratios = _stage_ratios(run, case, stage)
     summary = ", ".join(f"{i} {fmt_s(statistics.median(times[i]))}" for i in order)
     progress(f"{case.name}: {stage}: {summary}")
     return figs, ratios, notes
