@@ -135,101 +135,104 @@ def _positions_for(n_groups: int, C: int) -> int:
 def build_plan(preset: str, *, device: str) -> list[Case]:
     """The cases of a preset: "tiny" (tests), "quick" (< 3 min on 2 cores) or "full"."""
     gpu = device == "gpu"
-    all_chain = CHAIN_STAGES
     if preset == "tiny":
-        return [
-            Case(
-                name="tiny",
-                M=96,
-                B=16,
-                gridsize=2,
-                N=16,
-                stages=("selection", *all_chain),
-                repeats=2,
-                family="case",
-                upstream_subset=2,
-            ),
-            Case(
-                name="positions-500",
-                M=500,
-                B=50,
-                gridsize=2,
-                N=16,
-                stages=("selection", "neighbours"),
-                impls=("jax", "jax-engine", "tf-ref", "ckdtree"),
-                repeats=2,
-                source="positions",
-                family="positions",
-            ),
-        ]
-    cases = [
+        return _tiny_cases()
+    cases = [_gs2_ideal_case(preset)]
+    if preset == "quick":
+        return cases + _quick_cases()
+    cases.append(_large_case())
+    cases += _b_sweep_cases(gpu)
+    cases += _gridsize_cases()
+    cases.append(_n128_case())
+    for M in (10**3, 10**4, 10**5, 10**6):
+        cases.append(_positions_case(M, repeats=3))
+    return _run_order(cases, gpu)
+
+
+def _tiny_cases() -> list[Case]:
+    """The "tiny" preset (tests): one small chain case and one small positions case."""
+    return [
         Case(
-            name="gs2_ideal",
-            M=512,
-            B=64,
+            name="tiny",
+            M=96,
+            B=16,
             gridsize=2,
-            N=64,
-            stages=("selection", *all_chain),
-            repeats=5 if preset == "quick" else 7,
-            source="gs2_ideal",
+            N=16,
+            stages=("selection", *CHAIN_STAGES),
+            repeats=2,
             family="case",
-            upstream_subset=16,
+            upstream_subset=2,
+        ),
+        Case(
+            name="positions-500",
+            M=500,
+            B=50,
+            gridsize=2,
+            N=16,
+            stages=("selection", "neighbours"),
+            impls=("jax", "jax-engine", "tf-ref", "ckdtree"),
+            repeats=2,
+            source="positions",
+            family="positions",
         ),
     ]
-    if preset == "quick":
-        cases.append(
-            Case(
-                name="medium",
-                M=4000,
-                B=1000,
-                gridsize=2,
-                N=64,
-                stages=("selection", *all_chain),
-                repeats=3,
-                family="sweep",
-                upstream_subset=4,
-            )
-        )
-        for M in (10**3, 10**4, 10**5):
-            cases.append(_positions_case(M, repeats=3 if M < 10**5 else 2, engine=M < 10**5))
-        return cases
-    cases.append(
+
+
+def _gs2_ideal_case(preset: str) -> Case:
+    """The recorded gs2_ideal case, first in every preset but "tiny"."""
+    return Case(
+        name="gs2_ideal",
+        M=512,
+        B=64,
+        gridsize=2,
+        N=64,
+        stages=("selection", *CHAIN_STAGES),
+        repeats=5 if preset == "quick" else 7,
+        source="gs2_ideal",
+        family="case",
+        upstream_subset=16,
+    )
+
+
+def _quick_cases() -> list[Case]:
+    """The "quick" preset after gs2_ideal: one medium case, neighbours up to 1e5 positions."""
+    cases = [
         Case(
-            name="large",
-            M=20_000,
-            B=5_000,
+            name="medium",
+            M=4000,
+            B=1000,
             gridsize=2,
             N=64,
-            stages=("selection", *all_chain),
+            stages=("selection", *CHAIN_STAGES),
             repeats=3,
             family="sweep",
             upstream_subset=4,
         )
+    ]
+    for M in (10**3, 10**4, 10**5):
+        cases.append(_positions_case(M, repeats=3 if M < 10**5 else 2, engine=M < 10**5))
+    return cases
+
+
+def _large_case() -> Case:
+    return Case(
+        name="large",
+        M=20_000,
+        B=5_000,
+        gridsize=2,
+        N=64,
+        stages=("selection", *CHAIN_STAGES),
+        repeats=3,
+        family="sweep",
+        upstream_subset=4,
     )
+
+
+def _b_sweep_cases(gpu: bool) -> list[Case]:
+    """The B sweep (gridsize 2, N 64), with the stages not planned on CPU at large B skipped."""
+    cases = []
     for B in (64, 256, 1024, 4096, 16_384, 50_000):
-        stages, skip = (
-            ["gather_normalize", "scaler", "patches", "container", "intensity_scale", "end_to_end"],
-            [],
-        )
-        if not gpu and B > 1024:
-            why = "not planned on CPU above B = 1,024 (each call takes seconds to minutes on 2 cores; the large case has them at B = 5,000)"
-            skip += [(s, why) for s in stages[3:]]
-            stages = stages[:3]
-        if not gpu and B > 16_384:
-            skip.append(
-                (
-                    "patches",
-                    "not planned on CPU above B = 16,384 (≈ 12 s per call, ≈ 40 s for the first)",
-                )
-            )
-            skip.append(
-                (
-                    "scaler",
-                    "not planned on CPU above B = 16,384: X, the materialised divisor, the output and its inverse are four 3.3 GB stacks on top of the inputs, too close to this machine's 23 GiB",
-                )
-            )
-            stages.remove("patches")
-            stages.remove("scaler")
+        stages, skip = _b_sweep_stages(B, gpu)
         cases.append(
             Case(
                 name=f"B{B}",
@@ -243,6 +246,39 @@ def build_plan(preset: str, *, device: str) -> list[Case]:
                 skip=tuple(skip),
             )
         )
+    return cases
+
+
+def _b_sweep_stages(B: int, gpu: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """The stages of the sweep point B, and the (stage, reason) pairs left out of it."""
+    stages, skip = (
+        ["gather_normalize", "scaler", "patches", "container", "intensity_scale", "end_to_end"],
+        [],
+    )
+    if not gpu and B > 1024:
+        why = "not planned on CPU above B = 1,024 (each call takes seconds to minutes on 2 cores; the large case has them at B = 5,000)"
+        skip += [(s, why) for s in stages[3:]]
+        stages = stages[:3]
+    if not gpu and B > 16_384:
+        skip.append(
+            (
+                "patches",
+                "not planned on CPU above B = 16,384 (≈ 12 s per call, ≈ 40 s for the first)",
+            )
+        )
+        skip.append(
+            (
+                "scaler",
+                "not planned on CPU above B = 16,384: X, the materialised divisor, the output and its inverse are four 3.3 GB stacks on top of the inputs, too close to this machine's 23 GiB",
+            )
+        )
+        stages.remove("patches")
+        stages.remove("scaler")
+    return stages, skip
+
+
+def _gridsize_cases() -> list[Case]:
+    cases = []
     for g in (1, 3):
         B = 512
         cases.append(
@@ -252,27 +288,30 @@ def build_plan(preset: str, *, device: str) -> list[Case]:
                 B=B,
                 gridsize=g,
                 N=64,
-                stages=all_chain,
+                stages=CHAIN_STAGES,
                 repeats=3,
                 family="gridsize",
                 upstream_subset=4,
             )
         )
-    cases.append(
-        Case(
-            name="N128-B512",
-            M=_positions_for(512, 4),
-            B=512,
-            gridsize=2,
-            N=128,
-            stages=all_chain,
-            repeats=3,
-            family="N",
-            upstream_subset=4,
-        )
+    return cases
+
+
+def _n128_case() -> Case:
+    return Case(
+        name="N128-B512",
+        M=_positions_for(512, 4),
+        B=512,
+        gridsize=2,
+        N=128,
+        stages=CHAIN_STAGES,
+        repeats=3,
+        family="N",
+        upstream_subset=4,
     )
-    for M in (10**3, 10**4, 10**5, 10**6):
-        cases.append(_positions_case(M, repeats=3))
+
+
+def _run_order(cases: list[Case], gpu: bool) -> list[Case]:
     # GPU: under a run time budget, the cases its targets need come first. CPU: the largest
     # (JAX-only) case runs before TensorFlow's allocator has grown its pool, which it keeps.
     first = (

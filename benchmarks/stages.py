@@ -282,241 +282,332 @@ def stage_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, 
 
 
 def _own_callables(stage: str, inp: Inputs, impls: Sequence[str]) -> dict[str, Impl]:
-    import jax
+    import jax  # noqa: F401 - imported before any stage is built, as before the split
 
-    from ptycho_jax import (
-        IntensityScaler,
-        all_intensity_scales,
-        extract_group_patches,
-        group_coordinates,
-        make_container,
-        normalize_data,
-        run_chain,
-        select_groups,
-    )
-    from ptycho_jax.internal import gather_frames, jax_neighbours, kdtree_neighbours
-
-    c = inp.case
-    N = c.N
-    out: dict[str, Impl] = {}
     want = set(impls)
     ref = rg = None
     if "tf-ref" in want:
         import ptycho_jax.crosscheck.grouping as rg
         import ptycho_jax.crosscheck.tf_reference as ref
 
-    if stage == "selection":
-        pos = inp.get("positions")
-        params = c.params()
-        out["jax"] = Impl(lambda: select_groups(pos, params), 1.0, f"engine={params.engine!r}")
-        if "jax-engine" in want:
-            out["jax-engine"] = Impl(
-                lambda: select_groups(pos, params, engine="jax"),
-                1.0,
-                "engine='jax' (jax_neighbours + jax.random draws)",
-            )
-        if rg is not None:
-            kw = {"gridsize": c.gridsize, "K": c.K, "n_groups": c.B, "seed": c.seed}
-            out["tf-ref"] = Impl(
-                lambda: rg.select_groups(pos, **kw),
-                1.0,
-                "ptycho_jax.crosscheck.grouping.select_groups",
-            )
-        return out
-    if stage == "neighbours":
-        pos, seeds = inp.get("positions"), inp.get("seeds")
-        out["jax"] = Impl(
-            lambda: jax_neighbours(pos, seeds, k=K),
+    make = _STAGE_CALLABLES.get(stage)
+    if make is None:
+        raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+    return make(inp, want, ref, rg)
+
+
+def _selection(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import select_groups
+
+    c = inp.case
+    out: dict[str, Impl] = {}
+    pos = inp.get("positions")
+    params = c.params()
+    out["jax"] = Impl(lambda: select_groups(pos, params), 1.0, f"engine={params.engine!r}")
+    if "jax-engine" in want:
+        out["jax-engine"] = Impl(
+            lambda: select_groups(pos, params, engine="jax"),
             1.0,
-            f"jax_neighbours (jitted cell list, exhaustive fallback), {len(seeds)} seeds, k={K}",
+            "engine='jax' (jax_neighbours + jax.random draws)",
         )
-        out["ckdtree"] = Impl(
-            lambda: kdtree_neighbours(pos, seeds, k=K + 1),
+    if rg is not None:
+        kw = {"gridsize": c.gridsize, "K": c.K, "n_groups": c.B, "seed": c.seed}
+        out["tf-ref"] = Impl(
+            lambda: rg.select_groups(pos, **kw),
             1.0,
-            f"cKDTree build + query, {len(seeds)} seeds, k={K + 1}",
+            "ptycho_jax.crosscheck.grouping.select_groups",
         )
-        return out
+    return out
+
+
+def _neighbours(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax.internal import jax_neighbours, kdtree_neighbours
+
+    out: dict[str, Impl] = {}
+    pos, seeds = inp.get("positions"), inp.get("seeds")
+    out["jax"] = Impl(
+        lambda: jax_neighbours(pos, seeds, k=K),
+        1.0,
+        f"jax_neighbours (jitted cell list, exhaustive fallback), {len(seeds)} seeds, k={K}",
+    )
+    out["ckdtree"] = Impl(
+        lambda: kdtree_neighbours(pos, seeds, k=K + 1),
+        1.0,
+        f"cKDTree build + query, {len(seeds)} seeds, k={K + 1}",
+    )
+    return out
+
+
+def _h2d(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    import jax
+
+    out: dict[str, Impl] = {}
     raw = inp.get("raw")
-    if stage == "h2d":
-        out["jax"] = Impl(
-            lambda: jax.device_put(raw.diff3d, inp.device),
+    out["jax"] = Impl(
+        lambda: jax.device_put(raw.diff3d, inp.device),
+        1.0,
+        "raw frames host -> device (jax.device_put)",
+    )
+    if "jax-resident" in want:
+        out["jax-resident"] = Impl(
+            lambda: raw.on_device(inp.device).device_frames,
             1.0,
-            "raw frames host -> device (jax.device_put)",
+            "RawData.on_device: the one transfer of the frames (then resident for every call)",
         )
-        if "jax-resident" in want:
-            out["jax-resident"] = Impl(
-                lambda: raw.on_device(inp.device).device_frames,
-                1.0,
-                "RawData.on_device: the one transfer of the frames (then resident for every call)",
-            )
-        return out
-    if stage == "end_to_end":
-        params = c.params()
-        path = chain_path(c.devices, c.chunk_groups)
-        where = (
-            f"run_chain (devices={c.devices}, chunk_groups={c.chunk_groups})"
-            if c.devices or c.chunk_groups
-            else "run_chain"
-        )
+    return out
 
-        def chain_of(scan):
-            def jax_chain():
-                r = run_chain(scan, params, **path)
-                return r.grouped, r.container, r.scaler
 
-            return jax_chain
+def _end_to_end(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import run_chain
 
-        out["jax"] = Impl(
-            chain_of(raw),
+    c = inp.case
+    out: dict[str, Impl] = {}
+    raw = inp.get("raw")
+    params = c.params()
+    path = chain_path(c.devices, c.chunk_groups)
+    where = (
+        f"run_chain (devices={c.devices}, chunk_groups={c.chunk_groups})"
+        if c.devices or c.chunk_groups
+        else "run_chain"
+    )
+
+    def chain_of(scan):
+        def jax_chain():
+            r = run_chain(scan, params, **path)
+            return r.grouped, r.container, r.scaler
+
+        return jax_chain
+
+    out["jax"] = Impl(
+        chain_of(raw),
+        1.0,
+        f"{where} from host RawData (selection, transfers, patches from objectGuess)",
+        (raw.objectGuess,),
+    )
+    if "jax-resident" in want:
+        resident = inp.get("raw_resident")
+        out["jax-resident"] = Impl(
+            chain_of(resident),
             1.0,
-            f"{where} from host RawData (selection, transfers, patches from objectGuess)",
-            (raw.objectGuess,),
+            f"{where} from RawData.on_device (frames resident: no transfer per call)",
+            (raw.objectGuess, resident.device_frames),
         )
-        if "jax-resident" in want:
-            resident = inp.get("raw_resident")
-            out["jax-resident"] = Impl(
-                chain_of(resident),
-                1.0,
-                f"{where} from RawData.on_device (frames resident: no transfer per call)",
-                (raw.objectGuess, resident.device_frames),
-            )
-        if ref is not None:
-            note = "crosscheck selection + tf_reference stages"
-            out["tf-ref"] = Impl(
-                lambda: _tf_chain(
-                    raw,
-                    N=N,
-                    gridsize=c.gridsize,
-                    K=c.K,
-                    n_groups=c.B,
-                    nphotons=c.nphotons,
-                    seed=c.seed,
-                ),
-                1.0,
-                note,
-                (raw.objectGuess, raw.probeGuess),
-            )
-        return out
-
-    nn = inp.get("nn")
-    if stage == "gather_coords":
-        diff_dev, nn_dev = inp.get("diff3d_dev"), inp.get("nn_dev")
-
-        def jax_gc():
-            start = group_coordinates(raw.xcoords_start, raw.ycoords_start, nn)
-            return (
-                gather_frames(diff_dev, nn_dev),
-                group_coordinates(raw.xcoords, raw.ycoords, nn),
-                start,
-            )
-
-        out["jax"] = Impl(jax_gc, 1.0, "gather_frames + group_coordinates x2 (frames on device)")
-        if ref is not None:
-            out["tf-ref"] = Impl(
-                lambda: (ref.gather_diffraction(raw.diff3d, nn), ref.group_coordinates(raw, nn)),
-                1.0,
-                "",
-            )
-    elif stage == "normalize":
-        D = inp.get("D_dev")
-        out["jax"] = Impl(lambda: normalize_data(D, N), 1.0, "variant main")
-        if ref is not None:
-            D_np = inp.get("D_np")
-            out["tf-ref"] = Impl(lambda: ref.normalize_data(D_np, N), 1.0, "variant main")
-    elif stage == "gather_normalize":
-        diff_dev, nn_dev = inp.get("diff3d_dev"), inp.get("nn_dev")
-        out["jax"] = Impl(
-            lambda: normalize_data(gather_frames(diff_dev, nn_dev), N),
-            1.0,
-            "gather_frames then normalize_data",
-        )
-        if ref is not None:
-            out["tf-ref"] = Impl(
-                lambda: ref.normalize_data(ref.gather_diffraction(raw.diff3d, nn), N), 1.0, ""
-            )
-    elif stage == "group_normalize":
-        import dataclasses
-
-        from ptycho_jax import group
-
-        bare = (
-            dataclasses.replace(raw, objectGuess=None, Y=None)
-            if hasattr(raw, "Y")
-            else dataclasses.replace(raw, objectGuess=None)
-        )
-        params = c.params()
-        out["jax"] = Impl(
-            lambda: group(bare, params),
-            1.0,
-            "group() from host RawData without objectGuess: selection, gather, coordinates, normalize (as upstream's generate_grouped_data)",
-        )
-    elif stage == "intensity_scale":
-        diff_dev, D, X = inp.get("diff3d_dev"), inp.get("D_dev"), inp.get("X_dev")
-        out["jax"] = Impl(
-            lambda: all_intensity_scales(
-                raw_diff3d=diff_dev, grouped_diffraction=D, X=X, N=N, nphotons=c.nphotons
+    if ref is not None:
+        note = "crosscheck selection + tf_reference stages"
+        out["tf-ref"] = Impl(
+            lambda: _tf_chain(
+                raw,
+                N=c.N,
+                gridsize=c.gridsize,
+                K=c.K,
+                n_groups=c.B,
+                nphotons=c.nphotons,
+                seed=c.seed,
             ),
             1.0,
-            "all_intensity_scales (9 quantities)",
-        )
-        if ref is not None:
-            D_np, X_np = inp.get("D_np"), inp.get("X_np")
-            out["tf-ref"] = Impl(
-                lambda: _tf_scales(raw.diff3d, D_np, X_np, N=N, nphotons=c.nphotons),
-                1.0,
-                "same 9 quantities",
-            )
-    elif stage == "scaler":
-        X = inp.get("X_dev")
-        scale = inp.scale()
-        rt = _jitted_scaler_roundtrip()
-        out["jax"] = Impl(
-            lambda: rt(IntensityScaler.from_scale(scale), X),
-            1.0,
-            "from_scale, then inverse(forward(x)) in one filter_jit program (one array returned, as the TF pair)",
-        )
-        if ref is not None:
-            fwd, inv, Xt = inp.get("tf_scaler")
-            out["tf-ref"] = Impl(
-                lambda: inv(fwd(Xt)), 1.0, "Keras layer pair, forward + inverse (eager)"
-            )
-    elif stage == "container":
-        g, probe = inp.get("grouped"), raw.probeGuess
-        note = "Y_I/Y_phi from complex Y, norm_Y_I in TF order"
-        out["jax"] = Impl(
-            lambda: make_container(g, probe, nphotons=c.nphotons),
-            1.0,
             note,
-            (g.X_full, g.nn_indices, g.coords_offsets, g.coords_relative),
+            (raw.objectGuess, raw.probeGuess),
         )
-        if ref is not None:
-            tg, tX = inp.get("tf_grouped"), inp.get("X_np")
-            alias = (tX, probe, tg["nn_indices"], tg["coords_offsets"], tg["coords_relative"])
-            out["tf-ref"] = Impl(
-                lambda: ref.make_container(tg, tX, probe, nphotons=c.nphotons), 1.0, "", alias
-            )
-    elif stage == "patches":
-        obj, centres = raw.objectGuess, inp.get("centres")
-        out["jax"] = Impl(
-            lambda: extract_group_patches(obj, centres, N=N, C=c.C),
-            1.0,
-            "local bilinear gathers, FMA-order blend",
-        )
-        if ref is not None:
-            B = len(centres) // c.C
-            flat = (
-                centres.reshape(B, c.C, 2).transpose(0, 2, 1)[:, None].astype(np.float64)
-            )  # (B, 1, 2, C), exact
-            zeros = np.zeros((B, 1, 2, 1))
-            note = "crosscheck gather-based extraction (not upstream's algorithm)"
-            out["tf-ref"] = Impl(lambda: ref.image_patches(obj, flat, zeros, N=N), 1.0, note)
-        if "upstream-np" in want:
-            k = max(1, min(c.upstream_subset, len(centres)))
-            sub = centres[:k]
-            note = f"whole padded canvas ({c.object_side + 2 * (N // 2)}² px) translated per patch; {k} of {len(centres)} patches timed, scaled per patch"
-            out["upstream-np"] = Impl(
-                lambda: upstream_whole_canvas_patches(obj, sub, N=N), len(centres) / k, note
-            )
-    else:
-        raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
     return out
+
+
+def _gather_coords(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import group_coordinates
+    from ptycho_jax.internal import gather_frames
+
+    out: dict[str, Impl] = {}
+    raw, nn = inp.get("raw"), inp.get("nn")
+    diff_dev, nn_dev = inp.get("diff3d_dev"), inp.get("nn_dev")
+
+    def jax_gc():
+        start = group_coordinates(raw.xcoords_start, raw.ycoords_start, nn)
+        return (
+            gather_frames(diff_dev, nn_dev),
+            group_coordinates(raw.xcoords, raw.ycoords, nn),
+            start,
+        )
+
+    out["jax"] = Impl(jax_gc, 1.0, "gather_frames + group_coordinates x2 (frames on device)")
+    if ref is not None:
+        out["tf-ref"] = Impl(
+            lambda: (ref.gather_diffraction(raw.diff3d, nn), ref.group_coordinates(raw, nn)),
+            1.0,
+            "",
+        )
+    return out
+
+
+def _normalize(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import normalize_data
+
+    N = inp.case.N
+    out: dict[str, Impl] = {}
+    inp.get("raw"), inp.get("nn")  # built first, as before the split
+    D = inp.get("D_dev")
+    out["jax"] = Impl(lambda: normalize_data(D, N), 1.0, "variant main")
+    if ref is not None:
+        D_np = inp.get("D_np")
+        out["tf-ref"] = Impl(lambda: ref.normalize_data(D_np, N), 1.0, "variant main")
+    return out
+
+
+def _gather_normalize(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import normalize_data
+    from ptycho_jax.internal import gather_frames
+
+    N = inp.case.N
+    out: dict[str, Impl] = {}
+    raw, nn = inp.get("raw"), inp.get("nn")
+    diff_dev, nn_dev = inp.get("diff3d_dev"), inp.get("nn_dev")
+    out["jax"] = Impl(
+        lambda: normalize_data(gather_frames(diff_dev, nn_dev), N),
+        1.0,
+        "gather_frames then normalize_data",
+    )
+    if ref is not None:
+        out["tf-ref"] = Impl(
+            lambda: ref.normalize_data(ref.gather_diffraction(raw.diff3d, nn), N), 1.0, ""
+        )
+    return out
+
+
+def _group_normalize(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    import dataclasses
+
+    from ptycho_jax import group
+
+    out: dict[str, Impl] = {}
+    raw = inp.get("raw")
+    inp.get("nn")  # built first, as before the split
+    bare = (
+        dataclasses.replace(raw, objectGuess=None, Y=None)
+        if hasattr(raw, "Y")
+        else dataclasses.replace(raw, objectGuess=None)
+    )
+    params = inp.case.params()
+    out["jax"] = Impl(
+        lambda: group(bare, params),
+        1.0,
+        "group() from host RawData without objectGuess: selection, gather, coordinates, normalize (as upstream's generate_grouped_data)",
+    )
+    return out
+
+
+def _intensity_scale(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import all_intensity_scales
+
+    c = inp.case
+    N = c.N
+    out: dict[str, Impl] = {}
+    raw = inp.get("raw")
+    inp.get("nn")  # built first, as before the split
+    diff_dev, D, X = inp.get("diff3d_dev"), inp.get("D_dev"), inp.get("X_dev")
+    out["jax"] = Impl(
+        lambda: all_intensity_scales(
+            raw_diff3d=diff_dev, grouped_diffraction=D, X=X, N=N, nphotons=c.nphotons
+        ),
+        1.0,
+        "all_intensity_scales (9 quantities)",
+    )
+    if ref is not None:
+        D_np, X_np = inp.get("D_np"), inp.get("X_np")
+        out["tf-ref"] = Impl(
+            lambda: _tf_scales(raw.diff3d, D_np, X_np, N=N, nphotons=c.nphotons),
+            1.0,
+            "same 9 quantities",
+        )
+    return out
+
+
+def _scaler(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import IntensityScaler
+
+    out: dict[str, Impl] = {}
+    inp.get("raw"), inp.get("nn")  # built first, as before the split
+    X = inp.get("X_dev")
+    scale = inp.scale()
+    rt = _jitted_scaler_roundtrip()
+    out["jax"] = Impl(
+        lambda: rt(IntensityScaler.from_scale(scale), X),
+        1.0,
+        "from_scale, then inverse(forward(x)) in one filter_jit program (one array returned, as the TF pair)",
+    )
+    if ref is not None:
+        fwd, inv, Xt = inp.get("tf_scaler")
+        out["tf-ref"] = Impl(
+            lambda: inv(fwd(Xt)), 1.0, "Keras layer pair, forward + inverse (eager)"
+        )
+    return out
+
+
+def _container(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import make_container
+
+    c = inp.case
+    out: dict[str, Impl] = {}
+    raw = inp.get("raw")
+    inp.get("nn")  # built first, as before the split
+    g, probe = inp.get("grouped"), raw.probeGuess
+    note = "Y_I/Y_phi from complex Y, norm_Y_I in TF order"
+    out["jax"] = Impl(
+        lambda: make_container(g, probe, nphotons=c.nphotons),
+        1.0,
+        note,
+        (g.X_full, g.nn_indices, g.coords_offsets, g.coords_relative),
+    )
+    if ref is not None:
+        tg, tX = inp.get("tf_grouped"), inp.get("X_np")
+        alias = (tX, probe, tg["nn_indices"], tg["coords_offsets"], tg["coords_relative"])
+        out["tf-ref"] = Impl(
+            lambda: ref.make_container(tg, tX, probe, nphotons=c.nphotons), 1.0, "", alias
+        )
+    return out
+
+
+def _patches(inp: Inputs, want: set[str], ref, rg) -> dict[str, Impl]:
+    from ptycho_jax import extract_group_patches
+
+    c = inp.case
+    N = c.N
+    out: dict[str, Impl] = {}
+    raw = inp.get("raw")
+    inp.get("nn")  # built first, as before the split
+    obj, centres = raw.objectGuess, inp.get("centres")
+    out["jax"] = Impl(
+        lambda: extract_group_patches(obj, centres, N=N, C=c.C),
+        1.0,
+        "local bilinear gathers, FMA-order blend",
+    )
+    if ref is not None:
+        B = len(centres) // c.C
+        flat = (
+            centres.reshape(B, c.C, 2).transpose(0, 2, 1)[:, None].astype(np.float64)
+        )  # (B, 1, 2, C), exact
+        zeros = np.zeros((B, 1, 2, 1))
+        note = "crosscheck gather-based extraction (not upstream's algorithm)"
+        out["tf-ref"] = Impl(lambda: ref.image_patches(obj, flat, zeros, N=N), 1.0, note)
+    if "upstream-np" in want:
+        k = max(1, min(c.upstream_subset, len(centres)))
+        sub = centres[:k]
+        note = f"whole padded canvas ({c.object_side + 2 * (N // 2)}² px) translated per patch; {k} of {len(centres)} patches timed, scaled per patch"
+        out["upstream-np"] = Impl(
+            lambda: upstream_whole_canvas_patches(obj, sub, N=N), len(centres) / k, note
+        )
+    return out
+
+
+_STAGE_CALLABLES: dict[str, Callable[..., dict[str, Impl]]] = {
+    "selection": _selection,
+    "neighbours": _neighbours,
+    "h2d": _h2d,
+    "end_to_end": _end_to_end,
+    "gather_coords": _gather_coords,
+    "normalize": _normalize,
+    "gather_normalize": _gather_normalize,
+    "group_normalize": _group_normalize,
+    "intensity_scale": _intensity_scale,
+    "scaler": _scaler,
+    "container": _container,
+    "patches": _patches,
+}
+"""Stage name -> the function that builds its `{impl: Impl}` (`_own_callables` dispatches on it)."""
