@@ -64,57 +64,68 @@ def evaluate_targets(result: BenchResult) -> list[dict[str, Any]]:
         out.append({"target": name, "value": value, "goal": goal, "met": ok, "detail": detail})
 
     if big is not None:
-        for claim in PAIR_CLAIMS[:2]:
-            _add_pair_claim(add, result, big, *claim)
-        for stage, label, goal in (
-            ("group_normalize", "group + normalize", 5.0),
-            ("container", "container", 5.0),
-            ("patches", "object patches", 1000.0),
+        _case_targets(result, big, add)
+    _report_targets(result, add)
+    _search_and_gpu_targets(result, add, gpu=gpu)
+    return out
+
+
+def _case_targets(result: BenchResult, big: str, add) -> None:
+    """The targets measured on the largest case: ratios to TF and upstream, floors, memory."""
+    for claim in PAIR_CLAIMS[:2]:
+        _add_pair_claim(add, result, big, *claim)
+    for stage, label, goal in (
+        ("group_normalize", "group + normalize", 5.0),
+        ("container", "container", 5.0),
+        ("patches", "object patches", 1000.0),
+    ):
+        for numerator, how in (
+            ("upstream", ""),
+            (SAME_MALLOC, " with the port's malloc settings"),
         ):
-            for numerator, how in (
-                ("upstream", ""),
-                (SAME_MALLOC, " with the port's malloc settings"),
-            ):
-                r = _ratio(result, big, stage, numerator)
-                if r:
-                    # results written before the ratios carried it: the upstream figure's median
-                    up_s = (
-                        r.get("numerator_median_s")
-                        or _fig(result, big, stage, numerator)["median_s"]
-                    )
-                    add(
-                        f"{label} vs real upstream{how} ({big})",
-                        r["median"],
-                        f">= {goal:g}x",
-                        r["median"] >= goal,
-                        f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(up_s)}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})",
-                    )
-        _add_pair_claim(add, result, big, *PAIR_CLAIMS[2])
-        floors = [
-            f
-            for f in result.figures
-            if f["case"] == big and f["impl"] == "jax" and f.get("floor_multiple")
-        ]
-        if floors:
-            over = [f for f in floors if f["floor_multiple"] > 2]
-            worst = max(floors, key=lambda f: f["floor_multiple"])
-            detail = ", ".join(f"{f['stage']} {f['floor_multiple']:.1f}x" for f in floors)
-            add(
-                f"every stage within 2x of its copy floor ({big})",
-                worst["floor_multiple"],
-                "<= 2x each",
-                not over,
-                f"JAX median / same-run copy of the stage's bytes: {detail}",
-            )
-        m = _fig(result, big, "end_to_end", "jax")
-        if m and m["memory_ratio"] is not None:
-            add(
-                f"peak host memory / arrays produced ({big}, JAX end to end)",
-                m["memory_ratio"],
-                "<= 2x",
-                m["memory_ratio"] <= 2,
-                f"peak RSS growth {fmt_bytes(m['peak_rss_growth_bytes'])} for {fmt_bytes(m['produced_bytes'])} of arrays returned (ratio {m['memory_ratio']:.2f})",
-            )
+            r = _ratio(result, big, stage, numerator)
+            if r:
+                # results written before the ratios carried it: the upstream figure's median
+                up_s = (
+                    r.get("numerator_median_s") or _fig(result, big, stage, numerator)["median_s"]
+                )
+                add(
+                    f"{label} vs real upstream{how} ({big})",
+                    r["median"],
+                    f">= {goal:g}x",
+                    r["median"] >= goal,
+                    f"upstream/JAX medians {r['median']:.3g} (upstream {fmt_s(up_s)}, JAX {fmt_s(_fig(result, big, stage, 'jax')['median_s'])})",
+                )
+    _add_pair_claim(add, result, big, *PAIR_CLAIMS[2])
+    floors = [
+        f
+        for f in result.figures
+        if f["case"] == big and f["impl"] == "jax" and f.get("floor_multiple")
+    ]
+    if floors:
+        over = [f for f in floors if f["floor_multiple"] > 2]
+        worst = max(floors, key=lambda f: f["floor_multiple"])
+        detail = ", ".join(f"{f['stage']} {f['floor_multiple']:.1f}x" for f in floors)
+        add(
+            f"every stage within 2x of its copy floor ({big})",
+            worst["floor_multiple"],
+            "<= 2x each",
+            not over,
+            f"JAX median / same-run copy of the stage's bytes: {detail}",
+        )
+    m = _fig(result, big, "end_to_end", "jax")
+    if m and m["memory_ratio"] is not None:
+        add(
+            f"peak host memory / arrays produced ({big}, JAX end to end)",
+            m["memory_ratio"],
+            "<= 2x",
+            m["memory_ratio"] <= 2,
+            f"peak RSS growth {fmt_bytes(m['peak_rss_growth_bytes'])} for {fmt_bytes(m['produced_bytes'])} of arrays returned (ratio {m['memory_ratio']:.2f})",
+        )
+
+
+def _report_targets(result: BenchResult, add) -> None:
+    """The default report's compile time and its second run against the first."""
     comp = getattr(result, "compile", None) or {}
     rep = comp.get("default_report")
     if rep and rep.get("ok"):
@@ -135,6 +146,10 @@ def evaluate_targets(result: BenchResult) -> list[dict[str, Any]]:
             f"first {rep['wall_cold_s']:.1f} s (empty caches), second {rep['wall_warm_s']:.1f} s (cache hit; "
             f"{rep['compile_warm_s']:.2f} s compiling{_dataset_note(rep)})",
         )
+
+
+def _search_and_gpu_targets(result: BenchResult, add, *, gpu: bool) -> None:
+    """The neighbour search against cKDTree, and on a GPU gather + normalize against a copy."""
     pos = [c["name"] for c in result.cases if c["family"] == "positions"]
     at = "positions-1e5" if "positions-1e5" in pos else (pos[-1] if pos else None)
     if at:
@@ -166,14 +181,21 @@ def evaluate_targets(result: BenchResult) -> list[dict[str, Any]]:
                 best["fraction_of_copy_bandwidth"] >= 0.6,
                 f"{best['gbps']:.0f} GB/s of {result.copy_bandwidth['start']['gbps']:.0f} GB/s",
             )
-    return out
 
 
 def to_markdown(result: BenchResult) -> str:
     """The Markdown report: header, targets, one row per (case, stage), memory, cuts."""
+    lines = _header_md(result)
+    for part in (_targets_md, _compile_md, _figures_md, _memory_md, _notes_md):
+        part(result, lines)
+    return "\n".join(lines)
+
+
+def _header_md(result: BenchResult) -> list[str]:
+    """Machine, versions, git, command, copy bandwidth and how to read the tables."""
     m, v, g = result.machine, result.versions, result.git
     bw = result.copy_bandwidth["start"]
-    lines = [
+    return [
         f"# ptycho-jax benchmarks: {m['device_platform']} ({result.preset})",
         "",
         f"- Machine: {m['cpu_model']}, {m['cpus_usable']} usable of {m['cpu_count']} CPUs, "
@@ -191,6 +213,9 @@ def to_markdown(result: BenchResult) -> str:
         "- Times: median [min – max] over warm calls; ratios: other / jax, taken pair by pair in the same round.",
         "",
     ]  # fmt: skip
+
+
+def _targets_md(result: BenchResult, lines: list[str]) -> None:
     if result.targets:
         lines += [
             "## Targets",
@@ -203,6 +228,9 @@ def to_markdown(result: BenchResult) -> str:
                 f"| {t['target']} | {t['detail']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |"
             )
         lines.append("")
+
+
+def _compile_md(result: BenchResult, lines: list[str]) -> None:
     rep = (getattr(result, "compile", None) or {}).get("default_report")
     if rep:
         lines += ["## Compile time (apart from run time)", ""]
@@ -222,6 +250,9 @@ def to_markdown(result: BenchResult) -> str:
             )
         else:
             lines += [f"Not measured: {rep.get('error')}", ""]
+
+
+def _figures_md(result: BenchResult, lines: list[str]) -> None:
     names = [c["name"] for c in result.cases]
     main = next((n for n in ("large", "medium") if n in names), None)
     if main is not None:
@@ -231,6 +262,9 @@ def to_markdown(result: BenchResult) -> str:
             + [""]
         )
     lines += ["## Figures", ""] + _figures_table(result, result.cases) + [""]
+
+
+def _memory_md(result: BenchResult, lines: list[str]) -> None:
     big = 64 * 2**20 if any((f["produced_bytes"] or 0) >= 64 * 2**20 for f in result.figures) else 0
     mem_rows = [
         f
@@ -248,6 +282,10 @@ def to_markdown(result: BenchResult) -> str:
                 f"| {f['case']} | {f['stage']} | {f['impl']} | {fmt_bytes(f['peak_rss_growth_bytes'])} | {fmt_bytes(f['produced_bytes'])} | {ratio} | {fmt_bytes(f['device_peak_bytes'])} |"
             )
         lines.append("")
+
+
+def _notes_md(result: BenchResult, lines: list[str]) -> None:
+    """Notes, errors and what was cut."""
     notes = [
         f"{f['case']}/{f['stage']}/{f['impl']}: {f['note']}"
         for f in result.figures
@@ -273,7 +311,6 @@ def to_markdown(result: BenchResult) -> str:
             + [f"- {c['case']} / {c['stage']} / {c['impl']}: {c['reason']}" for c in result.cuts]
             + [""]
         )
-    return "\n".join(lines)
 
 
 def _figures_table(result: BenchResult, cases: Sequence[dict]) -> list[str]:
