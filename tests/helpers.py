@@ -126,7 +126,7 @@ def assert_equal_chain(d):
         if k.startswith("scale.") or k == "training_scale":
             assert v["f32_ulp"] <= 1, (k, v)
         if k.startswith("scale."):
-            assert v["rel"] <= 1e-14, (k, v)
+            assert v["rel"] <= 1e-14, (k, v)  # float64 sums in another order
 
 
 def console(*args: str, cwd) -> subprocess.CompletedProcess:

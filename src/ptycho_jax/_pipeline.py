@@ -223,7 +223,7 @@ class _ChainPlan:
     N: int
     chunk_rows: int  # groups per chunk (all of them unless streamed)
     n_chunks: int
-    rows: int  # padded rows of every chunk over the mesh
+    layout: Any  # one chunk's rows over the mesh (`tail_padded_blocks`), every chunk alike
     streamed: bool
     patches: str | None  # patch positions when the object's patches are cut here, else None
 
@@ -234,6 +234,11 @@ class _ChainPlan:
     @property
     def C(self) -> int:
         return self.nn.shape[1]
+
+    @property
+    def rows(self) -> int:
+        """The padded rows of every chunk over the mesh."""
+        return self.layout.padded
 
     def chunk(self, i: int):
         """Chunk `i`: its group range [a, b), its padded int32 groups, its valid-row mask and start."""
@@ -262,7 +267,7 @@ def _check_variant_input(raw: RawData, params: ChainParams, where: str) -> None:
 
 def _plan_chain(raw, params, *, mesh, nn_indices, key, chunk_groups, container, where, tick):
     """The groups (one source of truth on every process), their checks, the probe when the
-    container is made (checked in that order), and the chunking: (plan, layout, probe)."""
+    container is made (checked in that order), and the chunking: (plan, probe)."""
     mesh = make_mesh(1) if mesh is None else check_mesh(mesh, where)
     _check_chunk_groups(chunk_groups, mesh, where)
     with jax.enable_x64(True):  # float64 positions must not be truncated by the gathers
@@ -291,22 +296,21 @@ def _plan_chain(raw, params, *, mesh, nn_indices, key, chunk_groups, container, 
     )
     streamed = chunk_groups is not None
     cg = n_groups if not streamed else min(int(chunk_groups), n_groups)
-    layout = tail_padded_blocks(cg, mesh.size)  # one chunk's rows over the mesh, every chunk alike
     plan = _ChainPlan(
         mesh=mesh, positions=positions, M=M, lo=lo, nn=nn, N=N, chunk_rows=cg,
-        n_chunks=-(-n_groups // cg), rows=layout.padded, streamed=streamed, patches=patches,
+        n_chunks=-(-n_groups // cg), layout=tail_padded_blocks(cg, mesh.size), streamed=streamed, patches=patches,
     )  # fmt: skip
     logger.info(
         "%s: %d groups of %d in %d chunk(s) of %d (%d rows each) on %d device(s)%s",
         where, n_groups, C, plan.n_chunks, cg, plan.rows, mesh.size,
         ", streamed" if streamed else "",
     )  # fmt: skip
-    return plan, layout, probe
+    return plan, probe
 
 
-def _chain_frames(raw: RawData, plan: _ChainPlan, layout):
+def _chain_frames(raw: RawData, plan: _ChainPlan):
     """The diffraction frames and (when given) the ground-truth patches, ready to be gathered."""
-    kw = dict(lo=plan.lo, M=plan.M, mesh=plan.mesh, layout=layout, streamed=plan.streamed)
+    kw = dict(lo=plan.lo, M=plan.M, mesh=plan.mesh, layout=plan.layout, streamed=plan.streamed)
     frames = _Frames(raw.diff3d, **kw, placed=_resident_frames(raw, plan.mesh, plan.lo))
     truth = None if raw.Y is None else _Frames(raw.Y[..., 0], **kw)
     return frames, truth
@@ -431,13 +435,13 @@ def _chain(
     tick = progress or (lambda stage: None)
     _check_variant_input(raw, params, where)
     numerics = params.numerics
-    plan, layout, probe = _plan_chain(
+    plan, probe = _plan_chain(
         raw, params, mesh=mesh, nn_indices=nn_indices, key=key, chunk_groups=chunk_groups,
         container=container, where=where, tick=tick,
     )  # fmt: skip
     mesh, C = plan.mesh, plan.C
     with jax.enable_x64(True):
-        frames, truth = _chain_frames(raw, plan, layout)
+        frames, truth = _chain_frames(raw, plan)
         # One device, main numerics: the gain is known before the gather, and pass 2 gathers and
         # scales in one pass (no pass 1).
         one_pass = not plan.streamed and mesh.size == 1 and not numerics.tf_order_energies
